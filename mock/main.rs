@@ -1,0 +1,349 @@
+//! `mock-backend`: a small HTTP/1.1 server that stands in for a service replica in demos and
+//! tests, as the original design's `go run main.go 9001` did.
+//!
+//! Every request gets `200 Hello from <port>` (or `--status N`) followed by the request body, plus headers that
+//! tell what arrived: `X-Mock-Port`, `X-Mock-Method`, `X-Mock-Path` (path and query) and
+//! `X-Echo-<name>` for every request header. Flags make it misbehave on purpose:
+//!
+//! ```text
+//! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N] [--log] PORT
+//! ```
+//!
+//! Port 0 picks a free port; the first line on stdout always names the address it listens on.
+//! It uses only the standard library (one thread per connection, keep-alive), so it builds in
+//! seconds and has nothing to hide.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
+                     [--delay-ms N] [--log] PORT";
+const MAX_LINE: usize = 16 * 1024;
+const MAX_HEADERS: usize = 128;
+
+/// How this mock behaves.
+#[derive(Debug, Clone)]
+struct Behaviour {
+    /// The status of every answer that is not a failure (`--status`, default 200).
+    status: u16,
+    /// Share of requests answered with 500, from 0.0 to 1.0 (`--fail` is 1.0).
+    fail_rate: f64,
+    /// Wait before answering each request.
+    delay: Duration,
+    /// Print one line per request.
+    log: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (bind, port, behaviour) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("mock-backend: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind((bind.as_str(), port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("mock-backend: cannot listen on {bind}:{port}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("mock-backend: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("mock-backend listening on {local}");
+    let _ = io::stdout().flush();
+
+    let behaviour = Arc::new(behaviour);
+    let seed = Arc::new(AtomicU64::new(time_seed()));
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let behaviour = behaviour.clone();
+        let seed = seed.clone();
+        let port = local.port();
+        thread::spawn(move || {
+            let _ = serve(stream, port, &behaviour, &seed);
+        });
+    }
+    ExitCode::SUCCESS
+}
+
+fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
+    let mut bind = "127.0.0.1".to_owned();
+    let mut port = None;
+    let mut behaviour = Behaviour {
+        status: 200,
+        fail_rate: 0.0,
+        delay: Duration::ZERO,
+        log: false,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--bind" => bind = value("--bind")?,
+            "--status" => {
+                behaviour.status = value("--status")?
+                    .parse()
+                    .ok()
+                    .filter(|s| (200..=599).contains(s))
+                    .ok_or("--status takes a status from 200 to 599")?
+            }
+            "--fail" => behaviour.fail_rate = 1.0,
+            "--fail-rate" => {
+                behaviour.fail_rate = value("--fail-rate")?
+                    .parse()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or("--fail-rate takes a number from 0 to 1")?
+            }
+            "--delay-ms" => {
+                let ms: u64 = value("--delay-ms")?
+                    .parse()
+                    .map_err(|_| "--delay-ms takes whole milliseconds")?;
+                behaviour.delay = Duration::from_millis(ms);
+            }
+            "--log" => behaviour.log = true,
+            "-h" | "--help" => return Err("help".to_owned()),
+            other if port.is_none() && !other.starts_with('-') => {
+                port = Some(
+                    other
+                        .parse::<u16>()
+                        .map_err(|_| format!("\"{other}\" is not a port"))?,
+                )
+            }
+            other => return Err(format!("unexpected argument \"{other}\"")),
+        }
+    }
+    Ok((bind, port.ok_or("the port is missing")?, behaviour))
+}
+
+/// One request as read off the wire.
+struct Request {
+    method: String,
+    target: String,
+    version: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn wants_close(&self) -> bool {
+        let connection = self.header("connection").map(str::to_ascii_lowercase);
+        match connection.as_deref() {
+            Some(c) if c.contains("close") => true,
+            Some(c) if c.contains("keep-alive") => false,
+            _ => self.version == "HTTP/1.0",
+        }
+    }
+}
+
+/// Serves requests on one connection until the client closes it or asks to.
+fn serve(stream: TcpStream, port: u16, behaviour: &Behaviour, seed: &AtomicU64) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some(request) = read_request(&mut reader, &mut writer)? else {
+            return Ok(());
+        };
+        if !behaviour.delay.is_zero() {
+            thread::sleep(behaviour.delay);
+        }
+        let fail = behaviour.fail_rate > 0.0 && next_random(seed) < behaviour.fail_rate;
+        let (status, greeting) = if fail {
+            (500, "Failure from")
+        } else {
+            (behaviour.status, "Hello from")
+        };
+        if behaviour.log {
+            println!("{port} {} {} -> {status}", request.method, request.target);
+        }
+        let mut body = format!("{greeting} {port}\n").into_bytes();
+        body.extend_from_slice(&request.body);
+
+        let close = request.wants_close();
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+             X-Mock-Port: {port}\r\nX-Mock-Method: {}\r\nX-Mock-Path: {}\r\n",
+            reason_phrase(status),
+            body.len(),
+            request.method,
+            request.target
+        );
+        for (name, value) in &request.headers {
+            head.push_str(&format!("X-Echo-{name}: {value}\r\n"));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        writer.write_all(head.as_bytes())?;
+        if request.method != "HEAD" {
+            writer.write_all(&body)?;
+        }
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one request; `None` when the client closed the connection between requests.
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+) -> io::Result<Option<Request>> {
+    let Some(request_line) = read_line(reader)? else {
+        return Ok(None);
+    };
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("malformed request line"));
+    };
+    let mut request = Request {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        version: version.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    loop {
+        let line = read_line(reader)?.ok_or_else(|| invalid("headers cut short"))?;
+        if line.is_empty() {
+            break;
+        }
+        if request.headers.len() == MAX_HEADERS {
+            return Err(invalid("too many headers"));
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid("malformed header"))?;
+        request
+            .headers
+            .push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if request
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let chunked = request
+        .header("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        request.body = read_chunked(reader)?;
+    } else if let Some(length) = request.header("content-length") {
+        let length: usize = length.parse().map_err(|_| invalid("bad content-length"))?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        request.body = body;
+    }
+    Ok(Some(request))
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let size_line = read_line(reader)?.ok_or_else(|| invalid("chunk cut short"))?;
+        let size_text = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            while !read_line(reader)?
+                .ok_or_else(|| invalid("trailers cut short"))?
+                .is_empty()
+            {}
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        read_line(reader)?;
+    }
+}
+
+/// One CRLF- (or LF-) terminated line, without the terminator; `None` at end of stream.
+fn read_line(reader: &mut BufReader<TcpStream>) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let read = reader
+        .by_ref()
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(invalid("line too long or cut short"));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| invalid("non-UTF-8 header"))
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Mock Status",
+    }
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// A uniform number in [0, 1) from a shared xorshift state: good enough to fail "30 % of the
+/// time" without pulling in a random-number crate.
+fn next_random(state: &AtomicU64) -> f64 {
+    let mut x = state.load(Ordering::Relaxed);
+    loop {
+        let mut next = x;
+        next ^= next << 13;
+        next ^= next >> 7;
+        next ^= next << 17;
+        match state.compare_exchange_weak(x, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (next >> 11) as f64 / (1u64 << 53) as f64,
+            Err(current) => x = current,
+        }
+    }
+}
+
+fn time_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos | 1
+}

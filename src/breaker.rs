@@ -1,0 +1,825 @@
+//! The circuit breaker that guards one backend.
+//!
+//! A breaker is Closed (requests pass, consecutive failures are counted), Open (requests are
+//! refused until `open_timeout` has passed) or Half-Open (exactly one probe request is let
+//! through; its outcome closes or re-opens the breaker).
+//!
+//! Why it is shaped this way:
+//! - **Lock-free on the request path.** The state lives in one atomic word, so admitting a
+//!   request to a Closed breaker is a single load and recording a success is at most one store.
+//!   Only transitions (rare) take the breaker's own mutex, which keeps them exact under
+//!   contention: N racing failures produce one `OPEN`, N racing selections after the cooldown
+//!   produce one probe.
+//! - **Permits, not callbacks.** [`Breaker::try_acquire`] hands out a [`Permit`] that must be
+//!   settled with [`Permit::record`]. A permit dropped unsettled (client gone, task cancelled,
+//!   error path) is neutral and frees the probe slot, so Half-Open can never get stuck.
+//! - **Generations.** Every transition bumps a generation stored in the state word, and a
+//!   permit remembers the generation it was issued in. A late result from an earlier state
+//!   (a slow request admitted while Closed that fails after the breaker opened) changes the
+//!   counters but never the state, so it cannot stretch a cooldown or close a breaker early.
+//! - **Injected time and observers.** Time comes from a [`Clock`], so tests drive the cooldown
+//!   without sleeping; transitions go to a [`TransitionObserver`], so the state machine knows
+//!   nothing about logs or metrics.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A monotonic time source, as a duration since an arbitrary fixed origin.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Duration;
+}
+
+/// The real clock: [`Instant`] measured from the moment the clock was made.
+#[derive(Debug)]
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A clock that only moves when told to: for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    nanos: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock standing at its origin.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.nanos.fetch_add(duration_nanos(by), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
+/// When a breaker trips and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open a Closed breaker (at least 1).
+    pub failure_threshold: u32,
+    /// How long an Open breaker refuses requests before it admits a probe. It is also the
+    /// lease of a probe: a probe still unsettled after this long no longer blocks the next one.
+    pub open_timeout: Duration,
+}
+
+impl Default for BreakerSettings {
+    /// The original design's values: 3 failures, 10 seconds.
+    fn default() -> Self {
+        Self {
+            failure_threshold: 3,
+            open_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The three states of a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests pass; consecutive failures are counted.
+    Closed,
+    /// Requests are refused until the cooldown has passed.
+    Open,
+    /// One probe request decides between Closed and Open.
+    HalfOpen,
+}
+
+impl fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BreakerState::Closed => "Closed",
+            BreakerState::Open => "Open",
+            BreakerState::HalfOpen => "Half-Open",
+        })
+    }
+}
+
+/// What happened to a request the breaker admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend answered (any status below 500).
+    Success,
+    /// The backend could not be reached, timed out, broke the exchange or answered 5xx.
+    Failure,
+}
+
+/// Why a breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionReason {
+    /// Closed → Open: the failure threshold was reached.
+    ThresholdReached,
+    /// Open → Half-Open: the cooldown passed and a probe was admitted.
+    TimeoutPassed,
+    /// Half-Open → Closed: the probe succeeded.
+    Recovered,
+    /// Half-Open → Open: the probe failed.
+    ProbeFailed,
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransitionReason::ThresholdReached => "threshold reached",
+            TransitionReason::TimeoutPassed => "timeout passed",
+            TransitionReason::Recovered => "recovered",
+            TransitionReason::ProbeFailed => "probe failed",
+        })
+    }
+}
+
+/// One state change of one breaker, as handed to a [`TransitionObserver`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    /// The breaker's name (the backend URL).
+    pub breaker: &'a str,
+    /// The state it left.
+    pub from: BreakerState,
+    /// The state it entered.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: TransitionReason,
+}
+
+/// Receives every transition of the breakers it is given to. Called while the breaker's
+/// transition lock is held, so a breaker's transitions arrive in order; keep it quick.
+pub trait TransitionObserver: Send + Sync {
+    /// Called once per transition.
+    fn on_transition(&self, transition: &Transition<'_>);
+}
+
+/// A point-in-time view of a breaker, for status logs and error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    /// The current state.
+    pub state: BreakerState,
+    /// The current run of consecutive failures (Closed only; 0 otherwise).
+    pub consecutive_failures: u32,
+    /// Recorded successes since start.
+    pub successes: u64,
+    /// Recorded failures since start.
+    pub failures: u64,
+    /// How long until the breaker admits a request again: zero when it would now.
+    pub retry_in: Duration,
+}
+
+impl BreakerSnapshot {
+    /// All recorded outcomes.
+    pub fn total(&self) -> u64 {
+        self.successes + self.failures
+    }
+}
+
+/// The circuit breaker of one backend. Share it as `Arc<Breaker>`.
+pub struct Breaker {
+    name: String,
+    settings: BreakerSettings,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn TransitionObserver>,
+    /// [`StateWord`]: state, probe flag and generation in one atomic.
+    word: AtomicU64,
+    /// Open: when the next probe may go. Half-Open with a probe out: when its lease ends.
+    next_probe_at_nanos: AtomicU64,
+    consecutive_failures: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// Serialises transitions of this breaker only; never held on the Closed fast path.
+    transition_lock: Mutex<()>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl Breaker {
+    /// A Closed breaker named `name` (the backend URL, used in transitions).
+    pub fn new(
+        name: impl Into<String>,
+        settings: BreakerSettings,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn TransitionObserver>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            settings,
+            clock,
+            observer,
+            word: AtomicU64::new(StateWord::CLOSED.0),
+            next_probe_at_nanos: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            transition_lock: Mutex::new(()),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The breaker's settings.
+    pub fn settings(&self) -> BreakerSettings {
+        self.settings
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        StateWord(self.word.load(Ordering::Acquire)).state()
+    }
+
+    /// Asks to send one request through. `None` means the backend must be skipped: it is Open
+    /// and cooling down, or Half-Open with its probe already out.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        match word.state() {
+            BreakerState::Closed => return Some(Permit::new(self, word.generation(), false)),
+            BreakerState::Open => {
+                if self.clock.now() < self.next_probe_at() {
+                    return None;
+                }
+            }
+            BreakerState::HalfOpen => {
+                if word.probe_out() && self.clock.now() < self.next_probe_at() {
+                    return None;
+                }
+            }
+        }
+        self.acquire_slow()
+    }
+
+    /// The contended part of admission, under the transition lock: the cooldown has passed,
+    /// or the probe slot looks free.
+    fn acquire_slow(self: &Arc<Self>) -> Option<Permit> {
+        let _guard = self.lock();
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        let now = self.clock.now();
+        match word.state() {
+            BreakerState::Closed => Some(Permit::new(self, word.generation(), false)),
+            BreakerState::Open if now >= self.next_probe_at() => {
+                let generation = word.generation() + 1;
+                self.set_next_probe_at(now + self.settings.open_timeout);
+                self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
+                self.notify(
+                    BreakerState::Open,
+                    BreakerState::HalfOpen,
+                    TransitionReason::TimeoutPassed,
+                );
+                Some(Permit::new(self, generation, true))
+            }
+            BreakerState::HalfOpen if !word.probe_out() || now >= self.next_probe_at() => {
+                // A free slot, or a probe whose lease ran out: the new probe gets a new
+                // generation so the old one's late result is ignored.
+                let generation = word.generation() + 1;
+                self.set_next_probe_at(now + self.settings.open_timeout);
+                self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
+                Some(Permit::new(self, generation, true))
+            }
+            BreakerState::Open | BreakerState::HalfOpen => None,
+        }
+    }
+
+    /// A point-in-time view of the breaker.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        let retry_in = match word.state() {
+            BreakerState::Closed => Duration::ZERO,
+            BreakerState::HalfOpen if !word.probe_out() => Duration::ZERO,
+            BreakerState::Open | BreakerState::HalfOpen => {
+                self.next_probe_at().saturating_sub(self.clock.now())
+            }
+        };
+        BreakerSnapshot {
+            state: word.state(),
+            consecutive_failures: match word.state() {
+                BreakerState::Closed => self.consecutive_failures.load(Ordering::Relaxed),
+                _ => 0,
+            },
+            successes: self.successes.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            retry_in,
+        }
+    }
+
+    fn record(&self, generation: u64, probe: bool, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.successes.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failure => self.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        if word.generation() != generation {
+            return;
+        }
+        match (word.state(), outcome) {
+            // Skip the store when there is no run to reset: keeps the cache line shared.
+            (BreakerState::Closed, Outcome::Success)
+                if self.consecutive_failures.load(Ordering::Relaxed) != 0 =>
+            {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            (BreakerState::Closed, Outcome::Failure) => {
+                let run = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if run >= self.settings.failure_threshold {
+                    self.transition_from(
+                        word,
+                        BreakerState::Open,
+                        TransitionReason::ThresholdReached,
+                    );
+                }
+            }
+            (BreakerState::HalfOpen, Outcome::Success) if probe => {
+                self.transition_from(word, BreakerState::Closed, TransitionReason::Recovered);
+            }
+            (BreakerState::HalfOpen, Outcome::Failure) if probe => {
+                self.transition_from(word, BreakerState::Open, TransitionReason::ProbeFailed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves from exactly `expected` to `to`; does nothing if another thread got there first.
+    fn transition_from(&self, expected: StateWord, to: BreakerState, reason: TransitionReason) {
+        let _guard = self.lock();
+        if self.word.load(Ordering::Acquire) != expected.0 {
+            return;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if to == BreakerState::Open {
+            self.set_next_probe_at(self.clock.now() + self.settings.open_timeout);
+        }
+        self.publish(StateWord::new(to, false, expected.generation() + 1));
+        self.notify(expected.state(), to, reason);
+    }
+
+    /// Frees the probe slot of an unsettled probe, if it is still the current one.
+    fn release_probe(&self, generation: u64) {
+        let _guard = self.lock();
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        if word.state() == BreakerState::HalfOpen
+            && word.probe_out()
+            && word.generation() == generation
+        {
+            self.publish(StateWord::new(BreakerState::HalfOpen, false, generation));
+        }
+    }
+
+    fn notify(&self, from: BreakerState, to: BreakerState, reason: TransitionReason) {
+        self.observer.on_transition(&Transition {
+            breaker: &self.name,
+            from,
+            to,
+            reason,
+        });
+    }
+
+    fn publish(&self, word: StateWord) {
+        self.word.store(word.0, Ordering::Release);
+    }
+
+    fn next_probe_at(&self) -> Duration {
+        Duration::from_nanos(self.next_probe_at_nanos.load(Ordering::Acquire))
+    }
+
+    fn set_next_probe_at(&self, at: Duration) {
+        self.next_probe_at_nanos
+            .store(duration_nanos(at), Ordering::Release);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data, so a panic elsewhere cannot leave anything half-written.
+        self.transition_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Leave to send one request to a backend, issued by [`Breaker::try_acquire`].
+///
+/// Settle it with [`Permit::record`]. Dropping it unsettled is a neutral outcome: nothing is
+/// counted and, if it was the Half-Open probe, the probe slot is freed for the next request.
+#[derive(Debug)]
+pub struct Permit {
+    breaker: Arc<Breaker>,
+    generation: u64,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit {
+    fn new(breaker: &Arc<Breaker>, generation: u64, probe: bool) -> Self {
+        Self {
+            breaker: Arc::clone(breaker),
+            generation,
+            probe,
+            settled: false,
+        }
+    }
+
+    /// Whether this permit is the Half-Open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The breaker that issued the permit.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// Records what happened to the request.
+    pub fn record(mut self, outcome: Outcome) {
+        self.settled = true;
+        self.breaker.record(self.generation, self.probe, outcome);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breaker.release_probe(self.generation);
+        }
+    }
+}
+
+/// State (2 bits), probe-out flag (1 bit) and generation (61 bits) packed in one `u64`, so a
+/// reader sees all three consistently with one atomic load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StateWord(u64);
+
+impl StateWord {
+    const CLOSED: StateWord = StateWord(0);
+    const PROBE_BIT: u64 = 0b100;
+
+    fn new(state: BreakerState, probe_out: bool, generation: u64) -> Self {
+        let state_bits = match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        let probe_bit = if probe_out { Self::PROBE_BIT } else { 0 };
+        StateWord(generation << 3 | probe_bit | state_bits)
+    }
+
+    fn state(self) -> BreakerState {
+        match self.0 & 0b11 {
+            0 => BreakerState::Closed,
+            1 => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    fn probe_out(self) -> bool {
+        self.0 & Self::PROBE_BIT != 0
+    }
+
+    fn generation(self) -> u64 {
+        self.0 >> 3
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::thread;
+
+    const COOLDOWN: Duration = Duration::from_secs(10);
+
+    /// Records transitions as text lines, e.g. `Closed->Open (threshold reached)`.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl TransitionObserver for Recorder {
+        fn on_transition(&self, t: &Transition<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{}->{} ({})", t.from, t.to, t.reason));
+        }
+    }
+
+    impl Recorder {
+        fn lines(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        recorder: Arc<Recorder>,
+        breaker: Arc<Breaker>,
+    }
+
+    fn fixture(failure_threshold: u32) -> Fixture {
+        let clock = Arc::new(ManualClock::new());
+        let recorder = Arc::new(Recorder::default());
+        let settings = BreakerSettings {
+            failure_threshold,
+            open_timeout: COOLDOWN,
+        };
+        let breaker = Arc::new(Breaker::new(
+            "http://backend:1",
+            settings,
+            clock.clone(),
+            recorder.clone(),
+        ));
+        Fixture {
+            clock,
+            recorder,
+            breaker,
+        }
+    }
+
+    fn fail(breaker: &Arc<Breaker>, times: u32) {
+        for _ in 0..times {
+            breaker
+                .try_acquire()
+                .expect("admitted")
+                .record(Outcome::Failure);
+        }
+    }
+
+    fn open(f: &Fixture) {
+        fail(&f.breaker, f.breaker.settings().failure_threshold);
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn stays_closed_one_failure_below_the_threshold() {
+        let f = fixture(3);
+        fail(&f.breaker, 2);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        assert_eq!(f.breaker.snapshot().consecutive_failures, 2);
+        fail(&f.breaker, 1);
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+        assert_eq!(f.recorder.lines(), ["Closed->Open (threshold reached)"]);
+        assert!(f.breaker.try_acquire().is_none());
+    }
+
+    #[test]
+    fn threshold_of_one_opens_on_the_first_failure() {
+        let f = fixture(1);
+        fail(&f.breaker, 1);
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_success_resets_the_run() {
+        let f = fixture(3);
+        fail(&f.breaker, 2);
+        f.breaker.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(f.breaker.snapshot().consecutive_failures, 0);
+        fail(&f.breaker, 2);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        let snapshot = f.breaker.snapshot();
+        assert_eq!((snapshot.successes, snapshot.failures), (1, 4));
+        assert_eq!(snapshot.total(), 5);
+    }
+
+    #[test]
+    fn cooldown_boundary_is_exact() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN - Duration::from_millis(1));
+        assert!(f.breaker.try_acquire().is_none(), "still Open 1 ms early");
+        assert_eq!(f.breaker.snapshot().retry_in, Duration::from_millis(1));
+        f.clock.advance(Duration::from_millis(1));
+        let probe = f
+            .breaker
+            .try_acquire()
+            .expect("probe admitted at the boundary");
+        assert!(probe.is_probe());
+        assert_eq!(f.breaker.state(), BreakerState::HalfOpen);
+        assert!(f.breaker.try_acquire().is_none(), "only one probe");
+        assert_eq!(
+            f.recorder.lines(),
+            [
+                "Closed->Open (threshold reached)",
+                "Open->Half-Open (timeout passed)"
+            ]
+        );
+    }
+
+    #[test]
+    fn probe_success_closes_and_resets_counters() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        f.breaker.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        assert_eq!(f.breaker.snapshot().consecutive_failures, 0);
+        assert_eq!(
+            f.recorder.lines().last().unwrap(),
+            "Half-Open->Closed (recovered)"
+        );
+        // A fresh run is needed to trip again.
+        fail(&f.breaker, 2);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn probe_failure_reopens_and_restarts_the_cooldown() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().unwrap();
+        f.clock.advance(Duration::from_secs(4));
+        probe.record(Outcome::Failure);
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+        assert_eq!(
+            f.recorder.lines().last().unwrap(),
+            "Half-Open->Open (probe failed)"
+        );
+        assert_eq!(
+            f.breaker.snapshot().retry_in,
+            COOLDOWN,
+            "cooldown restarted"
+        );
+        f.clock.advance(COOLDOWN - Duration::from_millis(1));
+        assert!(f.breaker.try_acquire().is_none());
+        f.clock.advance(Duration::from_millis(1));
+        assert!(f.breaker.try_acquire().unwrap().is_probe());
+    }
+
+    #[test]
+    fn a_dropped_probe_frees_its_slot_without_recording() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().unwrap();
+        assert!(f.breaker.try_acquire().is_none());
+        drop(probe);
+        let before = f.breaker.snapshot();
+        assert_eq!(before.state, BreakerState::HalfOpen);
+        assert_eq!(before.retry_in, Duration::ZERO);
+        let next = f.breaker.try_acquire().expect("slot freed");
+        assert!(next.is_probe());
+        assert_eq!((before.successes, before.failures), (0, 3));
+        next.record(Outcome::Success);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_that_outlives_its_lease_no_longer_blocks_and_its_result_is_ignored() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let hung = f.breaker.try_acquire().unwrap();
+        f.clock.advance(COOLDOWN - Duration::from_millis(1));
+        assert!(f.breaker.try_acquire().is_none());
+        f.clock.advance(Duration::from_millis(1));
+        let second = f.breaker.try_acquire().expect("lease expired");
+        hung.record(Outcome::Failure);
+        assert_eq!(
+            f.breaker.state(),
+            BreakerState::HalfOpen,
+            "stale probe ignored"
+        );
+        second.record(Outcome::Success);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn late_results_from_an_earlier_state_do_not_change_it() {
+        let f = fixture(3);
+        let slow = f.breaker.try_acquire().unwrap();
+        open(&f);
+        f.clock.advance(Duration::from_secs(4));
+        slow.record(Outcome::Failure);
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+        assert_eq!(
+            f.breaker.snapshot().retry_in,
+            COOLDOWN - Duration::from_secs(4),
+            "cooldown not stretched"
+        );
+        assert_eq!(f.breaker.snapshot().failures, 4, "still counted");
+        assert_eq!(f.recorder.lines().len(), 1);
+    }
+
+    #[test]
+    fn a_non_probe_success_cannot_close_a_half_open_breaker() {
+        let f = fixture(3);
+        let slow = f.breaker.try_acquire().unwrap();
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().unwrap();
+        slow.record(Outcome::Success);
+        assert_eq!(f.breaker.state(), BreakerState::HalfOpen);
+        drop(probe);
+    }
+
+    #[test]
+    fn racing_failures_open_the_breaker_once() {
+        let f = fixture(3);
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let permits: Vec<Permit> = (0..threads)
+            .map(|_| f.breaker.try_acquire().unwrap())
+            .collect();
+        let handles: Vec<_> = permits
+            .into_iter()
+            .map(|permit| {
+                let barrier = barrier.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    permit.record(Outcome::Failure);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(f.breaker.state(), BreakerState::Open);
+        assert_eq!(f.recorder.lines(), ["Closed->Open (threshold reached)"]);
+    }
+
+    #[test]
+    fn exactly_one_probe_under_real_thread_contention() {
+        for _ in 0..50 {
+            let f = fixture(3);
+            open(&f);
+            f.clock.advance(COOLDOWN);
+            let threads = 16;
+            let barrier = Arc::new(Barrier::new(threads));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let breaker = f.breaker.clone();
+                    let barrier = barrier.clone();
+                    thread::spawn(move || {
+                        barrier.wait();
+                        breaker.try_acquire()
+                    })
+                })
+                .collect();
+            let admitted: Vec<Permit> = handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect();
+            assert_eq!(admitted.len(), 1, "exactly one probe");
+            assert!(admitted[0].is_probe());
+            assert_eq!(
+                f.recorder
+                    .lines()
+                    .iter()
+                    .filter(|l| l.contains("Half-Open"))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn state_word_round_trips() {
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            for probe in [false, true] {
+                let w = StateWord::new(state, probe, 12345);
+                assert_eq!(
+                    (w.state(), w.probe_out(), w.generation()),
+                    (state, probe, 12345)
+                );
+            }
+        }
+    }
+}

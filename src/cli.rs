@@ -1,0 +1,107 @@
+//! Start-up: Pingora's own command line (`-c`, `-d`, `-t`, `-u`), the shipped conf as the
+//! default, and the order things must happen in.
+//!
+//! The order matters: the gateway's config is loaded and validated *before* Pingora's
+//! bootstrap, because with `-t` the bootstrap exits the process as soon as Pingora's own conf
+//! has been checked. Services are added before `run_forever`, which daemonizes with `-d`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::info;
+use pingora::prelude::{Opt, Server};
+use pingora_proxy::http_proxy_service_with_name;
+
+use crate::breaker::MonotonicClock;
+use crate::config::{self, ConfigError, GatewayConfig};
+use crate::observability::CircuitLog;
+use crate::proxy::GatewayProxy;
+use crate::routing::ServiceTable;
+
+/// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
+pub const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// No `-c` was given and none of the default conf files exists.
+    NoConfFile,
+    /// The gateway's config is invalid.
+    Config(ConfigError),
+    /// Pingora rejected its server conf.
+    Pingora(PathBuf, Box<pingora::Error>),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NoConfFile => write!(
+                f,
+                "no conf file given (-c) and none found at {}",
+                DEFAULT_CONF_FILES.join(" or ")
+            ),
+            StartError::Config(e) => e.fmt(f),
+            StartError::Pingora(file, e) => {
+                write!(f, "{}: invalid Pingora server conf: {e}", file.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+/// Runs the gateway as `opt` says. Returns only on a start-up error; with `-t` the process
+/// exits inside Pingora's bootstrap once every check has passed.
+pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
+    let conf_file = match opt.conf.as_deref() {
+        Some(file) => PathBuf::from(file),
+        None => default_conf_file().ok_or(StartError::NoConfFile)?,
+    };
+    opt.conf = Some(conf_file.display().to_string());
+    let config = config::load(&conf_file)?;
+    log_loaded(&conf_file, &config);
+
+    let mut server = Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file, e))?;
+    server.bootstrap();
+
+    let services = ServiceTable::build(
+        &config.services,
+        Arc::new(MonotonicClock::new()),
+        Arc::new(CircuitLog),
+    );
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy::new(services, config.status_log),
+        "gateway proxy",
+    );
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+    info!("gateway listening on {}", config.listen);
+    server.run_forever()
+}
+
+fn default_conf_file() -> Option<PathBuf> {
+    DEFAULT_CONF_FILES
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+fn log_loaded(conf_file: &Path, config: &GatewayConfig) {
+    let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+    info!(
+        "loaded {} ({} services, {} backends from {})",
+        conf_file.display(),
+        config.services.len(),
+        backends,
+        config.services_file.display()
+    );
+}

@@ -1,0 +1,710 @@
+//! Configuration: the `gateway:` section of the Pingora conf file and the services file.
+//!
+//! Both are read, validated and resolved here, once, before Pingora's bootstrap, so that
+//! `gateway -t` checks them too and the running gateway never sees a raw string it would have
+//! to re-check. Every error names the file, the service when there is one, and the bad value.
+//!
+//! The services file keeps the original design's format, `service: [url, ...]`, and adds an
+//! extended per-service form with overrides:
+//!
+//! ```yaml
+//! product:                       # original form
+//!   - http://localhost:9001
+//!   - http://localhost:9002
+//! search:                        # extended form
+//!   backends: [http://10.0.0.5:8000/api]
+//!   failure_threshold: 5
+//!   open_timeout: 30s
+//!   connect_timeout: 500ms
+//!   read_timeout: 5s
+//! ```
+//!
+//! Host names are resolved here, once, to a single address (the first IPv4 one if there is
+//! any), so `localhost` is one backend and not two, and no lookup happens per request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::breaker::BreakerSettings;
+
+/// Where the proxy listens when the conf does not say.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The services file, relative to the conf file, when the conf does not say.
+pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
+/// The longest service name accepted.
+pub const MAX_SERVICE_NAME_LEN: usize = 64;
+
+/// Everything the gateway needs beyond Pingora's own server conf.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The proxy listener's address, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Whether every proxied request logs the `[CIRCUIT STATUS]` block of its backend.
+    pub status_log: bool,
+    /// The services file that was loaded.
+    pub services_file: PathBuf,
+    /// The services, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One service and its backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The name used in `/v1/proxy/{name}`.
+    pub name: String,
+    /// The replicas, in config order.
+    pub backends: Vec<BackendConfig>,
+    /// Settings of this service's backend breakers.
+    pub breaker: BreakerSettings,
+    /// Timeouts of requests to this service's backends.
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// Per-attempt timeouts towards a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Establishing the TCP connection.
+    pub connect: Duration,
+    /// Waiting for any read (response headers, each body chunk) or write to complete.
+    pub read: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One backend URL, parsed and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The URL as configured, without a trailing slash: the breaker's name in logs.
+    pub url: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` as written in the URL: the `Host` header sent to the backend.
+    pub authority: String,
+    /// The URL's path, without a trailing slash (often empty): prefixed to forwarded paths.
+    pub path_prefix: String,
+}
+
+/// Breaker and timeout values that services inherit unless they override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceDefaults {
+    /// Breaker settings.
+    pub breaker: BreakerSettings,
+    /// Upstream timeouts.
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// A configuration problem, naming the file, the service if any, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: PathBuf,
+    service: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, service: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            service: service.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.service {
+            Some(service) => write!(
+                f,
+                "{}: service \"{}\": {}",
+                self.file.display(),
+                service,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads the `gateway:` section of the Pingora conf file at `conf_file` and the services file
+/// it names (relative paths are relative to the conf file's folder).
+pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = read(conf_file)?;
+    let conf: RawConfFile = serde_yaml::from_str(&text)
+        .map_err(|e| ConfigError::new(conf_file, None, format!("invalid YAML: {e}")))?;
+    let section = conf.gateway.unwrap_or_default();
+
+    let listen_text = section.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            conf_file,
+            None,
+            format!("gateway.listen \"{listen_text}\" is not an address like 0.0.0.0:8080"),
+        )
+    })?;
+
+    let defaults = section
+        .defaults
+        .unwrap_or_default()
+        .apply(ServiceDefaults::default())
+        .map_err(|message| {
+            ConfigError::new(conf_file, None, format!("gateway.defaults: {message}"))
+        })?;
+
+    let services_file = conf_file.parent().unwrap_or(Path::new("")).join(
+        section
+            .services
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_SERVICES_FILE)),
+    );
+    let services = parse_services(&services_file, &read(&services_file)?, &defaults)?;
+
+    Ok(GatewayConfig {
+        listen,
+        status_log: section.status_log.unwrap_or(true),
+        services_file,
+        services,
+    })
+}
+
+/// Parses the services file's `text`; `file` is only used in error messages.
+pub fn parse_services(
+    file: &Path,
+    text: &str,
+    defaults: &ServiceDefaults,
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    let document: Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::new(file, None, format!("invalid YAML: {e}")))?;
+    let entries = match document {
+        Value::Mapping(entries) if !entries.is_empty() => entries,
+        Value::Null | Value::Mapping(_) => {
+            return Err(ConfigError::new(file, None, "no services defined"))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                file,
+                None,
+                "expected a mapping of service names to backend URL lists",
+            ))
+        }
+    };
+
+    let mut services = Vec::with_capacity(entries.len());
+    let mut breaker_owners: HashMap<String, (String, BreakerSettings)> = HashMap::new();
+    for (key, value) in entries {
+        let name = match key {
+            Value::String(name) => name,
+            other => {
+                return Err(ConfigError::new(
+                    file,
+                    None,
+                    format!("service name {} is not a string", describe(&other)),
+                ))
+            }
+        };
+        let service = parse_service(&name, value, defaults)
+            .map_err(|message| ConfigError::new(file, Some(&name), message))?;
+        // One breaker per URL, shared by every service that lists it: its settings must agree.
+        for backend in &service.backends {
+            if let Some((owner, settings)) = breaker_owners.get(&backend.url) {
+                if *settings != service.breaker {
+                    return Err(ConfigError::new(
+                        file,
+                        Some(&name),
+                        format!(
+                            "backend \"{}\" is also listed by service \"{owner}\" with other \
+                             breaker settings; a backend has one breaker, so they must match",
+                            backend.url
+                        ),
+                    ));
+                }
+            } else {
+                breaker_owners.insert(backend.url.clone(), (name.clone(), service.breaker));
+            }
+        }
+        services.push(service);
+    }
+    Ok(services)
+}
+
+fn parse_service(
+    name: &str,
+    value: Value,
+    defaults: &ServiceDefaults,
+) -> Result<ServiceConfig, String> {
+    validate_service_name(name)?;
+    let (urls, settings) = match value {
+        Value::Sequence(urls) => (urls, *defaults),
+        Value::Mapping(mut fields) => {
+            let urls = match fields.remove("backends") {
+                Some(Value::Sequence(urls)) => urls,
+                Some(other) => {
+                    return Err(format!(
+                        "backends must be a list of URLs, not {}",
+                        describe(&other)
+                    ))
+                }
+                None => return Err("the extended form needs a `backends` list".to_owned()),
+            };
+            let overrides: RawOverrides =
+                serde_yaml::from_value(Value::Mapping(fields)).map_err(|e| e.to_string())?;
+            (urls, overrides.apply(*defaults)?)
+        }
+        other => {
+            return Err(format!(
+                "expected a list of backend URLs or a mapping with `backends`, not {}",
+                describe(&other)
+            ))
+        }
+    };
+    if urls.is_empty() {
+        return Err("no backends listed".to_owned());
+    }
+
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(urls.len());
+    for url in urls {
+        let Value::String(url) = url else {
+            return Err(format!("backend {} is not a URL string", describe(&url)));
+        };
+        let backend = parse_backend(&url)?;
+        if let Some(twin) = backends.iter().find(|b| {
+            b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
+        }) {
+            return Err(format!(
+                "backend \"{url}\" is listed twice (same as \"{}\")",
+                twin.url
+            ));
+        }
+        backends.push(backend);
+    }
+    Ok(ServiceConfig {
+        name: name.to_owned(),
+        backends,
+        breaker: settings.breaker,
+        timeouts: settings.timeouts,
+    })
+}
+
+/// Service names become one path segment, so they are limited to URL-safe characters.
+fn validate_service_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the service name is empty".to_owned());
+    }
+    if name.len() > MAX_SERVICE_NAME_LEN {
+        return Err(format!(
+            "the service name is longer than {MAX_SERVICE_NAME_LEN} characters"
+        ));
+    }
+    if name == "." || name == ".." || !name.bytes().all(is_service_name_byte) {
+        return Err(
+            "a service name may only contain letters, digits, '.', '_', '~' and '-' \
+             (and may not be \".\" or \"..\")"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Bytes allowed in a service name: RFC 3986 unreserved characters.
+pub fn is_service_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+}
+
+/// Parses `http://host:port[/path]` and resolves the host.
+fn parse_backend(url: &str) -> Result<BackendConfig, String> {
+    let not_http = || format!("backend \"{url}\" is not an http://host:port[/path] URL");
+    let scheme_end = url.find("://").ok_or_else(not_http)?;
+    let scheme = &url[..scheme_end];
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(format!(
+            "backend \"{url}\": https is not supported yet; use an http:// URL"
+        ));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(not_http());
+    }
+    let rest = &url[scheme_end + 3..];
+    if rest
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'?' | b'#' | b'@'))
+    {
+        return Err(format!(
+            "backend \"{url}\" may not contain spaces, a query, a fragment or user info"
+        ));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = split_host_port(authority).ok_or_else(not_http)?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("backend \"{url}\" has an invalid port \"{port}\""))?;
+    let addr = resolve(host, port).map_err(|e| format!("backend \"{url}\": {e}"))?;
+    let path_prefix = path.trim_end_matches('/');
+    Ok(BackendConfig {
+        url: format!("{}://{authority}{path_prefix}", scheme.to_ascii_lowercase()),
+        addr,
+        authority: authority.to_owned(),
+        path_prefix: path_prefix.to_owned(),
+    })
+}
+
+/// Splits `host:port` or `[v6]:port`; the host comes back without brackets.
+fn split_host_port(authority: &str) -> Option<(&str, &str)> {
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']')?;
+        (host, after.strip_prefix(':')?)
+    } else {
+        let (host, port) = authority.rsplit_once(':')?;
+        let host_ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        (host_ok.then_some(host)?, port)
+    };
+    (!host.is_empty() && !port.is_empty()).then_some((host, port))
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("host \"{host}\" resolves to no address"))
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, None, format!("cannot read the file: {e}")))
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("`{n}`"),
+        Value::String(s) => format!("\"{s}\""),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(_) => "a tagged value".to_owned(),
+    }
+}
+
+/// The parts of the Pingora conf file that are ours; Pingora ignores them, we ignore its keys.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfFile {
+    #[serde(default)]
+    gateway: Option<RawGatewaySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewaySection {
+    listen: Option<String>,
+    services: Option<PathBuf>,
+    status_log: Option<bool>,
+    defaults: Option<RawOverrides>,
+}
+
+/// Per-service overrides, also used for `gateway.defaults`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverrides {
+    failure_threshold: Option<u32>,
+    open_timeout: Option<ConfigDuration>,
+    connect_timeout: Option<ConfigDuration>,
+    read_timeout: Option<ConfigDuration>,
+}
+
+impl RawOverrides {
+    fn apply(self, base: ServiceDefaults) -> Result<ServiceDefaults, String> {
+        let mut out = base;
+        if let Some(threshold) = self.failure_threshold {
+            if threshold == 0 {
+                return Err("failure_threshold must be at least 1".to_owned());
+            }
+            out.breaker.failure_threshold = threshold;
+        }
+        for (name, value, slot) in [
+            (
+                "open_timeout",
+                self.open_timeout,
+                &mut out.breaker.open_timeout,
+            ),
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                &mut out.timeouts.connect,
+            ),
+            ("read_timeout", self.read_timeout, &mut out.timeouts.read),
+        ] {
+            if let Some(ConfigDuration(d)) = value {
+                if d.is_zero() {
+                    return Err(format!("{name} must be longer than zero"));
+                }
+                *slot = d;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A duration written with a unit: `250ms`, `10s`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConfigDuration(Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with a unit, like \"250ms\", \"10s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ConfigDuration, E> {
+                parse_duration(text).map(ConfigDuration).ok_or_else(|| {
+                    E::custom(format!(
+                        "\"{text}\" is not a duration like \"250ms\", \"10s\" or \"2m\""
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ConfigDuration, E> {
+                Err(E::custom(format!(
+                    "`{n}` has no unit; write \"{n}s\" or \"{n}ms\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ConfigDuration, E> {
+                Err(E::custom(format!("`{n}` is not a duration with a unit")))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<ConfigDuration, E> {
+                Err(E::custom(format!("`{n}` is not a duration with a unit")))
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Parses a whole number followed by `ms`, `s` or `m`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<ServiceConfig>, String> {
+        parse_services(
+            Path::new("services.yaml"),
+            text,
+            &ServiceDefaults::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn the_original_format_loads_unchanged() {
+        let services =
+            parse("product:\n  - http://localhost:9001\n  - http://localhost:9002\n").unwrap();
+        assert_eq!(services.len(), 1);
+        let product = &services[0];
+        assert_eq!(product.name, "product");
+        assert_eq!(product.breaker, BreakerSettings::default());
+        assert_eq!(product.timeouts, UpstreamTimeouts::default());
+        let urls: Vec<_> = product.backends.iter().map(|b| b.url.as_str()).collect();
+        assert_eq!(urls, ["http://localhost:9001", "http://localhost:9002"]);
+        assert_eq!(product.backends[0].addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(product.backends[0].authority, "localhost:9001");
+        assert_eq!(product.backends[0].path_prefix, "");
+    }
+
+    #[test]
+    fn the_extended_form_overrides_defaults() {
+        let services = parse(
+            "search:\n  backends: [\"http://127.0.0.1:8000/api/\"]\n  failure_threshold: 5\n  \
+             open_timeout: 250ms\n  connect_timeout: 2s\n  read_timeout: 1m\n",
+        )
+        .unwrap();
+        let search = &services[0];
+        assert_eq!(search.breaker.failure_threshold, 5);
+        assert_eq!(search.breaker.open_timeout, Duration::from_millis(250));
+        assert_eq!(search.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(search.timeouts.read, Duration::from_secs(60));
+        assert_eq!(search.backends[0].url, "http://127.0.0.1:8000/api");
+        assert_eq!(search.backends[0].path_prefix, "/api");
+    }
+
+    #[test]
+    fn ipv6_literals_work() {
+        let services = parse("v6: [\"http://[::1]:9001\"]").unwrap();
+        assert_eq!(services[0].backends[0].addr, "[::1]:9001".parse().unwrap());
+        assert_eq!(services[0].backends[0].authority, "[::1]:9001");
+    }
+
+    #[test]
+    fn bad_files_give_one_clear_message() {
+        let cases = [
+            ("", "services.yaml: no services defined"),
+            ("product: [", "services.yaml: invalid YAML"),
+            ("- a\n- b\n", "expected a mapping of service names"),
+            ("product: []", "service \"product\": no backends listed"),
+            ("product: http://localhost:1", "expected a list of backend URLs"),
+            ("product: [42]", "backend `42` is not a URL string"),
+            (
+                "product: [\"ftp://localhost:1\"]",
+                "service \"product\": backend \"ftp://localhost:1\" is not an http://host:port[/path] URL",
+            ),
+            ("product: [\"localhost:9001\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://localhost\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://localhost:99999\"]", "invalid port \"99999\""),
+            ("product: [\"http://localhost:0\"]", "invalid port \"0\""),
+            ("product: [\"http://:9001\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://a b:9001\"]", "may not contain spaces"),
+            ("product: [\"http://h:1/?q=1\"]", "may not contain spaces, a query"),
+            (
+                "product: [\"https://localhost:9001\"]",
+                "backend \"https://localhost:9001\": https is not supported yet",
+            ),
+            (
+                "product: [\"http://localhost:9001\", \"http://localhost:9001/\"]",
+                "backend \"http://localhost:9001/\" is listed twice",
+            ),
+            (
+                "product: [\"http://localhost:9001\", \"http://127.0.0.1:9001\"]",
+                "backend \"http://127.0.0.1:9001\" is listed twice",
+            ),
+            (
+                "product: [\"http://no-such-host.invalid:9001\"]",
+                "cannot resolve host \"no-such-host.invalid\"",
+            ),
+            ("\"a/b\": [\"http://localhost:1\"]", "a service name may only contain"),
+            ("\"..\": [\"http://localhost:1\"]", "a service name may only contain"),
+            ("1: [\"http://localhost:1\"]", "service name `1` is not a string"),
+            ("p: {backends: [\"http://localhost:1\"], failure_threshold: 0}", "at least 1"),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: 10}", "has no unit"),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: 0s}", "longer than zero"),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: ten}", "not a duration"),
+            ("p: {backends: [\"http://localhost:1\"], retries: 2}", "unknown field `retries`"),
+            ("p: {failure_threshold: 2}", "needs a `backends` list"),
+            (
+                "a: [\"http://localhost:1\"]\nb: {backends: [\"http://localhost:1\"], failure_threshold: 9}",
+                "also listed by service \"a\" with other breaker settings",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.contains(expected),
+                "for {text:?}: {message:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_shared_by_two_services_with_the_same_settings_is_fine() {
+        let services = parse("a: [\"http://localhost:1\"]\nb: [\"http://localhost:1\"]").unwrap();
+        assert_eq!(services.len(), 2);
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "10h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_conf_file_section_is_optional_and_validated() {
+        let dir = std::env::temp_dir().join(format!("gateway-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            "product: [\"http://localhost:9001\"]\n",
+        )
+        .unwrap();
+
+        std::fs::write(dir.join("bare.yaml"), "---\nversion: 1\nthreads: 2\n").unwrap();
+        let config = load(&dir.join("bare.yaml")).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert!(config.status_log);
+        assert_eq!(config.services_file, dir.join("config.yaml"));
+
+        std::fs::write(
+            dir.join("custom.yaml"),
+            "version: 1\ngateway:\n  listen: 127.0.0.1:9999\n  status_log: false\n  \
+             defaults:\n    open_timeout: 200ms\n",
+        )
+        .unwrap();
+        let config = load(&dir.join("custom.yaml")).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
+        assert!(!config.status_log);
+        assert_eq!(
+            config.services[0].breaker.open_timeout,
+            Duration::from_millis(200)
+        );
+
+        for (text, expected) in [
+            (
+                "gateway:\n  listen: nowhere\n",
+                "gateway.listen \"nowhere\" is not an address",
+            ),
+            ("gateway:\n  lissen: 1.2.3.4:5\n", "unknown field `lissen`"),
+            (
+                "gateway:\n  defaults:\n    failure_threshold: 0\n",
+                "gateway.defaults: failure_threshold",
+            ),
+            (
+                "gateway:\n  services: missing.yaml\n",
+                "missing.yaml: cannot read the file",
+            ),
+        ] {
+            std::fs::write(dir.join("bad.yaml"), text).unwrap();
+            let message = load(&dir.join("bad.yaml")).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "{message:?} should contain {expected:?}"
+            );
+        }
+        let missing = load(&dir.join("absent.yaml")).unwrap_err().to_string();
+        assert!(
+            missing.contains("absent.yaml: cannot read the file"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

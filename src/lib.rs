@@ -1,0 +1,19 @@
+//! An HTTP gateway on Pingora: `/v1/proxy/{service}` goes round-robin over the service's
+//! backends, and every backend is guarded by its own circuit breaker.
+//!
+//! Where things live (dependencies point down this list, never up):
+//! - [`cli`]: start-up; Pingora's flags and the order of things.
+//! - [`proxy`]: the Pingora `ProxyHttp` hooks; the only module that speaks Pingora.
+//! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
+//! - [`config`]: the YAML files, validated and resolved once.
+//! - [`selector`]: breaker-aware round-robin over one service's backends.
+//! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
+//! - [`observability`]: the `[CIRCUIT]` log lines.
+
+pub mod breaker;
+pub mod cli;
+pub mod config;
+pub mod observability;
+pub mod proxy;
+pub mod routing;
+pub mod selector;

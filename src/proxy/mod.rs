@@ -1,0 +1,385 @@
+//! The Pingora [`ProxyHttp`] implementation: the only module that speaks Pingora's hooks.
+//!
+//! It translates hook events into routing, selection and breaker outcomes, and keeps all
+//! per-request state in one [`RequestContext`]:
+//!
+//! | hook                        | what it does here                                          |
+//! |-----------------------------|------------------------------------------------------------|
+//! | `request_filter`            | routes `/v1/proxy/{service}`; 404 JSON for anything else   |
+//! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
+//! | `upstream_request_filter`   | rewrites the path, `Host` and `X-Forwarded-*`              |
+//! | `upstream_response_filter`  | remembers the backend's status                             |
+//! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
+//! | `logging`                   | records the attempt's outcome, logs the status block       |
+//! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504)   |
+//!
+//! Each attempt's outcome is recorded exactly once: connect failures in `fail_to_connect`,
+//! everything else in `logging`. The attempt's [`Permit`](crate::breaker::Permit) lives in
+//! the context, so a request that ends any other way (client gone, task dropped) drops it,
+//! which is neutral and frees a Half-Open probe slot.
+
+mod reply;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::header;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::ErrorSource;
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use reply::{json_string, ErrorReply};
+
+use crate::breaker::Outcome;
+use crate::config::UpstreamTimeouts;
+use crate::observability;
+use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
+use crate::selector::Pick;
+
+/// The gateway's proxy logic, shared by all requests.
+#[derive(Debug)]
+pub struct GatewayProxy {
+    services: ServiceTable,
+    status_log: bool,
+}
+
+impl GatewayProxy {
+    /// A proxy over `services`; `status_log` turns the per-request status block on.
+    pub fn new(services: ServiceTable, status_log: bool) -> Self {
+        Self {
+            services,
+            status_log,
+        }
+    }
+}
+
+/// Everything one request carries from hook to hook.
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    /// The routed service.
+    service: Option<Arc<Service>>,
+    /// Where the forwarded rest of the path starts in the request path.
+    rest_start: usize,
+    /// The request's place in the service's rotation, taken on the first attempt.
+    ticket: Option<usize>,
+    /// Backends that failed to connect for this request; never picked again.
+    tried: Vec<usize>,
+    /// The attempt in flight, not yet recorded.
+    attempt: Option<Pick>,
+    /// The backend of the latest attempt, for the status block.
+    last_backend: Option<usize>,
+    /// The status the latest attempt's backend answered with.
+    upstream_status: Option<u16>,
+    /// Whether the latest connect failure was a timeout (504 rather than 502).
+    connect_timed_out: bool,
+    /// Why `upstream_peer` found no backend, if it did not.
+    refusal: Option<Refusal>,
+}
+
+/// Why no backend was picked for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Every backend is Open: fail fast with 503.
+    AllOpen,
+    /// Every backend that could take it was tried and failed.
+    NoBackendLeft,
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext::default()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
+        let path = session.req_header().uri.path();
+        let refusal = match routing::parse_proxy_path(path) {
+            Ok(route) => match self.services.get(route.service) {
+                Some(service) => {
+                    ctx.rest_start = path.len() - route.rest.len();
+                    ctx.service = Some(Arc::clone(service));
+                    return Ok(false);
+                }
+                None => ErrorReply::unknown_service(route.service),
+            },
+            Err(RouteError::NotAProxyPath) => ErrorReply::not_a_proxy_path(),
+            Err(RouteError::MissingService) => ErrorReply::missing_service(),
+        };
+        refusal.send(session).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Box<HttpPeer>> {
+        let RequestContext {
+            service,
+            ticket,
+            tried,
+            attempt,
+            last_backend,
+            upstream_status,
+            refusal,
+            ..
+        } = ctx;
+        let Some(service) = service.as_ref() else {
+            return Error::e_explain(
+                InternalError,
+                "upstream_peer called for an unrouted request",
+            );
+        };
+        // An attempt still unrecorded here is one Pingora retries on its own after a stale
+        // pooled connection: not the backend's fault, so dropping it is neutral.
+        *attempt = None;
+        *upstream_status = None;
+        let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
+        match service.selector.pick(ticket, tried) {
+            Some(pick) => {
+                let peer = upstream_peer(&service.upstreams[pick.index], &service.timeouts);
+                *last_backend = Some(pick.index);
+                *attempt = Some(pick);
+                Ok(Box::new(peer))
+            }
+            None if tried.is_empty() => {
+                *refusal = Some(Refusal::AllOpen);
+                Error::e_explain(HTTPStatus(503), "every backend's breaker is open")
+            }
+            None => {
+                *refusal = Some(Refusal::NoBackendLeft);
+                Error::e_explain(HTTPStatus(502), "no backend left to try")
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let (Some(service), Some(attempt)) = (&ctx.service, &ctx.attempt) else {
+            return Error::e_explain(InternalError, "no backend chosen for the request");
+        };
+        let upstream = &service.upstreams[attempt.index];
+        let original = session.req_header();
+        let rest = original.uri.path().get(ctx.rest_start..).unwrap_or("");
+        let target =
+            routing::upstream_path_and_query(&upstream.path_prefix, rest, original.uri.query());
+        let uri = http::Uri::try_from(target)
+            .or_err(InvalidHTTPHeader, "building the backend's request path")?;
+        let forwarded_host = original.headers.get(header::HOST).cloned();
+        let client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip().to_string());
+
+        upstream_request.set_uri(uri);
+        upstream_request.insert_header(header::HOST, upstream.authority.as_str())?;
+        match forwarded_host {
+            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+            None => drop(upstream_request.remove_header("x-forwarded-host")),
+        }
+        match client_ip {
+            Some(ip) => upstream_request.insert_header("x-forwarded-for", ip)?,
+            None => drop(upstream_request.remove_header("x-forwarded-for")),
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(attempt) = ctx.attempt.take() {
+            ctx.connect_timed_out = matches!(e.etype(), ConnectTimedout);
+            ctx.tried.push(attempt.index);
+            attempt.permit.record(Outcome::Failure);
+            let backends = ctx.service.as_ref().map_or(0, |s| s.upstreams.len());
+            // Nothing reached the backend, so any request may go to the next one.
+            if ctx.tried.len() < backends {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        let reply = error_reply(e, ctx);
+        let error_code = reply.as_ref().map_or(0, |r| r.status);
+        if let Some(reply) = reply {
+            if session.response_written().is_none() {
+                if let Err(write_error) = reply.send(session).await {
+                    log::debug!("could not send the error response: {write_error}");
+                }
+            }
+        }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestContext, _e: &Error) -> bool {
+        // Failing fast while every breaker is open is the breaker working, not an error; the
+        // transitions that led there were logged.
+        ctx.refusal == Some(Refusal::AllOpen)
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
+        if let Some(attempt) = ctx.attempt.take() {
+            if let Some(outcome) = attempt_outcome(e, ctx.upstream_status) {
+                attempt.permit.record(outcome);
+            }
+        }
+        if self.status_log {
+            if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
+                observability::log_status(&service.selector.breakers()[index]);
+            }
+        }
+    }
+}
+
+/// A peer for one attempt at `upstream`, with the service's timeouts.
+fn upstream_peer(upstream: &Upstream, timeouts: &UpstreamTimeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(&upstream.backend, false, String::new());
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.read);
+    peer
+}
+
+/// What an attempt that got past connecting tells about its backend; `None` is neutral.
+///
+/// An upstream error (reset, timeout, broken body) or a 5xx is a failure; any other answer is
+/// a success, 4xx included (the backend is alive). A request that ended for the client's
+/// sake before the backend answered (client gone) says nothing about the backend.
+fn attempt_outcome(e: Option<&Error>, upstream_status: Option<u16>) -> Option<Outcome> {
+    if e.is_some_and(|e| *e.esource() == ErrorSource::Upstream) {
+        return Some(Outcome::Failure);
+    }
+    match upstream_status {
+        Some(status) if status >= 500 => Some(Outcome::Failure),
+        Some(_) if e.is_none() => Some(Outcome::Success),
+        _ => None,
+    }
+}
+
+/// The response for a request that could not be proxied; `None` when the client is gone.
+fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
+    let service = ctx.service.as_deref();
+    let service_name = service.map_or("", |s| s.name.as_str());
+    match (ctx.refusal, service) {
+        (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
+        (Some(Refusal::NoBackendLeft), _) if ctx.connect_timed_out => {
+            return Some(ErrorReply::gateway_timeout(service_name))
+        }
+        (Some(Refusal::NoBackendLeft), _) => return Some(ErrorReply::bad_gateway(service_name)),
+        _ => {}
+    }
+    if let HTTPStatus(code) = e.etype() {
+        return Some(ErrorReply::other(*code));
+    }
+    match e.esource() {
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                ErrorReply::gateway_timeout(service_name)
+            }
+            _ => ErrorReply::bad_gateway(service_name),
+        }),
+        ErrorSource::Downstream => match e.etype() {
+            ReadError | WriteError | ConnectionClosed => None,
+            _ => Some(ErrorReply::bad_request()),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Some(ErrorReply::other(500)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(etype: ErrorType, source: ErrorSource) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        e
+    }
+
+    #[test]
+    fn outcomes_follow_the_breaker_contract() {
+        let upstream_reset = error(ConnectionClosed, ErrorSource::Upstream);
+        let upstream_timeout = error(ReadTimedout, ErrorSource::Upstream);
+        let client_gone = error(WriteError, ErrorSource::Downstream);
+        assert_eq!(attempt_outcome(None, Some(200)), Some(Outcome::Success));
+        assert_eq!(attempt_outcome(None, Some(404)), Some(Outcome::Success));
+        assert_eq!(attempt_outcome(None, Some(500)), Some(Outcome::Failure));
+        assert_eq!(attempt_outcome(None, Some(503)), Some(Outcome::Failure));
+        assert_eq!(
+            attempt_outcome(Some(&upstream_reset), None),
+            Some(Outcome::Failure)
+        );
+        assert_eq!(
+            attempt_outcome(Some(&upstream_timeout), Some(200)),
+            Some(Outcome::Failure)
+        );
+        assert_eq!(attempt_outcome(Some(&client_gone), None), None);
+        assert_eq!(attempt_outcome(Some(&client_gone), Some(200)), None);
+        assert_eq!(
+            attempt_outcome(Some(&client_gone), Some(502)),
+            Some(Outcome::Failure)
+        );
+        assert_eq!(attempt_outcome(None, None), None);
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let ctx = RequestContext::default();
+        let status = |etype, source| error_reply(&error(etype, source), &ctx).map(|r| r.status);
+        assert_eq!(status(ConnectRefused, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ConnectTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ReadTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ConnectionClosed, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ConnectionClosed, ErrorSource::Downstream), None);
+        assert_eq!(
+            status(InvalidHTTPHeader, ErrorSource::Downstream),
+            Some(400)
+        );
+        assert_eq!(status(InternalError, ErrorSource::Internal), Some(500));
+        assert_eq!(status(HTTPStatus(413), ErrorSource::Unset), Some(413));
+
+        let timed_out = RequestContext {
+            refusal: Some(Refusal::NoBackendLeft),
+            connect_timed_out: true,
+            ..RequestContext::default()
+        };
+        let e = error(HTTPStatus(502), ErrorSource::Unset);
+        assert_eq!(error_reply(&e, &timed_out).map(|r| r.status), Some(504));
+    }
+}

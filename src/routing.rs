@@ -1,0 +1,242 @@
+//! Routing: which service a request path names, and the table of services it is looked up in.
+//!
+//! `/v1/proxy/{service}` and `/v1/proxy/{service}/{rest}` name a service; everything after the
+//! service segment is forwarded under the chosen backend's own path prefix. The service
+//! segment is compared byte for byte with the configured names, which are limited to URL-safe
+//! characters: percent-encoding is not decoded, so `%2F` or `%2E%2E` can never name a service.
+//!
+//! The table is built once from the validated config. Backends listed by several services share
+//! one breaker, keyed by URL, as in the original design.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora_load_balancing::Backend;
+
+use crate::breaker::{Breaker, Clock, TransitionObserver};
+use crate::config::{ServiceConfig, UpstreamTimeouts};
+use crate::selector::RoundRobin;
+
+/// The path every proxied request starts with.
+pub const PROXY_PREFIX: &str = "/v1/proxy/";
+
+/// A request path split into the service it names and what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyPath<'a> {
+    /// The service segment.
+    pub service: &'a str,
+    /// The rest of the path: empty, or starting with `/`.
+    pub rest: &'a str,
+}
+
+/// Why a path names no service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// The path is not under `/v1/proxy/`.
+    NotAProxyPath,
+    /// `/v1/proxy/` with nothing after it.
+    MissingService,
+}
+
+/// Splits `/v1/proxy/{service}[/{rest}]` (the path only, without the query).
+pub fn parse_proxy_path(path: &str) -> Result<ProxyPath<'_>, RouteError> {
+    let after = path
+        .strip_prefix(PROXY_PREFIX)
+        .ok_or(RouteError::NotAProxyPath)?;
+    let end = after.find('/').unwrap_or(after.len());
+    let (service, rest) = after.split_at(end);
+    if service.is_empty() {
+        return Err(RouteError::MissingService);
+    }
+    Ok(ProxyPath { service, rest })
+}
+
+/// The path and query a backend receives: its prefix, then `rest`, then the original query.
+pub fn upstream_path_and_query(prefix: &str, rest: &str, query: Option<&str>) -> String {
+    let mut target =
+        String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    target.push_str(prefix);
+    target.push_str(rest);
+    if target.is_empty() {
+        target.push('/');
+    }
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    target
+}
+
+/// One backend of a service, ready to connect to.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The URL as configured (also its breaker's name).
+    pub url: String,
+    /// The resolved address, as Pingora's load-balancing crate describes a backend.
+    pub backend: Backend,
+    /// `host:port` from the URL, sent as the `Host` header.
+    pub authority: String,
+    /// The URL's path prefix (may be empty).
+    pub path_prefix: String,
+}
+
+/// A service: its backends, their rotation, and its timeouts.
+#[derive(Debug)]
+pub struct Service {
+    /// The service's name.
+    pub name: String,
+    /// Backends in config order; `selector` indexes into this.
+    pub upstreams: Box<[Upstream]>,
+    /// Breaker-aware round-robin over `upstreams`.
+    pub selector: RoundRobin,
+    /// Per-attempt timeouts.
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// All services by name.
+#[derive(Debug, Default)]
+pub struct ServiceTable {
+    services: HashMap<Box<str>, Arc<Service>>,
+}
+
+impl ServiceTable {
+    /// Builds the table, creating one breaker per distinct backend URL.
+    pub fn build(
+        services: &[ServiceConfig],
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn TransitionObserver>,
+    ) -> Self {
+        let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
+        let mut table = HashMap::with_capacity(services.len());
+        for service in services {
+            let mut upstreams = Vec::with_capacity(service.backends.len());
+            let mut rotation = Vec::with_capacity(service.backends.len());
+            for backend in &service.backends {
+                let breaker = breakers.entry(&backend.url).or_insert_with(|| {
+                    Arc::new(Breaker::new(
+                        backend.url.clone(),
+                        service.breaker,
+                        clock.clone(),
+                        observer.clone(),
+                    ))
+                });
+                rotation.push(breaker.clone());
+                upstreams.push(Upstream {
+                    url: backend.url.clone(),
+                    backend: resolved_backend(backend.addr),
+                    authority: backend.authority.clone(),
+                    path_prefix: backend.path_prefix.clone(),
+                });
+            }
+            table.insert(
+                service.name.clone().into_boxed_str(),
+                Arc::new(Service {
+                    name: service.name.clone(),
+                    upstreams: upstreams.into_boxed_slice(),
+                    selector: RoundRobin::new(rotation),
+                    timeouts: service.timeouts,
+                }),
+            );
+        }
+        Self { services: table }
+    }
+
+    /// The service named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.get(name)
+    }
+}
+
+fn resolved_backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::{ManualClock, Transition};
+    use crate::config::{parse_services, ServiceDefaults};
+    use std::path::Path;
+
+    #[test]
+    fn proxy_paths_split_into_service_and_rest() {
+        let ok = |path, service, rest| {
+            assert_eq!(
+                parse_proxy_path(path),
+                Ok(ProxyPath { service, rest }),
+                "{path}"
+            )
+        };
+        ok("/v1/proxy/product", "product", "");
+        ok("/v1/proxy/product/", "product", "/");
+        ok("/v1/proxy/product/a/b", "product", "/a/b");
+        ok("/v1/proxy/a%2Fb/c", "a%2Fb", "/c");
+        for path in [
+            "/",
+            "/v1/proxy",
+            "/v1/proxyproduct",
+            "/v2/proxy/product",
+            "",
+        ] {
+            assert_eq!(
+                parse_proxy_path(path),
+                Err(RouteError::NotAProxyPath),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            parse_proxy_path("/v1/proxy/"),
+            Err(RouteError::MissingService)
+        );
+        assert_eq!(
+            parse_proxy_path("/v1/proxy//x"),
+            Err(RouteError::MissingService)
+        );
+    }
+
+    #[test]
+    fn upstream_paths_keep_prefix_rest_and_query() {
+        assert_eq!(upstream_path_and_query("", "", None), "/");
+        assert_eq!(upstream_path_and_query("", "/", None), "/");
+        assert_eq!(upstream_path_and_query("", "/a/b", Some("x=1")), "/a/b?x=1");
+        assert_eq!(upstream_path_and_query("/api", "", None), "/api");
+        assert_eq!(
+            upstream_path_and_query("/api", "/items", Some("q=a&b")),
+            "/api/items?q=a&b"
+        );
+        assert_eq!(upstream_path_and_query("", "", Some("")), "/?");
+    }
+
+    struct Silent;
+    impl TransitionObserver for Silent {
+        fn on_transition(&self, _: &Transition<'_>) {}
+    }
+
+    #[test]
+    fn services_listing_the_same_url_share_its_breaker() {
+        let services = parse_services(
+            Path::new("s.yaml"),
+            "a: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\nb: [\"http://127.0.0.1:2\"]",
+            &ServiceDefaults::default(),
+        )
+        .unwrap();
+        let table = ServiceTable::build(&services, Arc::new(ManualClock::new()), Arc::new(Silent));
+        let a = table.get("a").unwrap();
+        let b = table.get("b").unwrap();
+        assert!(Arc::ptr_eq(
+            &a.selector.breakers()[1],
+            &b.selector.breakers()[0]
+        ));
+        assert!(!Arc::ptr_eq(
+            &a.selector.breakers()[0],
+            &a.selector.breakers()[1]
+        ));
+        assert_eq!(a.upstreams[1].authority, "127.0.0.1:2");
+        assert!(table.get("c").is_none());
+    }
+}

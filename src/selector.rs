@@ -1,0 +1,206 @@
+//! Round-robin selection over one service's backends, filtered by their breakers.
+//!
+//! Backends keep their config order, and one atomic counter per service hands each request a
+//! ticket: its starting place in the rotation. From there the selector walks forward to the
+//! first backend that the request has not tried yet and whose breaker admits it. With every
+//! breaker Closed that is exactly the ticket's backend, so sequential requests alternate
+//! 1, 2, 1, 2, ... When the walk had to skip backends, the counter is moved past the chosen
+//! one, so a dead backend's share is spread over the others instead of doubling the load on
+//! its successor. A failover attempt reuses the request's ticket, so retries never shift the
+//! rotation for other requests.
+//!
+//! The selector knows breakers but nothing of HTTP: it returns an index into the service's
+//! backend list and the permit to settle once the attempt is over.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::{Breaker, Permit};
+
+/// The backend chosen for one attempt.
+#[derive(Debug)]
+pub struct Pick {
+    /// Its position in the service's backend list.
+    pub index: usize,
+    /// The breaker's leave to send the attempt; settle it with the attempt's outcome.
+    pub permit: Permit,
+}
+
+/// Breaker-aware round-robin over one service's backends.
+#[derive(Debug)]
+pub struct RoundRobin {
+    breakers: Box<[Arc<Breaker>]>,
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A rotation over `breakers`, in the given order.
+    pub fn new(breakers: Vec<Arc<Breaker>>) -> Self {
+        Self {
+            breakers: breakers.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The breakers, in rotation order.
+    pub fn breakers(&self) -> &[Arc<Breaker>] {
+        &self.breakers
+    }
+
+    /// Takes a request's place in the rotation. Call it once per request.
+    pub fn ticket(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The first backend from the ticket's place on that is not in `tried` and whose breaker
+    /// admits a request; `None` if there is none.
+    pub fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {
+        let len = self.breakers.len();
+        if len == 0 {
+            return None;
+        }
+        let start = ticket % len;
+        for step in 0..len {
+            let index = (start + step) % len;
+            if tried.contains(&index) {
+                continue;
+            }
+            if let Some(permit) = self.breakers[index].try_acquire() {
+                if step > 0 && tried.is_empty() {
+                    self.next.fetch_add(step, Ordering::Relaxed);
+                }
+                return Some(Pick { index, permit });
+            }
+        }
+        None
+    }
+
+    /// How long until some backend admits a request again: zero if one would now.
+    pub fn retry_after(&self) -> Duration {
+        self.breakers
+            .iter()
+            .map(|b| b.snapshot().retry_in)
+            .min()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::{
+        BreakerSettings, BreakerState, ManualClock, Outcome, Transition, TransitionObserver,
+    };
+
+    struct Silent;
+    impl TransitionObserver for Silent {
+        fn on_transition(&self, _: &Transition<'_>) {}
+    }
+
+    const COOLDOWN: Duration = Duration::from_secs(10);
+
+    fn rotation(backends: usize) -> (RoundRobin, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            open_timeout: COOLDOWN,
+        };
+        let breakers = (0..backends)
+            .map(|i| {
+                Arc::new(Breaker::new(
+                    format!("http://b{i}:1"),
+                    settings,
+                    clock.clone(),
+                    Arc::new(Silent),
+                ))
+            })
+            .collect();
+        (RoundRobin::new(breakers), clock)
+    }
+
+    fn open(rr: &RoundRobin, index: usize) {
+        rr.breakers()[index]
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::Failure);
+        assert_eq!(rr.breakers()[index].state(), BreakerState::Open);
+    }
+
+    /// Runs `n` sequential requests, each settled as a success, and lists the chosen indexes.
+    fn sequence(rr: &RoundRobin, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let pick = rr.pick(rr.ticket(), &[]).expect("a backend");
+                pick.permit.record(Outcome::Success);
+                pick.index
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alternates_in_config_order() {
+        let (rr, _) = rotation(2);
+        assert_eq!(sequence(&rr, 6), [0, 1, 0, 1, 0, 1]);
+        let (rr, _) = rotation(3);
+        assert_eq!(sequence(&rr, 6), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn skips_an_open_backend_and_spreads_its_share() {
+        let (rr, _) = rotation(3);
+        open(&rr, 0);
+        assert_eq!(sequence(&rr, 6), [1, 2, 1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn finds_the_single_healthy_backend_among_many_open_ones() {
+        let (rr, _) = rotation(100);
+        for i in (0..100).filter(|&i| i != 73) {
+            open(&rr, i);
+        }
+        assert_eq!(sequence(&rr, 5), [73; 5]);
+    }
+
+    #[test]
+    fn all_open_yields_nothing_and_says_when_to_retry() {
+        let (rr, clock) = rotation(2);
+        open(&rr, 0);
+        clock.advance(Duration::from_secs(3));
+        open(&rr, 1);
+        assert!(rr.pick(rr.ticket(), &[]).is_none());
+        assert_eq!(rr.retry_after(), Duration::from_secs(7));
+        clock.advance(Duration::from_secs(7));
+        let probe = rr.pick(rr.ticket(), &[]).expect("first cooldown over");
+        assert_eq!(probe.index, 0);
+        assert!(probe.permit.is_probe());
+    }
+
+    #[test]
+    fn a_failover_never_returns_a_tried_backend() {
+        let (rr, _) = rotation(3);
+        let ticket = rr.ticket();
+        let first = rr.pick(ticket, &[]).unwrap();
+        assert_eq!(first.index, 0);
+        let second = rr.pick(ticket, &[0]).unwrap();
+        assert_eq!(second.index, 1);
+        let third = rr.pick(ticket, &[0, 1]).unwrap();
+        assert_eq!(third.index, 2);
+        assert!(rr.pick(ticket, &[0, 1, 2]).is_none());
+    }
+
+    #[test]
+    fn failover_does_not_shift_the_rotation() {
+        let (rr, _) = rotation(3);
+        let ticket = rr.ticket();
+        let _ = rr.pick(ticket, &[0]).unwrap();
+        assert_eq!(sequence(&rr, 3), [1, 2, 0]);
+    }
+
+    #[test]
+    fn an_empty_rotation_picks_nothing() {
+        let rr = RoundRobin::new(Vec::new());
+        assert!(rr.pick(rr.ticket(), &[]).is_none());
+        assert_eq!(rr.retry_after(), Duration::ZERO);
+    }
+}

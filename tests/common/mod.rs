@@ -1,0 +1,387 @@
+//! Test harness: the real `gateway` and `mock-backend` binaries on loopback ephemeral ports,
+//! a minimal HTTP/1.1 client over raw sockets, and polling with deadlines.
+//!
+//! Every process a test starts is owned by a guard that kills it (by PID, via `Child`) when the
+//! test ends, pass or fail.
+
+#![allow(dead_code)] // each test binary uses its own subset of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+pub const MOCK: &str = env!("CARGO_BIN_EXE_mock-backend");
+
+/// How long anything may take to happen before a test gives up on it.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port (bound, read, released: the window for a clash is tiny).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// A scratch folder, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "gateway-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `mock-backend`.
+pub struct Mock {
+    child: Option<Child>,
+    _stdout: Option<BufReader<ChildStdout>>,
+    pub port: u16,
+}
+
+impl Mock {
+    /// Starts a mock on a free port with extra `args` (e.g. `--fail`).
+    pub fn start(args: &[&str]) -> Mock {
+        Self::start_on(0, args)
+    }
+
+    /// Starts a mock on `port` (0 = any), retrying while the port is still being released.
+    pub fn start_on(port: u16, args: &[&str]) -> Mock {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let mut child = Command::new(MOCK)
+                .args(args)
+                .arg(port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn mock-backend");
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            if let Some(addr) = line.trim().strip_prefix("mock-backend listening on ") {
+                let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+                return Mock {
+                    child: Some(child),
+                    _stdout: Some(stdout),
+                    port,
+                };
+            }
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            let _ = child.wait();
+            assert!(Instant::now() < end, "mock-backend did not start: {stderr}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the mock and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with `args`.
+    pub fn restart(&mut self, args: &[&str]) {
+        self.stop();
+        *self = Mock::start_on(self.port, args);
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `gateway` with its own conf, services file and captured log.
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+/// The Pingora conf for a test gateway: small grace periods, files in `dir`.
+pub fn gateway_conf(dir: &Path, port: u16, gateway_extra: &str) -> String {
+    format!(
+        "---\nversion: 1\nthreads: 2\npid_file: {dir}/gateway.pid\nupgrade_sock: {dir}/upgrade.sock\n\
+         grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen: 127.0.0.1:{port}\n  services: services.yaml\n{gateway_extra}",
+        dir = dir.display()
+    )
+}
+
+impl Gateway {
+    /// Starts a gateway serving `services` (the services file's YAML). `gateway_extra` is
+    /// appended to the conf's `gateway:` section (indent it by two spaces).
+    pub fn start(services: &str, gateway_extra: &str) -> Gateway {
+        let dir = TempDir::new();
+        let port = free_port();
+        dir.write("services.yaml", services);
+        let conf = dir.write(
+            "gateway.yaml",
+            &gateway_conf(dir.path(), port, gateway_extra),
+        );
+        let gateway = Self::spawn(dir, port, &["-c", conf.to_str().unwrap()]);
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Spawns the binary with `args` and captures its log; does not wait for readiness.
+    pub fn spawn(dir: TempDir, port: u16, args: &[&str]) -> Gateway {
+        let mut child = Command::new(GATEWAY)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gateway");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Gateway {
+            child: Some(child),
+            port,
+            dir,
+            log,
+        }
+    }
+
+    /// Waits until the proxy port accepts connections.
+    pub fn wait_ready(&self) {
+        let ready = wait_until(DEADLINE, || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(ready, "gateway did not start; log:\n{}", self.log());
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        assert!(
+            wait_until(DEADLINE, || self.log().contains(needle)),
+            "log never showed {needle:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// How often `needle` appears in the log.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// GET `path` through the gateway.
+    pub fn get(&self, path: &str) -> Response {
+        request(self.port, "GET", path, &[], b"")
+    }
+
+    /// The process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Response {
+    /// A header by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The port of the mock that answered (from `Hello from <port>`), if one did.
+    pub fn served_by(&self) -> Option<u16> {
+        self.body
+            .lines()
+            .next()?
+            .strip_prefix("Hello from ")?
+            .parse()
+            .ok()
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole response.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// As [`request`], but an I/O failure is an `Err`.
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|te| te.contains("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// A services file with one service named `name` over `backends`.
+pub fn services_yaml(name: &str, backends: &[String]) -> String {
+    let mut yaml = format!("{name}:\n");
+    for backend in backends {
+        yaml.push_str(&format!("  - {backend}\n"));
+    }
+    yaml
+}

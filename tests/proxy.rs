@@ -1,0 +1,350 @@
+//! The gateway end to end: real `gateway` and `mock-backend` processes on loopback, real HTTP.
+//! Timing comes from short configured timeouts and polling with deadlines.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::*;
+
+/// A gateway over `mocks` as service `product`, with `defaults` (YAML flow mapping) for all
+/// services.
+fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
+    let urls: Vec<String> = mocks.iter().map(|m| m.url()).collect();
+    Gateway::start(
+        &services_yaml("product", &urls),
+        &format!("  status_log: true\n  defaults: {defaults}\n"),
+    )
+}
+
+#[test]
+fn thirty_requests_over_two_backends_split_exactly_15_15_in_alternation() {
+    let (a, b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{}");
+    let served: Vec<u16> = (0..30)
+        .map(|_| {
+            let response = gateway.get("/v1/proxy/product");
+            assert_eq!(response.status, 200, "{response:?}");
+            response.served_by().expect("a mock answered")
+        })
+        .collect();
+    for pair in served.chunks(2) {
+        assert_eq!(pair, [a.port, b.port], "strict alternation: {served:?}");
+    }
+    assert_eq!(served.iter().filter(|&&p| p == a.port).count(), 15);
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT STATUS] {}\n  Total:    15\n  Success:  15\n  Failures:  0\n  State:     Closed",
+        b.url()
+    ));
+}
+
+#[test]
+fn path_query_prefix_and_forwarding_headers_reach_the_backend() {
+    let mock = Mock::start(&[]);
+    let services = format!(
+        "plain:\n  - {url}\nprefixed:\n  - {url}/api/\n",
+        url = mock.url()
+    );
+    let gateway = Gateway::start(&services, "");
+
+    let response = gateway.get("/v1/proxy/prefixed/items/7?color=red&size=2");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("x-mock-path"),
+        Some("/api/items/7?color=red&size=2")
+    );
+    assert_eq!(
+        response.header("x-echo-host"),
+        Some(format!("127.0.0.1:{}", mock.port).as_str())
+    );
+    assert_eq!(response.header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(response.header("x-echo-x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        response.header("x-echo-x-forwarded-host"),
+        Some("gateway.test")
+    );
+
+    let cases = [
+        ("/v1/proxy/plain", "/"),
+        ("/v1/proxy/plain/", "/"),
+        ("/v1/proxy/plain?q=1", "/?q=1"),
+        ("/v1/proxy/plain/a/b/", "/a/b/"),
+        ("/v1/proxy/prefixed", "/api"),
+        ("/v1/proxy/prefixed/?q=1", "/api/?q=1"),
+    ];
+    for (path, expected) in cases {
+        let response = gateway.get(path);
+        assert_eq!(response.header("x-mock-path"), Some(expected), "{path}");
+    }
+}
+
+#[test]
+fn any_method_and_bodies_stream_both_ways() {
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[&mock], "{}");
+    let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let response = request(gateway.port, method, "/v1/proxy/product/upload", &[], &body);
+        assert_eq!(response.status, 200, "{method}");
+        assert_eq!(response.header("x-mock-method"), Some(method));
+        let expected = format!(
+            "Hello from {}\n{}",
+            mock.port,
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            response.body == expected,
+            "{method}: body not echoed intact"
+        );
+    }
+    let head = request(gateway.port, "HEAD", "/v1/proxy/product", &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "");
+}
+
+#[test]
+fn unknown_services_and_other_paths_get_404_with_a_json_body() {
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[&mock], "{}");
+    let cases = [
+        (
+            "/v1/proxy/nope",
+            "unknown_service",
+            "no service named \\\"nope\\\"",
+        ),
+        ("/v1/proxy/", "not_found", "names no service"),
+        ("/", "not_found", "no route for this path"),
+        ("/v1/proxyproduct", "not_found", "no route for this path"),
+        ("/v1/proxy/%70roduct", "unknown_service", "%70roduct"),
+    ];
+    for (path, error, detail) in cases {
+        let response = gateway.get(path);
+        assert_eq!(response.status, 404, "{path}");
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert!(
+            response
+                .body
+                .starts_with(&format!("{{\"error\":\"{error}\",\"detail\":\"")),
+            "{path}: {}",
+            response.body
+        );
+        assert!(response.body.contains(detail), "{path}: {}", response.body);
+    }
+}
+
+#[test]
+fn a_stopped_backend_opens_its_breaker_while_every_client_still_gets_200() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 1m}");
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    b.stop();
+    for _ in 0..20 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.served_by(), Some(a.port));
+    }
+    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN (threshold reached)", b.url()));
+    // Three connect failures, each failed over, then no more attempts at the open backend.
+    assert_eq!(
+        gateway.log_count("Fail to connect to addr"),
+        3,
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
+fn a_restarted_backend_half_opens_closes_and_alternation_resumes() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 300ms}");
+    b.stop();
+    let open_line = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
+    assert!(wait_until(DEADLINE, || {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+        gateway.log().contains(&open_line)
+    }));
+    b.restart(&[]);
+    let closed_line = format!("[CIRCUIT] {} CLOSED (recovered)", b.url());
+    assert!(
+        wait_until(DEADLINE, || {
+            assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+            gateway.log().contains(&closed_line)
+        }),
+        "never closed; log:\n{}",
+        gateway.log()
+    );
+    let log = gateway.log();
+    let half_open = log
+        .find(&format!("[CIRCUIT] {} HALF-OPEN (timeout passed)", b.url()))
+        .expect("HALF-OPEN logged");
+    assert!(half_open < log.find(&closed_line).unwrap());
+    let served: Vec<u16> = (0..6)
+        .map(|_| gateway.get("/v1/proxy/product").served_by().unwrap())
+        .collect();
+    assert!(
+        served.windows(2).all(|w| w[0] != w[1]),
+        "alternation resumed: {served:?}"
+    );
+}
+
+#[test]
+fn when_every_backend_is_open_the_answer_is_503_with_retry_after() {
+    let (mut a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 5s}");
+    a.stop();
+    b.stop();
+    assert!(
+        wait_until(DEADLINE, || gateway.get("/v1/proxy/product").status == 503),
+        "never 503; log:\n{}",
+        gateway.log()
+    );
+    let connects_before = gateway.log_count("Fail to connect to addr");
+    let response = gateway.get("/v1/proxy/product");
+    assert_eq!(response.status, 503);
+    let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    for mock in [&a, &b] {
+        assert!(
+            response
+                .body
+                .contains(&format!("{{\"url\":\"{}\",\"state\":\"Open\"", mock.url())),
+            "{}",
+            response.body
+        );
+    }
+    assert!(response.body.contains("\"error\":\"no_available_backend\""));
+    assert_eq!(
+        gateway.log_count("Fail to connect to addr"),
+        connects_before,
+        "a 503 makes no upstream connection"
+    );
+}
+
+#[test]
+fn a_backend_answering_500_trips_its_breaker() {
+    let (healthy, failing) = (Mock::start(&[]), Mock::start(&["--fail"]));
+    let gateway = gateway_over(&[&healthy, &failing], "{open_timeout: 1m}");
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| gateway.get("/v1/proxy/product").status)
+        .collect();
+    // The 500s pass through to the client (the request reached the backend), three of them,
+    // then the breaker is open and the healthy backend takes everything.
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(statuses[6..].iter().all(|&s| s == 200), "{statuses:?}");
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (threshold reached)",
+        failing.url()
+    ));
+}
+
+#[test]
+fn a_4xx_from_the_backend_is_a_success_and_a_gateway_404_touches_no_breaker() {
+    let mock = Mock::start(&["--status", "404"]);
+    let gateway = gateway_over(&[&mock], "{failure_threshold: 1}");
+    for _ in 0..5 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 404);
+        assert_eq!(response.served_by(), Some(mock.port));
+        assert_eq!(gateway.get("/v1/proxy/missing").status, 404);
+    }
+    gateway.wait_for_log("Success:   5\n  Failures:  0\n  State:     Closed");
+    assert!(!gateway.log().contains("[CIRCUIT] "), "{}", gateway.log());
+}
+
+#[test]
+fn exactly_one_probe_reaches_a_recovering_backend() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 400ms}");
+    b.stop();
+    let open_line = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
+    assert!(wait_until(DEADLINE, || {
+        gateway.get("/v1/proxy/product");
+        gateway.log().contains(&open_line)
+    }));
+    // The recovering backend is slow, so the probe is still out while the others arrive.
+    b.restart(&["--delay-ms", "1500"]);
+    thread::sleep(std::time::Duration::from_millis(500));
+
+    let clients = 40;
+    let barrier = Arc::new(Barrier::new(clients));
+    let port = gateway.port;
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                request(port, "GET", "/v1/proxy/product", &[], b"")
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(responses.iter().all(|r| r.status == 200), "{responses:?}");
+    let probes = responses
+        .iter()
+        .filter(|r| r.served_by() == Some(b.port))
+        .count();
+    assert_eq!(
+        probes, 1,
+        "exactly one request reaches the recovering backend"
+    );
+    assert_eq!(
+        gateway.log_count(&format!("[CIRCUIT] {} HALF-OPEN", b.url())),
+        1
+    );
+    gateway.wait_for_log(&format!("[CIRCUIT] {} CLOSED (recovered)", b.url()));
+}
+
+#[test]
+fn a_backend_too_slow_for_the_read_timeout_gets_504_and_opens() {
+    let slow = Mock::start(&["--delay-ms", "2000"]);
+    let gateway = gateway_over(&[&slow], "{read_timeout: 200ms, open_timeout: 1m}");
+    for _ in 0..3 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 504);
+        assert!(
+            response.body.contains("\"error\":\"gateway_timeout\""),
+            "{}",
+            response.body
+        );
+    }
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (threshold reached)",
+        slow.url()
+    ));
+    assert_eq!(gateway.get("/v1/proxy/product").status, 503);
+}
+
+#[test]
+fn a_single_dead_backend_gives_502_until_its_breaker_opens() {
+    let mut dead = Mock::start(&[]);
+    let gateway = gateway_over(&[&dead], "{open_timeout: 1m}");
+    dead.stop();
+    for _ in 0..3 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 502, "{response:?}");
+        assert!(response.body.contains("\"error\":\"bad_gateway\""));
+    }
+    assert_eq!(gateway.get("/v1/proxy/product").status, 503);
+}
+
+#[test]
+fn the_status_block_can_be_switched_off() {
+    let mock = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  status_log: false\n",
+    );
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    assert!(
+        !gateway.log().contains("[CIRCUIT STATUS]"),
+        "{}",
+        gateway.log()
+    );
+}
