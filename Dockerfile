@@ -1,0 +1,24 @@
+# Multi-stage build: a Rust builder, then a slim Debian runtime with the two binaries and the conf.
+FROM rust:1.95-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, in a layer of their own that survives source changes.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src mock \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > mock/main.rs \
+    && cargo build --release --locked --bins \
+    && rm -rf src mock
+COPY src src
+COPY mock mock
+RUN touch src/main.rs src/lib.rs mock/main.rs && cargo build --release --locked --bins
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home gateway
+COPY --from=build /src/target/release/gateway /src/target/release/mock-backend /usr/local/bin/
+COPY conf/ /etc/gateway/
+USER gateway
+EXPOSE 8080
+# Exec form: the gateway is PID 1 and receives SIGTERM itself (it drains for grace_period_seconds).
+ENTRYPOINT ["/usr/local/bin/gateway", "-c", "/etc/gateway/gateway.yaml"]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building the gateway needs beyond Rust itself: cmake and a C toolchain, for
+# Pingora's vendored zlib-ng. Idempotent; does nothing when they are already there.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v cc >/dev/null || missing+=(build-essential)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: Rust is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
+  exit 1
+fi

@@ -1,0 +1,207 @@
+//! The `gateway` command line: Pingora's `-c`, `-t`, `-d` and `-u` flags, the shipped conf as
+//! the default, and bad configs failing with one clear message and a non-zero exit.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+fn run_gateway(args: &[&str]) -> Output {
+    Command::new(GATEWAY)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run gateway")
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn with_no_flags_test_mode_checks_the_shipped_conf() {
+    let output = run_gateway(&["-t"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("loaded conf/gateway.yaml (1 services, 2 backends"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Server Test passed"), "{stderr}");
+}
+
+#[test]
+fn bad_services_files_fail_with_one_clear_message() {
+    let dir = TempDir::new();
+    let conf = dir.write("gateway.yaml", &gateway_conf(dir.path(), free_port(), ""));
+    let conf = conf.to_str().unwrap();
+    let services = dir.path().join("services.yaml");
+    let file = services.display().to_string();
+    let cases = [
+        ("product: [\n", format!("{file}: invalid YAML")),
+        ("", format!("{file}: no services defined")),
+        (
+            "product: []\n",
+            format!("{file}: service \"product\": no backends listed"),
+        ),
+        (
+            "product: [\"localhost:9001\"]\n",
+            format!(
+                "{file}: service \"product\": backend \"localhost:9001\" is not an \
+                 http://host:port[/path] URL"
+            ),
+        ),
+        (
+            "product: [\"http://localhost:9001\", \"http://localhost:9001\"]\n",
+            format!(
+                "{file}: service \"product\": backend \"http://localhost:9001\" is listed twice"
+            ),
+        ),
+        (
+            "product: [\"https://localhost:9001\"]\n",
+            format!(
+                "{file}: service \"product\": backend \"https://localhost:9001\": https is not \
+                 supported yet"
+            ),
+        ),
+        (
+            "product: [\"http://no-such-host.invalid:9001\"]\n",
+            format!(
+                "{file}: service \"product\": backend \"http://no-such-host.invalid:9001\": \
+                 cannot resolve host"
+            ),
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&services, text).unwrap();
+        for args in [vec!["-t", "-c", conf], vec!["-c", conf]] {
+            let output = run_gateway(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?} {text:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("gateway: {expected}")),
+                "{text:?}: {stderr:?} should contain {expected:?}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+    std::fs::remove_file(&services).unwrap();
+    let output = run_gateway(&["-t", "-c", conf]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains(&format!("gateway: {file}: cannot read the file")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_server_confs_fail_with_a_clear_message() {
+    let dir = TempDir::new();
+    dir.write("config.yaml", "product: [\"http://127.0.0.1:9001\"]\n");
+    let cases = [
+        ("threads: many\n", "invalid Pingora server conf"),
+        (
+            "gateway:\n  listen: everywhere\n",
+            "gateway.listen \"everywhere\" is not an address",
+        ),
+        ("gateway:\n  status_log: maybe\n", "invalid YAML"),
+    ];
+    for (text, expected) in cases {
+        let conf = dir.write("gateway.yaml", &format!("---\nversion: 1\n{text}"));
+        let output = run_gateway(&["-t", "-c", conf.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(stderr.contains("gateway.yaml"), "names the file: {stderr}");
+    }
+    let output = run_gateway(&["-t", "-c", "/nonexistent/gateway.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn daemon_mode_detaches_writes_its_pid_and_serves() {
+    let mock = Mock::start(&[]);
+    let dir = TempDir::new();
+    let port = free_port();
+    dir.write("services.yaml", &services_yaml("product", &[mock.url()]));
+    let mut conf = gateway_conf(dir.path(), port, "");
+    conf.push_str(&format!("error_log: {}/error.log\n", dir.path().display()));
+    let conf = dir.write("gateway.yaml", &conf);
+
+    let output = run_gateway(&["-d", "-c", conf.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let pid_file = dir.path().join("gateway.pid");
+    assert!(wait_until(DEADLINE, || pid_file.exists()), "no pid file");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let served = wait_until(DEADLINE, || {
+        try_request(port, "GET", "/v1/proxy/product", &[], b"").is_ok_and(|r| r.status == 200)
+    });
+    signal(pid, "TERM");
+    assert!(served, "the daemon never served");
+    assert!(
+        wait_until(DEADLINE, || !process_alive(pid)),
+        "daemon did not stop"
+    );
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(log.contains("[CIRCUIT STATUS]"), "daemon log: {log}");
+}
+
+#[test]
+fn graceful_upgrade_hands_the_listener_over_without_failing_a_request() {
+    let mock = Mock::start(&[]);
+    let mut old = Gateway::start(&services_yaml("product", &[mock.url()]), "");
+    let conf = old.dir.path().join("gateway.yaml");
+
+    // Clients keep coming, each on a new connection, across the whole switch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let port = old.port;
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match try_request(port, "GET", "/v1/proxy/product", &[], b"") {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+
+    let new = Gateway::spawn(TempDir::new(), port, &["-u", "-c", conf.to_str().unwrap()]);
+    // The new process waits on the upgrade socket; give it a moment to bind it.
+    thread::sleep(Duration::from_millis(300));
+    signal(old.pid(), "QUIT");
+    new.wait_for_log("Bootstrap done");
+    let served_before = ok.load(Ordering::SeqCst);
+    assert!(wait_until(DEADLINE, || ok.load(Ordering::SeqCst) > served_before + 20));
+    assert_eq!(old.wait_exit(), Some(0), "old process exits cleanly");
+    let served_after_exit = ok.load(Ordering::SeqCst);
+    assert!(wait_until(DEADLINE, || ok.load(Ordering::SeqCst)
+        > served_after_exit + 20));
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "failed requests across the upgrade"
+    );
+}
