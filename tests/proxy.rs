@@ -348,3 +348,42 @@ fn the_status_block_can_be_switched_off() {
         gateway.log()
     );
 }
+
+#[test]
+fn a_probe_whose_client_hangs_up_frees_the_slot_for_the_next_request() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let mut backend = Mock::start(&[]);
+    // The probe's lease is the 2 s open timeout: a slot freed only by the lease would keep
+    // every request below at 503 for far longer than the 1 s this test allows.
+    let gateway = gateway_over(&[&backend], "{open_timeout: 2s}");
+    backend.stop();
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 502);
+    }
+    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN", backend.url()));
+    backend.restart(&["--delay-ms", "300"]);
+    let half_open = format!("[CIRCUIT] {} HALF-OPEN (timeout passed)", backend.url());
+
+    // The probe's client sends its request and hangs up while the backend is still thinking.
+    assert!(wait_until(DEADLINE, || {
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+        client
+            .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        thread::sleep(Duration::from_millis(50));
+        gateway.log().contains(&half_open)
+    }));
+    let hung_up = Instant::now();
+
+    let mut response = gateway.get("/v1/proxy/product");
+    while response.status == 503 && hung_up.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(20));
+        response = gateway.get("/v1/proxy/product");
+    }
+    assert_eq!(response.status, 200, "{response:?}\n{}", gateway.log());
+    gateway.wait_for_log(&format!("[CIRCUIT] {} CLOSED (recovered)", backend.url()));
+    assert_eq!(gateway.log_count(&half_open), 1);
+    assert!(!gateway.log().contains("probe failed"), "{}", gateway.log());
+}

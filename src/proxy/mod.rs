@@ -247,10 +247,18 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestContext, _e: &Error) -> bool {
-        // Failing fast while every breaker is open is the breaker working, not an error; the
-        // transitions that led there were logged.
-        ctx.refusal == Some(Refusal::AllOpen)
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestContext, e: &Error) -> bool {
+        // Failing fast while every breaker is open is the breaker working, and a client that
+        // hangs up is the client's business: neither is a gateway error worth an ERROR line.
+        if ctx.refusal == Some(Refusal::AllOpen) {
+            return true;
+        }
+        let client_gone = *e.esource() == ErrorSource::Downstream
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed);
+        if client_gone {
+            log::debug!("client went away: {e}");
+        }
+        client_gone
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
