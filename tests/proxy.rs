@@ -18,6 +18,18 @@ fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
     )
 }
 
+/// Stops `backend` and sends requests until its breaker has opened; while another backend is
+/// healthy, every one of them must still succeed.
+fn stop_and_trip(gateway: &Gateway, backend: &mut Mock, others_healthy: bool) {
+    backend.stop();
+    let open_line = format!("[CIRCUIT] {} OPEN (threshold reached)", backend.url());
+    assert!(wait_until(DEADLINE, || {
+        let status = gateway.get("/v1/proxy/product").status;
+        assert_eq!(status, if others_healthy { 200 } else { 502 });
+        gateway.log().contains(&open_line)
+    }));
+}
+
 #[test]
 fn thirty_requests_over_two_backends_split_exactly_15_15_in_alternation() {
     let (a, b) = (Mock::start(&[]), Mock::start(&[]));
@@ -158,12 +170,7 @@ fn a_stopped_backend_opens_its_breaker_while_every_client_still_gets_200() {
 fn a_restarted_backend_half_opens_closes_and_alternation_resumes() {
     let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
     let gateway = gateway_over(&[&a, &b], "{open_timeout: 300ms}");
-    b.stop();
-    let open_line = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
-    assert!(wait_until(DEADLINE, || {
-        assert_eq!(gateway.get("/v1/proxy/product").status, 200);
-        gateway.log().contains(&open_line)
-    }));
+    stop_and_trip(&gateway, &mut b, true);
     b.restart(&[]);
     let closed_line = format!("[CIRCUIT] {} CLOSED (recovered)", b.url());
     assert!(
@@ -261,12 +268,7 @@ fn a_4xx_from_the_backend_is_a_success_and_a_gateway_404_touches_no_breaker() {
 fn exactly_one_probe_reaches_a_recovering_backend() {
     let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
     let gateway = gateway_over(&[&a, &b], "{open_timeout: 400ms}");
-    b.stop();
-    let open_line = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
-    assert!(wait_until(DEADLINE, || {
-        gateway.get("/v1/proxy/product");
-        gateway.log().contains(&open_line)
-    }));
+    stop_and_trip(&gateway, &mut b, true);
     // The recovering backend is slow, so the probe is still out while the others arrive.
     b.restart(&["--delay-ms", "1500"]);
     thread::sleep(std::time::Duration::from_millis(500));
@@ -358,11 +360,7 @@ fn a_probe_whose_client_hangs_up_frees_the_slot_for_the_next_request() {
     // The probe's lease is the 2 s open timeout: a slot freed only by the lease would keep
     // every request below at 503 for far longer than the 1 s this test allows.
     let gateway = gateway_over(&[&backend], "{open_timeout: 2s}");
-    backend.stop();
-    for _ in 0..3 {
-        assert_eq!(gateway.get("/v1/proxy/product").status, 502);
-    }
-    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN", backend.url()));
+    stop_and_trip(&gateway, &mut backend, false);
     backend.restart(&["--delay-ms", "300"]);
     let half_open = format!("[CIRCUIT] {} HALF-OPEN (timeout passed)", backend.url());
 
