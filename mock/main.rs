@@ -6,8 +6,12 @@
 //! `X-Echo-<name>` for every request header. Flags make it misbehave on purpose:
 //!
 //! ```text
-//! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N] [--log] PORT
+//! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
+//!              [--reset | --close | --hang] [--log] PORT
 //! ```
+//!
+//! `--reset` resets every connection once a request arrives, `--close` reads the request and
+//! closes the connection without a word, `--hang` reads it and never answers.
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
 //! It uses only the standard library (one thread per connection, keep-alive), so it builds in
@@ -22,7 +26,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
-                     [--delay-ms N] [--log] PORT";
+                     [--delay-ms N] [--reset | --close | --hang] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -35,8 +39,21 @@ struct Behaviour {
     fail_rate: f64,
     /// Wait before answering each request.
     delay: Duration,
+    /// How the connection itself misbehaves, if it does.
+    fault: Option<ConnectionFault>,
     /// Print one line per request.
     log: bool,
+}
+
+/// Ways a backend can break an exchange before sending any response byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionFault {
+    /// Reset the connection (RST) as soon as a request arrives.
+    Reset,
+    /// Read the request, then close the connection cleanly without answering.
+    Close,
+    /// Read the request and never answer.
+    Hang,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +103,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         status: 200,
         fail_rate: 0.0,
         delay: Duration::ZERO,
+        fault: None,
         log: false,
     };
     let mut args = args.iter();
@@ -118,6 +136,9 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                     .map_err(|_| "--delay-ms takes whole milliseconds")?;
                 behaviour.delay = Duration::from_millis(ms);
             }
+            "--reset" => behaviour.fault = Some(ConnectionFault::Reset),
+            "--close" => behaviour.fault = Some(ConnectionFault::Close),
+            "--hang" => behaviour.fault = Some(ConnectionFault::Hang),
             "--log" => behaviour.log = true,
             "-h" | "--help" => return Err("help".to_owned()),
             other if port.is_none() && !other.starts_with('-') => {
@@ -164,11 +185,25 @@ impl Request {
 fn serve(stream: TcpStream, port: u16, behaviour: &Behaviour, seed: &AtomicU64) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
+    if behaviour.fault == Some(ConnectionFault::Reset) {
+        // Closing a socket with unread data makes the kernel answer with RST, not FIN.
+        stream.peek(&mut [0; 1])?;
+        return Ok(());
+    }
     let mut reader = BufReader::new(stream);
     loop {
         let Some(request) = read_request(&mut reader, &mut writer)? else {
             return Ok(());
         };
+        match behaviour.fault {
+            Some(ConnectionFault::Close) => return Ok(()),
+            Some(ConnectionFault::Hang) => {
+                // Hold the connection until the client gives up on it.
+                while reader.read(&mut [0; 512])? > 0 {}
+                return Ok(());
+            }
+            Some(ConnectionFault::Reset) | None => {}
+        }
         if !behaviour.delay.is_zero() {
             thread::sleep(behaviour.delay);
         }

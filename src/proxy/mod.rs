@@ -10,11 +10,12 @@
 //! | `upstream_request_filter`   | rewrites the path, `Host` and `X-Forwarded-*`              |
 //! | `upstream_response_filter`  | remembers the backend's status                             |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
+//! | `error_while_proxy`         | before any response byte: fails an idempotent request over |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
 //! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504)   |
 //!
-//! Each attempt's outcome is recorded exactly once: connect failures in `fail_to_connect`,
-//! everything else in `logging`. The attempt's [`Permit`](crate::breaker::Permit) lives in
+//! Each attempt's outcome is recorded exactly once: failures that lead to a failover in
+//! `fail_to_connect` or `error_while_proxy`, everything else in `logging`. The attempt's [`Permit`](crate::breaker::Permit) lives in
 //! the context, so a request that ends any other way (client gone, task dropped) drops it,
 //! which is neutral and frees a Half-Open probe slot.
 
@@ -26,7 +27,7 @@ use async_trait::async_trait;
 use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
-use pingora::ErrorSource;
+use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use reply::{json_string, ErrorReply};
@@ -71,10 +72,26 @@ pub struct RequestContext {
     last_backend: Option<usize>,
     /// The status the latest attempt's backend answered with.
     upstream_status: Option<u16>,
-    /// Whether the latest connect failure was a timeout (504 rather than 502).
-    connect_timed_out: bool,
+    /// Whether the latest failed-over attempt timed out (504 rather than 502).
+    last_failure_timed_out: bool,
     /// Why `upstream_peer` found no backend, if it did not.
     refusal: Option<Refusal>,
+}
+
+impl RequestContext {
+    /// Records the attempt in flight as a failure and marks its backend tried. Returns whether
+    /// the service has a backend this request has not tried yet.
+    fn fail_attempt(&mut self, e: &Error) -> bool {
+        let Some(attempt) = self.attempt.take() else {
+            return false;
+        };
+        self.last_failure_timed_out = is_timeout(e);
+        self.tried.push(attempt.index);
+        attempt.permit.record(Outcome::Failure);
+        self.service
+            .as_ref()
+            .is_some_and(|s| self.tried.len() < s.upstreams.len())
+    }
 }
 
 /// Why no backend was picked for a request.
@@ -213,16 +230,41 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestContext,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(attempt) = ctx.attempt.take() {
-            ctx.connect_timed_out = matches!(e.etype(), ConnectTimedout);
-            ctx.tried.push(attempt.index);
-            attempt.permit.record(Outcome::Failure);
-            let backends = ctx.service.as_ref().map_or(0, |s| s.upstreams.len());
-            // Nothing reached the backend, so any request may go to the next one.
-            if ctx.tried.len() < backends {
-                e.set_retry(true);
+        // Nothing reached the backend, so any request may go to the next one.
+        let another_backend = ctx.fail_attempt(&e);
+        e.set_retry(another_backend);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestContext,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let retry = if client_reused && matches!(e.retry, RetryType::ReusedOnly) {
+            // The backend had closed this idle pooled connection: not its fault. A replayable
+            // request goes again on a fresh connection (upstream_peer drops the unrecorded
+            // attempt as neutral); any other gets a 502 without blaming the backend.
+            if !replayable {
+                ctx.attempt = None;
             }
-        }
+            replayable
+        } else if *e.esource() == ErrorSource::Upstream
+            && session.response_written().is_none()
+            && replayable
+        {
+            // The backend failed before the client saw a byte: safe to replay elsewhere.
+            ctx.fail_attempt(&e)
+        } else {
+            false
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -300,13 +342,17 @@ fn attempt_outcome(e: Option<&Error>, upstream_status: Option<u16>) -> Option<Ou
     }
 }
 
+fn is_timeout(e: &Error) -> bool {
+    matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout)
+}
+
 /// The response for a request that could not be proxied; `None` when the client is gone.
 fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     let service = ctx.service.as_deref();
     let service_name = service.map_or("", |s| s.name.as_str());
     match (ctx.refusal, service) {
         (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
-        (Some(Refusal::NoBackendLeft), _) if ctx.connect_timed_out => {
+        (Some(Refusal::NoBackendLeft), _) if ctx.last_failure_timed_out => {
             return Some(ErrorReply::gateway_timeout(service_name))
         }
         (Some(Refusal::NoBackendLeft), _) => return Some(ErrorReply::bad_gateway(service_name)),
@@ -316,12 +362,8 @@ fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
         return Some(ErrorReply::other(*code));
     }
     match e.esource() {
-        ErrorSource::Upstream => Some(match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => {
-                ErrorReply::gateway_timeout(service_name)
-            }
-            _ => ErrorReply::bad_gateway(service_name),
-        }),
+        ErrorSource::Upstream if is_timeout(e) => Some(ErrorReply::gateway_timeout(service_name)),
+        ErrorSource::Upstream => Some(ErrorReply::bad_gateway(service_name)),
         ErrorSource::Downstream => match e.etype() {
             ReadError | WriteError | ConnectionClosed => None,
             _ => Some(ErrorReply::bad_request()),
@@ -384,7 +426,7 @@ mod tests {
 
         let timed_out = RequestContext {
             refusal: Some(Refusal::NoBackendLeft),
-            connect_timed_out: true,
+            last_failure_timed_out: true,
             ..RequestContext::default()
         };
         let e = error(HTTPStatus(502), ErrorSource::Unset);

@@ -385,3 +385,135 @@ pub fn services_yaml(name: &str, backends: &[String]) -> String {
     }
     yaml
 }
+
+/// A keep-alive HTTP/1.1 client: one connection reused across requests, reopened when the
+/// server closes it (as it does after gateway-generated errors).
+pub struct Client {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(port: u16) -> Self {
+        Client { port, conn: None }
+    }
+
+    /// Sends one request and reads the response; an I/O failure is an `Err`.
+    pub fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", self.port))?;
+            stream.set_read_timeout(Some(DEADLINE))?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let result = self.exchange(method, path, body);
+        match &result {
+            Ok(r) if r.header("connection") != Some("close") => {}
+            _ => self.conn = None,
+        }
+        result
+    }
+
+    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+        let conn = self.conn.as_mut().expect("connected");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.get_mut().write_all(head.as_bytes())?;
+        conn.get_mut().write_all(body)?;
+
+        let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
+        let mut raw = Vec::new();
+        loop {
+            let before = raw.len();
+            conn.read_until(b'\n', &mut raw)?;
+            if raw.len() == before {
+                return Err(eof());
+            }
+            if raw.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        let mut response = parse_response(&raw)?;
+        let length: usize = response
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if method != "HEAD" && length > 0 {
+            let mut body = vec![0; length];
+            conn.read_exact(&mut body)?;
+            response.body = String::from_utf8_lossy(&body).into_owned();
+        }
+        Ok(response)
+    }
+}
+
+/// What a bounded load run saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Responses by status.
+    pub statuses: HashMap<u16, usize>,
+    /// Requests that got no response at all (connection refused, reset, cut short).
+    pub io_errors: usize,
+    /// Responses by the mock port that served them.
+    pub served_by: HashMap<u16, usize>,
+    /// The slowest response.
+    pub slowest: Duration,
+}
+
+impl LoadReport {
+    pub fn count(&self, status: u16) -> usize {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Everything that was not a 200.
+    pub fn failures(&self) -> usize {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| **s != 200)
+            .map(|(_, n)| n)
+            .sum::<usize>()
+            + self.io_errors
+    }
+}
+
+/// `clients` keep-alive clients each send `requests` requests to `path` with `method`; every
+/// response is classified. Bounded by count and by the per-request read timeout.
+pub fn run_load(
+    port: u16,
+    clients: usize,
+    requests: usize,
+    method: &str,
+    path: &str,
+) -> LoadReport {
+    let report = Arc::new(Mutex::new(LoadReport::default()));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let report = report.clone();
+            let (method, path) = (method.to_owned(), path.to_owned());
+            thread::spawn(move || {
+                let mut client = Client::new(port);
+                for _ in 0..requests {
+                    let started = Instant::now();
+                    let result = client.send(&method, &path, b"");
+                    let took = started.elapsed();
+                    let mut report = report.lock().unwrap();
+                    report.slowest = report.slowest.max(took);
+                    match result {
+                        Ok(response) => {
+                            *report.statuses.entry(response.status).or_default() += 1;
+                            if let Some(port) = response.served_by() {
+                                *report.served_by.entry(port).or_default() += 1;
+                            }
+                        }
+                        Err(_) => report.io_errors += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("load client");
+    }
+    Arc::try_unwrap(report).unwrap().into_inner().unwrap()
+}
