@@ -91,6 +91,13 @@ pub struct BreakerSettings {
     /// How long an Open breaker refuses requests before it admits a probe. It is also the
     /// lease of a probe: a probe still unsettled after this long no longer blocks the next one.
     pub open_timeout: Duration,
+    /// Opt-in growing cooldown. When set, each failed probe doubles the cooldown, up to this
+    /// cap; once the backend has stayed Closed for this long, a new trip starts again from
+    /// `open_timeout`. When `None`, every cooldown is `open_timeout`, as in the original design.
+    pub open_timeout_max: Option<Duration>,
+    /// Adds up to this many percent to each cooldown, so replicas that failed together are not
+    /// all probed in the same instant. Deterministic per breaker and cycle.
+    pub open_timeout_jitter_percent: u8,
 }
 
 impl Default for BreakerSettings {
@@ -99,6 +106,8 @@ impl Default for BreakerSettings {
         Self {
             failure_threshold: 3,
             open_timeout: Duration::from_secs(10),
+            open_timeout_max: None,
+            open_timeout_jitter_percent: 0,
         }
     }
 }
@@ -209,6 +218,12 @@ pub struct Breaker {
     word: AtomicU64,
     /// Open: when the next probe may go. Half-Open with a probe out: when its lease ends.
     next_probe_at_nanos: AtomicU64,
+    /// The current cooldown before jitter: `open_timeout`, or more once it has grown.
+    cooldown_nanos: AtomicU64,
+    /// When the breaker last became Closed (its creation counts).
+    closed_since_nanos: AtomicU64,
+    /// Seeds the jitter, so breakers that trip together get different cooldowns.
+    jitter_seed: u64,
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
@@ -234,13 +249,20 @@ impl Breaker {
         clock: Arc<dyn Clock>,
         observer: Arc<dyn TransitionObserver>,
     ) -> Self {
+        let name = name.into();
+        let closed_since = duration_nanos(clock.now());
         Self {
-            name: name.into(),
+            jitter_seed: name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            }),
+            name,
             settings,
             clock,
             observer,
             word: AtomicU64::new(StateWord::CLOSED.0),
             next_probe_at_nanos: AtomicU64::new(0),
+            cooldown_nanos: AtomicU64::new(duration_nanos(settings.open_timeout)),
+            closed_since_nanos: AtomicU64::new(closed_since),
             consecutive_failures: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -293,7 +315,7 @@ impl Breaker {
             BreakerState::Closed => Some(Permit::new(self, word.generation(), false)),
             BreakerState::Open if now >= self.next_probe_at() => {
                 let generation = word.generation() + 1;
-                self.set_next_probe_at(now + self.settings.open_timeout);
+                self.set_next_probe_at(now + self.cooldown());
                 self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
                 self.notify(
                     BreakerState::Open,
@@ -306,7 +328,7 @@ impl Breaker {
                 // A free slot, or a probe whose lease ran out: the new probe gets a new
                 // generation so the old one's late result is ignored.
                 let generation = word.generation() + 1;
-                self.set_next_probe_at(now + self.settings.open_timeout);
+                self.set_next_probe_at(now + self.cooldown());
                 self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
                 Some(Permit::new(self, generation, true))
             }
@@ -379,11 +401,65 @@ impl Breaker {
             return;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        if to == BreakerState::Open {
-            self.set_next_probe_at(self.clock.now() + self.settings.open_timeout);
+        let now = self.clock.now();
+        let generation = expected.generation() + 1;
+        match to {
+            BreakerState::Open => {
+                let cooldown = self.next_cooldown(reason, now);
+                self.cooldown_nanos
+                    .store(duration_nanos(cooldown), Ordering::Relaxed);
+                self.set_next_probe_at(now + self.jittered(cooldown, generation));
+            }
+            BreakerState::Closed => self
+                .closed_since_nanos
+                .store(duration_nanos(now), Ordering::Relaxed),
+            BreakerState::HalfOpen => {}
         }
-        self.publish(StateWord::new(to, false, expected.generation() + 1));
+        self.publish(StateWord::new(to, false, generation));
         self.notify(expected.state(), to, reason);
+    }
+
+    /// The cooldown of the Open period that starts now, for `reason`.
+    fn next_cooldown(&self, reason: TransitionReason, now: Duration) -> Duration {
+        let base = self.settings.open_timeout;
+        let Some(max) = self.settings.open_timeout_max else {
+            return base;
+        };
+        let current = self.cooldown();
+        match reason {
+            TransitionReason::ProbeFailed => current.saturating_mul(2).min(max),
+            _ => {
+                let closed_for = now.saturating_sub(Duration::from_nanos(
+                    self.closed_since_nanos.load(Ordering::Relaxed),
+                ));
+                if closed_for >= max {
+                    base
+                } else {
+                    current
+                }
+            }
+        }
+    }
+
+    /// `cooldown` plus this breaker's jitter for the cycle `generation`.
+    fn jittered(&self, cooldown: Duration, generation: u64) -> Duration {
+        let percent = u64::from(self.settings.open_timeout_jitter_percent);
+        if percent == 0 {
+            return cooldown;
+        }
+        // splitmix64: a well-spread number from the seed and the cycle.
+        let mut z = self
+            .jitter_seed
+            .wrapping_add(generation.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let per_million = z % (percent * 10_000 + 1);
+        cooldown + cooldown.mul_f64(per_million as f64 / 1_000_000.0)
+    }
+
+    fn cooldown(&self) -> Duration {
+        Duration::from_nanos(self.cooldown_nanos.load(Ordering::Relaxed))
     }
 
     /// Frees the probe slot of an unsettled probe, if it is still the current one.
@@ -549,12 +625,16 @@ mod tests {
     }
 
     fn fixture(failure_threshold: u32) -> Fixture {
-        let clock = Arc::new(ManualClock::new());
-        let recorder = Arc::new(Recorder::default());
-        let settings = BreakerSettings {
+        fixture_with(BreakerSettings {
             failure_threshold,
             open_timeout: COOLDOWN,
-        };
+            ..BreakerSettings::default()
+        })
+    }
+
+    fn fixture_with(settings: BreakerSettings) -> Fixture {
+        let clock = Arc::new(ManualClock::new());
+        let recorder = Arc::new(Recorder::default());
         let breaker = Arc::new(Breaker::new(
             "http://backend:1",
             settings,
@@ -804,6 +884,97 @@ mod tests {
                 1
             );
         }
+    }
+
+    fn fail_probe(f: &Fixture) {
+        f.clock.advance(f.breaker.snapshot().retry_in);
+        let probe = f.breaker.try_acquire().expect("probe");
+        assert!(probe.is_probe());
+        probe.record(Outcome::Failure);
+    }
+
+    fn growing(max: Duration) -> Fixture {
+        fixture_with(BreakerSettings {
+            failure_threshold: 3,
+            open_timeout: COOLDOWN,
+            open_timeout_max: Some(max),
+            open_timeout_jitter_percent: 0,
+        })
+    }
+
+    #[test]
+    fn by_default_every_cooldown_is_the_open_timeout() {
+        let f = fixture(3);
+        open(&f);
+        for _ in 0..4 {
+            fail_probe(&f);
+            assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
+        }
+    }
+
+    #[test]
+    fn a_growing_cooldown_doubles_per_failed_probe_up_to_its_cap() {
+        let f = growing(Duration::from_secs(60));
+        open(&f);
+        assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            fail_probe(&f);
+            seen.push(f.breaker.snapshot().retry_in.as_secs());
+        }
+        assert_eq!(seen, [20, 40, 60, 60]);
+    }
+
+    #[test]
+    fn a_growing_cooldown_returns_to_the_base_only_after_a_stable_closed_period() {
+        let max = Duration::from_secs(60);
+        let f = growing(max);
+        open(&f);
+        fail_probe(&f);
+        fail_probe(&f);
+        f.clock.advance(f.breaker.snapshot().retry_in);
+        f.breaker.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+
+        // Flapping: it trips again soon after recovering and keeps its long cooldown.
+        f.clock.advance(max - Duration::from_secs(1));
+        open(&f);
+        assert_eq!(f.breaker.snapshot().retry_in, Duration::from_secs(40));
+
+        // Stable for the whole cap: the next trip starts from the base again.
+        f.clock.advance(f.breaker.snapshot().retry_in);
+        f.breaker.try_acquire().unwrap().record(Outcome::Success);
+        f.clock.advance(max);
+        open(&f);
+        assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
+    }
+
+    #[test]
+    fn jitter_only_lengthens_and_varies_between_breakers_and_cycles() {
+        let mut cooldowns = std::collections::BTreeSet::new();
+        for name in ["http://a:1", "http://b:1", "http://c:1"] {
+            let clock = Arc::new(ManualClock::new());
+            let breaker = Arc::new(Breaker::new(
+                name,
+                BreakerSettings {
+                    failure_threshold: 1,
+                    open_timeout: COOLDOWN,
+                    open_timeout_max: None,
+                    open_timeout_jitter_percent: 10,
+                },
+                clock.clone(),
+                Arc::new(Recorder::default()),
+            ));
+            for _ in 0..5 {
+                breaker.try_acquire().unwrap().record(Outcome::Failure);
+                let retry_in = breaker.snapshot().retry_in;
+                assert!(retry_in >= COOLDOWN && retry_in <= COOLDOWN + COOLDOWN / 10);
+                cooldowns.insert(retry_in);
+                clock.advance(retry_in);
+                breaker.try_acquire().unwrap().record(Outcome::Success);
+            }
+        }
+        assert!(cooldowns.len() > 10, "{cooldowns:?}");
     }
 
     #[test]

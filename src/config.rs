@@ -15,6 +15,8 @@
 //!   backends: [http://10.0.0.5:8000/api]
 //!   failure_threshold: 5
 //!   open_timeout: 30s
+//!   open_timeout_max: 5m         # opt-in: the cooldown doubles per failed probe, up to this
+//!   open_timeout_jitter_percent: 10
 //!   connect_timeout: 500ms
 //!   read_timeout: 5s
 //! ```
@@ -432,6 +434,8 @@ struct RawGatewaySection {
 struct RawOverrides {
     failure_threshold: Option<u32>,
     open_timeout: Option<ConfigDuration>,
+    open_timeout_max: Option<ConfigDuration>,
+    open_timeout_jitter_percent: Option<u8>,
     connect_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
 }
@@ -444,6 +448,15 @@ impl RawOverrides {
                 return Err("failure_threshold must be at least 1".to_owned());
             }
             out.breaker.failure_threshold = threshold;
+        }
+        if let Some(percent) = self.open_timeout_jitter_percent {
+            if percent > 100 {
+                return Err("open_timeout_jitter_percent must be from 0 to 100".to_owned());
+            }
+            out.breaker.open_timeout_jitter_percent = percent;
+        }
+        if let Some(ConfigDuration(max)) = self.open_timeout_max {
+            out.breaker.open_timeout_max = Some(max);
         }
         for (name, value, slot) in [
             (
@@ -463,6 +476,14 @@ impl RawOverrides {
                     return Err(format!("{name} must be longer than zero"));
                 }
                 *slot = d;
+            }
+        }
+        if let Some(max) = out.breaker.open_timeout_max {
+            if max < out.breaker.open_timeout {
+                return Err(format!(
+                    "open_timeout_max ({max:?}) is shorter than open_timeout ({:?})",
+                    out.breaker.open_timeout
+                ));
             }
         }
         Ok(out)
@@ -554,12 +575,17 @@ mod tests {
     fn the_extended_form_overrides_defaults() {
         let services = parse(
             "search:\n  backends: [\"http://127.0.0.1:8000/api/\"]\n  failure_threshold: 5\n  \
-             open_timeout: 250ms\n  connect_timeout: 2s\n  read_timeout: 1m\n",
+             open_timeout: 250ms\n  open_timeout_max: 5m\n  open_timeout_jitter_percent: 10\n  connect_timeout: 2s\n  read_timeout: 1m\n",
         )
         .unwrap();
         let search = &services[0];
         assert_eq!(search.breaker.failure_threshold, 5);
         assert_eq!(search.breaker.open_timeout, Duration::from_millis(250));
+        assert_eq!(
+            search.breaker.open_timeout_max,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(search.breaker.open_timeout_jitter_percent, 10);
         assert_eq!(search.timeouts.connect, Duration::from_secs(2));
         assert_eq!(search.timeouts.read, Duration::from_secs(60));
         assert_eq!(search.backends[0].url, "http://127.0.0.1:8000/api");
@@ -618,6 +644,14 @@ mod tests {
             ("p: {backends: [\"http://localhost:1\"], open_timeout: ten}", "not a duration"),
             ("p: {backends: [\"http://localhost:1\"], retries: 2}", "unknown field `retries`"),
             ("p: {failure_threshold: 2}", "needs a `backends` list"),
+            (
+                "p: {backends: [\"http://localhost:1\"], open_timeout: 10s, open_timeout_max: 5s}",
+                "open_timeout_max (5s) is shorter than open_timeout (10s)",
+            ),
+            (
+                "p: {backends: [\"http://localhost:1\"], open_timeout_jitter_percent: 101}",
+                "from 0 to 100",
+            ),
             (
                 "a: [\"http://localhost:1\"]\nb: {backends: [\"http://localhost:1\"], failure_threshold: 9}",
                 "also listed by service \"a\" with other breaker settings",

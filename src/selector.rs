@@ -105,6 +105,7 @@ mod tests {
         let settings = BreakerSettings {
             failure_threshold: 1,
             open_timeout: COOLDOWN,
+            ..BreakerSettings::default()
         };
         let breakers = (0..backends)
             .map(|i| {
