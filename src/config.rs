@@ -17,6 +17,8 @@
 //!   open_timeout: 30s
 //!   open_timeout_max: 5m         # opt-in: the cooldown doubles per failed probe, up to this
 //!   open_timeout_jitter_percent: 10
+//!   retry_budget_percent: 20       # failovers allowed per 100 requests
+//!   retry_budget_min_per_second: 10
 //!   connect_timeout: 500ms
 //!   read_timeout: 5s
 //! ```
@@ -35,6 +37,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
+use crate::retry_budget::RetryBudgetSettings;
 
 /// Where the proxy listens when the conf does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -67,6 +70,8 @@ pub struct ServiceConfig {
     pub breaker: BreakerSettings,
     /// Timeouts of requests to this service's backends.
     pub timeouts: UpstreamTimeouts,
+    /// How many failovers the service may make.
+    pub retry_budget: RetryBudgetSettings,
 }
 
 /// Per-attempt timeouts towards a backend.
@@ -107,6 +112,8 @@ pub struct ServiceDefaults {
     pub breaker: BreakerSettings,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetSettings,
 }
 
 /// A configuration problem, naming the file, the service if any, and what is wrong.
@@ -300,6 +307,7 @@ fn parse_service(
         backends,
         breaker: settings.breaker,
         timeouts: settings.timeouts,
+        retry_budget: settings.retry_budget,
     })
 }
 
@@ -436,6 +444,8 @@ struct RawOverrides {
     open_timeout: Option<ConfigDuration>,
     open_timeout_max: Option<ConfigDuration>,
     open_timeout_jitter_percent: Option<u8>,
+    retry_budget_percent: Option<u32>,
+    retry_budget_min_per_second: Option<u32>,
     connect_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
 }
@@ -454,6 +464,12 @@ impl RawOverrides {
                 return Err("open_timeout_jitter_percent must be from 0 to 100".to_owned());
             }
             out.breaker.open_timeout_jitter_percent = percent;
+        }
+        if let Some(percent) = self.retry_budget_percent {
+            out.retry_budget.ratio_percent = percent;
+        }
+        if let Some(per_second) = self.retry_budget_min_per_second {
+            out.retry_budget.min_per_second = per_second;
         }
         if let Some(ConfigDuration(max)) = self.open_timeout_max {
             out.breaker.open_timeout_max = Some(max);

@@ -7,6 +7,7 @@
 //! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`selector`]: breaker-aware round-robin over one service's backends.
+//! - [`retry_budget`]: how many failovers a service may make.
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
 //! - [`observability`]: the `[CIRCUIT]` log lines.
 
@@ -15,5 +16,6 @@ pub mod cli;
 pub mod config;
 pub mod observability;
 pub mod proxy;
+pub mod retry_budget;
 pub mod routing;
 pub mod selector;

@@ -16,6 +16,7 @@ use pingora_load_balancing::Backend;
 
 use crate::breaker::{Breaker, Clock, TransitionObserver};
 use crate::config::{ServiceConfig, UpstreamTimeouts};
+use crate::retry_budget::RetryBudget;
 use crate::selector::RoundRobin;
 
 /// The path every proxied request starts with.
@@ -92,6 +93,8 @@ pub struct Service {
     pub selector: RoundRobin,
     /// Per-attempt timeouts.
     pub timeouts: UpstreamTimeouts,
+    /// Bounds the service's failovers.
+    pub retry_budget: RetryBudget,
 }
 
 /// All services by name.
@@ -136,6 +139,7 @@ impl ServiceTable {
                     upstreams: upstreams.into_boxed_slice(),
                     selector: RoundRobin::new(rotation),
                     timeouts: service.timeouts,
+                    retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
                 }),
             );
         }

@@ -53,6 +53,11 @@ impl RoundRobin {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// How many tickets were handed out: roughly the service's request count so far.
+    pub fn requests(&self) -> u64 {
+        self.next.load(Ordering::Relaxed) as u64
+    }
+
     /// The first backend from the ticket's place on that is not in `tried` and whose breaker
     /// admits a request; `None` if there is none.
     pub fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {

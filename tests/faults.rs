@@ -74,3 +74,22 @@ fn a_hanging_backend_times_out_fails_over_and_opens() {
         hanging.url()
     ));
 }
+
+#[test]
+fn an_exhausted_retry_budget_fails_requests_instead_of_retrying_them() {
+    let (healthy, mut dead) = (Mock::start(&[]), Mock::start(&[]));
+    dead.stop();
+    let gateway = gateway_over(
+        &[&healthy, &dead],
+        "{retry_budget_percent: 0, retry_budget_min_per_second: 0, open_timeout: 1m}",
+    );
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| gateway.get("/v1/proxy/product").status)
+        .collect();
+    assert_eq!(statuses, [200, 502, 200, 502, 200, 502, 200, 200]);
+    assert_eq!(
+        gateway.log_count("retry budget of service \"product\" exhausted"),
+        1,
+        "logged once, not per request"
+    );
+}

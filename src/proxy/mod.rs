@@ -35,6 +35,7 @@ pub use reply::{json_string, ErrorReply};
 use crate::breaker::Outcome;
 use crate::config::UpstreamTimeouts;
 use crate::observability;
+use crate::retry_budget::Spend;
 use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
 
@@ -80,7 +81,8 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// Records the attempt in flight as a failure and marks its backend tried. Returns whether
-    /// the service has a backend this request has not tried yet.
+    /// the request may fail over: the service has a backend it has not tried yet, and the
+    /// service's retry budget grants one more retry.
     fn fail_attempt(&mut self, e: &Error) -> bool {
         let Some(attempt) = self.attempt.take() else {
             return false;
@@ -88,9 +90,24 @@ impl RequestContext {
         self.last_failure_timed_out = is_timeout(e);
         self.tried.push(attempt.index);
         attempt.permit.record(Outcome::Failure);
-        self.service
-            .as_ref()
-            .is_some_and(|s| self.tried.len() < s.upstreams.len())
+        let Some(service) = &self.service else {
+            return false;
+        };
+        if self.tried.len() >= service.upstreams.len() {
+            return false;
+        }
+        match service.retry_budget.try_spend(service.selector.requests()) {
+            Spend::Granted => true,
+            Spend::NewlyExhausted => {
+                log::warn!(
+                    "retry budget of service \"{}\" exhausted: failing requests instead of \
+                     retrying them on another backend",
+                    service.name
+                );
+                false
+            }
+            Spend::Exhausted => false,
+        }
     }
 }
 
