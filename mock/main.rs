@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
-//!              [--reset | --close | --hang] [--log] PORT
+//!              [--reset | --close | --hang] [--flap-ms N] [--log] PORT
 //! ```
 //!
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
-//! closes the connection without a word, `--hang` reads it and never answers.
+//! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
+//! alternates every N ms between healthy and broken (connections reset, requests dropped),
+//! starting healthy.
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
 //! It uses only the standard library (one thread per connection, keep-alive), so it builds in
@@ -23,10 +25,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
-                     [--delay-ms N] [--reset | --close | --hang] [--log] PORT";
+                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -41,8 +43,24 @@ struct Behaviour {
     delay: Duration,
     /// How the connection itself misbehaves, if it does.
     fault: Option<ConnectionFault>,
+    /// Alternate between healthy and broken periods of this length.
+    flap: Option<Duration>,
     /// Print one line per request.
     log: bool,
+}
+
+impl Behaviour {
+    /// The connection fault in force now, taking flapping into account.
+    fn fault_now(&self, started: Instant) -> Option<ConnectionFault> {
+        match self.flap {
+            Some(period)
+                if (started.elapsed().as_millis() / period.as_millis().max(1)) % 2 == 1 =>
+            {
+                Some(ConnectionFault::Close)
+            }
+            _ => self.fault,
+        }
+    }
 }
 
 /// Ways a backend can break an exchange before sending any response byte.
@@ -83,6 +101,7 @@ fn main() -> ExitCode {
     let _ = io::stdout().flush();
 
     let behaviour = Arc::new(behaviour);
+    let started = Instant::now();
     let seed = Arc::new(AtomicU64::new(time_seed()));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -90,7 +109,7 @@ fn main() -> ExitCode {
         let seed = seed.clone();
         let port = local.port();
         thread::spawn(move || {
-            let _ = serve(stream, port, &behaviour, &seed);
+            let _ = serve(stream, port, &behaviour, &seed, started);
         });
     }
     ExitCode::SUCCESS
@@ -104,6 +123,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         fail_rate: 0.0,
         delay: Duration::ZERO,
         fault: None,
+        flap: None,
         log: false,
     };
     let mut args = args.iter();
@@ -139,6 +159,14 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
             "--reset" => behaviour.fault = Some(ConnectionFault::Reset),
             "--close" => behaviour.fault = Some(ConnectionFault::Close),
             "--hang" => behaviour.fault = Some(ConnectionFault::Hang),
+            "--flap-ms" => {
+                let ms: u64 = value("--flap-ms")?
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .ok_or("--flap-ms takes a positive number of milliseconds")?;
+                behaviour.flap = Some(Duration::from_millis(ms));
+            }
             "--log" => behaviour.log = true,
             "-h" | "--help" => return Err("help".to_owned()),
             other if port.is_none() && !other.starts_with('-') => {
@@ -182,10 +210,22 @@ impl Request {
 }
 
 /// Serves requests on one connection until the client closes it or asks to.
-fn serve(stream: TcpStream, port: u16, behaviour: &Behaviour, seed: &AtomicU64) -> io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    port: u16,
+    behaviour: &Behaviour,
+    seed: &AtomicU64,
+    started: Instant,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
-    if behaviour.fault == Some(ConnectionFault::Reset) {
+    let reset = match behaviour.fault_now(started) {
+        Some(ConnectionFault::Reset) => true,
+        // A flapping backend that is down refuses new connections the rudest way.
+        Some(ConnectionFault::Close) => behaviour.flap.is_some(),
+        _ => false,
+    };
+    if reset {
         // Closing a socket with unread data makes the kernel answer with RST, not FIN.
         stream.peek(&mut [0; 1])?;
         return Ok(());
@@ -195,7 +235,7 @@ fn serve(stream: TcpStream, port: u16, behaviour: &Behaviour, seed: &AtomicU64) 
         let Some(request) = read_request(&mut reader, &mut writer)? else {
             return Ok(());
         };
-        match behaviour.fault {
+        match behaviour.fault_now(started) {
             Some(ConnectionFault::Close) => return Ok(()),
             Some(ConnectionFault::Hang) => {
                 // Hold the connection until the client gives up on it.

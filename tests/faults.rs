@@ -3,9 +3,22 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
+
+/// Prints the scenario's row for the README's reliability table (`--nocapture` shows it).
+fn report(scenario: &str, gateway: &Gateway, load: &LoadReport) {
+    eprintln!(
+        "| {scenario} | {} | {} | {} | {} |",
+        load.total(),
+        load.failures(),
+        gateway.log_count("retry: true"),
+        gateway.log_count("[CIRCUIT] ")
+    );
+}
 
 fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
     let urls: Vec<String> = mocks.iter().map(|m| m.url()).collect();
@@ -52,8 +65,9 @@ fn a_backend_that_closes_before_headers_costs_no_get_and_posts_get_502() {
     ));
 
     let gateway = gateway_over(&[&healthy, &closing], "{open_timeout: 1m}");
-    let report = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
-    assert_eq!(report.failures(), 0, "{report:?}");
+    let load = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
+    assert_eq!(load.failures(), 0, "{load:?}");
+    report("closes before headers: GETs", &gateway, &load);
 }
 
 #[test]
@@ -91,5 +105,240 @@ fn an_exhausted_retry_budget_fails_requests_instead_of_retrying_them() {
         gateway.log_count("retry budget of service \"product\" exhausted"),
         1,
         "logged once, not per request"
+    );
+}
+
+#[test]
+fn killing_and_restarting_a_backend_mid_load_costs_no_get() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 300ms}");
+    let load = BackgroundLoad::start(gateway.port, 32, "GET", "/v1/proxy/product");
+    load.wait_for(500);
+    b.stop();
+    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN (threshold reached)", b.url()));
+    load.wait_for(500);
+    b.restart(&[]);
+    gateway.wait_for_log(&format!("[CIRCUIT] {} HALF-OPEN (timeout passed)", b.url()));
+    gateway.wait_for_log(&format!("[CIRCUIT] {} CLOSED (recovered)", b.url()));
+    load.wait_for(500);
+    let load = load.finish();
+    report(
+        "kill one of two backends mid-load, restart it",
+        &gateway,
+        &load,
+    );
+    assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
+    let after: Vec<u16> = (0..4)
+        .map(|_| gateway.get("/v1/proxy/product").served_by().unwrap())
+        .collect();
+    assert!(
+        after.contains(&a.port) && after.contains(&b.port),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_flapping_backend_is_followed_by_its_breaker_and_costs_no_get() {
+    let (steady, mut flapping) = (Mock::start(&[]), Mock::start(&["--flap-ms", "400"]));
+    let gateway = gateway_over(&[&steady, &flapping], "{open_timeout: 250ms}");
+    let load = BackgroundLoad::start(gateway.port, 16, "GET", "/v1/proxy/product");
+    let open = format!("[CIRCUIT] {} OPEN", flapping.url());
+    let closed = format!("[CIRCUIT] {} CLOSED (recovered)", flapping.url());
+    assert!(
+        wait_until(DEADLINE, || gateway.log_count(&open) >= 3
+            && gateway.log_count(&closed) >= 2),
+        "the breaker did not follow the flapping; log:\n{}",
+        gateway.log()
+    );
+    let load = load.finish();
+    report("flapping backend (400 ms up, 400 ms down)", &gateway, &load);
+    assert_eq!(load.failures(), 0, "{load:?}");
+
+    // Not stuck: once the backend is steady again, its breaker closes within a cooldown.
+    flapping.restart(&[]);
+    let closes = gateway.log_count(&closed);
+    let prefix = format!("[CIRCUIT] {} ", flapping.url());
+    let last_line = |log: &str| {
+        log.lines()
+            .rfind(|l| l.contains(&prefix))
+            .map(str::to_owned)
+    };
+    assert!(
+        wait_until(DEADLINE, || {
+            gateway.get("/v1/proxy/product");
+            gateway.log_count(&closed) > closes
+                || last_line(&gateway.log()).is_some_and(|l| l.contains("CLOSED"))
+        }),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
+fn with_every_backend_down_answers_are_fast_503s_until_one_returns() {
+    let (mut a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let cooldown = Duration::from_secs(2);
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 2s}");
+    a.stop();
+    b.stop();
+    assert!(wait_until(DEADLINE, || gateway
+        .get("/v1/proxy/product")
+        .status
+        == 503));
+    let tripped = Instant::now();
+    let load = run_load(gateway.port, 8, 25, "GET", "/v1/proxy/product");
+    assert!(
+        tripped.elapsed() < cooldown,
+        "the load outlived the cooldown"
+    );
+    assert_eq!(load.count(503), load.total(), "{load:?}");
+    assert!(load.slowest < Duration::from_millis(500), "fast: {load:?}");
+    let response = gateway.get("/v1/proxy/product");
+    assert!(response.header("retry-after").is_some());
+    report("all backends down", &gateway, &load);
+
+    a.restart(&[]);
+    let restarted = Instant::now();
+    assert!(wait_until(DEADLINE, || gateway
+        .get("/v1/proxy/product")
+        .status
+        == 200));
+    assert!(
+        restarted.elapsed() < cooldown + Duration::from_millis(500),
+        "200s resume within one cooldown: {:?}",
+        restarted.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let slow = Mock::start(&["--delay-ms", "400"]);
+    let mut gateway = gateway_over(&[&slow], "{}");
+    let port = gateway.port;
+    let clients = 16;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let in_flight: Vec<_> = (0..clients)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                try_request(port, "GET", "/v1/proxy/product", &[], b"")
+            })
+        })
+        .collect();
+    barrier.wait();
+    thread::sleep(Duration::from_millis(100));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut load = LoadReport::default();
+    for handle in in_flight {
+        let response = handle.join().unwrap();
+        assert!(
+            response.as_ref().is_ok_and(|r| r.status == 200),
+            "an in-flight request was cut: {response:?}"
+        );
+        *load.statuses.entry(200).or_default() += 1;
+    }
+    // New connections are refused once the listener is closed, never accepted and dropped.
+    assert!(wait_until(DEADLINE, || {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            Ok(_) => false,
+        }
+    }));
+    assert_eq!(gateway.wait_exit(), Some(0));
+    report("SIGTERM with requests in flight", &gateway, &load);
+}
+
+#[test]
+fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 400ms}");
+    b.stop();
+    let open = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
+    assert!(wait_until(DEADLINE, || {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+        gateway.log().contains(&open)
+    }));
+    // The recovering backend is slow, so the probe is still out while the others arrive.
+    b.restart(&["--delay-ms", "1500"]);
+    thread::sleep(Duration::from_millis(500));
+
+    let clients = 100;
+    let barrier = Arc::new(Barrier::new(clients));
+    let port = gateway.port;
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                try_request(port, "GET", "/v1/proxy/product", &[], b"")
+            })
+        })
+        .collect();
+    let mut load = LoadReport::default();
+    let mut probes = 0;
+    for handle in handles {
+        let response = handle.join().unwrap();
+        probes += usize::from(
+            response
+                .as_ref()
+                .is_ok_and(|r| r.served_by() == Some(b.port)),
+        );
+        load.add(response, Duration::ZERO);
+    }
+    report(
+        "cooldown ends under 100 concurrent requests",
+        &gateway,
+        &load,
+    );
+    assert_eq!(load.failures(), 0, "{load:?}");
+    assert_eq!(
+        probes, 1,
+        "exactly one request reaches the recovering backend"
+    );
+    assert_eq!(
+        gateway.log_count(&format!("[CIRCUIT] {} HALF-OPEN", b.url())),
+        1
+    );
+    gateway.wait_for_log(&format!("[CIRCUIT] {} CLOSED (recovered)", b.url()));
+}
+
+#[test]
+fn a_graceful_upgrade_under_load_fails_no_request() {
+    let mock = Mock::start(&[]);
+    let mut old = Gateway::start(&services_yaml("product", &[mock.url()]), "");
+    let conf = old.dir.path().join("gateway.yaml");
+    let load = BackgroundLoad::start(old.port, 8, "GET", "/v1/proxy/product");
+    load.wait_for(200);
+
+    let new = Gateway::spawn(
+        TempDir::new(),
+        old.port,
+        &["-u", "-c", conf.to_str().unwrap()],
+    );
+    // The new process binds the upgrade socket, then waits for the listener.
+    thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-QUIT", &old.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    new.wait_for_log("Bootstrap done");
+    load.wait_for(200);
+    assert_eq!(old.wait_exit(), Some(0), "the old process exits cleanly");
+    load.wait_for(200);
+    let load = load.finish();
+    report("graceful upgrade (-u + SIGQUIT) under load", &new, &load);
+    assert_eq!(
+        load.failures(),
+        0,
+        "{load:?}\nold:\n{}\nnew:\n{}",
+        old.log(),
+        new.log()
     );
 }

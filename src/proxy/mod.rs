@@ -22,6 +22,7 @@
 mod reply;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header;
@@ -38,6 +39,9 @@ use crate::observability;
 use crate::retry_budget::Spend;
 use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
+
+/// How long the rest of a request body is read before closing a connection after an error.
+const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 
 /// The gateway's proxy logic, shared by all requests.
 #[derive(Debug)]
@@ -298,6 +302,16 @@ impl ProxyHttp for GatewayProxy {
                 if let Err(write_error) = reply.send(session).await {
                     log::debug!("could not send the error response: {write_error}");
                 }
+            }
+            // The connection is closed after an error. Closing it with request body bytes
+            // still unread would reset it under the client before it read the answer, so
+            // read (and drop) the rest first, for a bounded time: a lingering close.
+            if !session.is_body_done() {
+                let _ = timeout(
+                    LINGERING_CLOSE,
+                    session.as_downstream_mut().drain_request_body(),
+                )
+                .await;
             }
         }
         FailToProxy {

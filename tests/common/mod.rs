@@ -398,8 +398,25 @@ impl Client {
         Client { port, conn: None }
     }
 
-    /// Sends one request and reads the response; an I/O failure is an `Err`.
+    /// Sends one request and reads the response; an I/O failure is an `Err`. Like real HTTP
+    /// clients, it sends an idempotent request once more on a new connection when a reused
+    /// one turns out to have been closed before any response byte arrived (RFC 9112 §9.3.1).
     pub fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+        let reused = self.conn.is_some();
+        match self.send_once(method, path, body) {
+            Err(e)
+                if reused
+                    && method != "POST"
+                    && method != "PATCH"
+                    && e.kind() != std::io::ErrorKind::WouldBlock =>
+            {
+                self.send_once(method, path, body)
+            }
+            result => result,
+        }
+    }
+
+    fn send_once(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         if self.conn.is_none() {
             let stream = TcpStream::connect(("127.0.0.1", self.port))?;
             stream.set_read_timeout(Some(DEADLINE))?;
@@ -462,6 +479,24 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    pub fn add(&mut self, result: std::io::Result<Response>, took: Duration) {
+        self.slowest = self.slowest.max(took);
+        match result {
+            Ok(response) => {
+                *self.statuses.entry(response.status).or_default() += 1;
+                if let Some(port) = response.served_by() {
+                    *self.served_by.entry(port).or_default() += 1;
+                }
+            }
+            Err(_) => self.io_errors += 1,
+        }
+    }
+
+    /// All requests sent.
+    pub fn total(&self) -> usize {
+        self.statuses.values().sum::<usize>() + self.io_errors
+    }
+
     pub fn count(&self, status: u16) -> usize {
         self.statuses.get(&status).copied().unwrap_or(0)
     }
@@ -474,6 +509,71 @@ impl LoadReport {
             .map(|(_, n)| n)
             .sum::<usize>()
             + self.io_errors
+    }
+}
+
+/// A load of keep-alive clients that runs until [`BackgroundLoad::finish`] (or until
+/// `max_duration` passes, so it always stops by itself).
+pub struct BackgroundLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    handles: Vec<thread::JoinHandle<()>>,
+    report: Arc<Mutex<LoadReport>>,
+}
+
+impl BackgroundLoad {
+    /// Starts `clients` clients sending `method path` in a loop.
+    pub fn start(port: u16, clients: usize, method: &str, path: &str) -> Self {
+        let max_duration = Duration::from_secs(30);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let report = Arc::new(Mutex::new(LoadReport::default()));
+        let started = Instant::now();
+        let handles = (0..clients)
+            .map(|_| {
+                let (stop, sent, report) = (stop.clone(), sent.clone(), report.clone());
+                let (method, path) = (method.to_owned(), path.to_owned());
+                thread::spawn(move || {
+                    let mut client = Client::new(port);
+                    while !stop.load(Ordering::SeqCst) && started.elapsed() < max_duration {
+                        let begun = Instant::now();
+                        let result = client.send(&method, &path, b"");
+                        report.lock().unwrap().add(result, begun.elapsed());
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        BackgroundLoad {
+            stop,
+            sent,
+            handles,
+            report,
+        }
+    }
+
+    /// Requests answered (or failed) so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further requests have been sent.
+    pub fn wait_for(&self, more: usize) {
+        let target = self.sent() + more;
+        assert!(
+            wait_until(DEADLINE, || self.sent() >= target),
+            "load stalled at {} requests",
+            self.sent()
+        );
+    }
+
+    /// Stops the clients and returns what they saw.
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.handles {
+            handle.join().expect("load client");
+        }
+        Arc::try_unwrap(self.report).unwrap().into_inner().unwrap()
     }
 }
 
@@ -496,18 +596,7 @@ pub fn run_load(
                 for _ in 0..requests {
                     let started = Instant::now();
                     let result = client.send(&method, &path, b"");
-                    let took = started.elapsed();
-                    let mut report = report.lock().unwrap();
-                    report.slowest = report.slowest.max(took);
-                    match result {
-                        Ok(response) => {
-                            *report.statuses.entry(response.status).or_default() += 1;
-                            if let Some(port) = response.served_by() {
-                                *report.served_by.entry(port).or_default() += 1;
-                            }
-                        }
-                        Err(_) => report.io_errors += 1,
-                    }
+                    report.lock().unwrap().add(result, started.elapsed());
                 }
             })
         })
