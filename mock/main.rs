@@ -7,13 +7,13 @@
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
-//!              [--reset | --close | --hang] [--flap-ms N] [--log] PORT
+//!              [--reset | --close | --hang] [--flap-ms N] [--slow-body-ms N] [--log] PORT
 //! ```
 //!
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
 //! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
-//! starting healthy.
+//! starting healthy. `--slow-body-ms N` sends the body in five parts, N ms apart.
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
 //! It uses only the standard library (one thread per connection, keep-alive), so it builds in
@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
-                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--log] PORT";
+                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-body-ms N] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -45,6 +45,8 @@ struct Behaviour {
     fault: Option<ConnectionFault>,
     /// Alternate between healthy and broken periods of this length.
     flap: Option<Duration>,
+    /// Send the body in parts, this far apart.
+    slow_body: Option<Duration>,
     /// Print one line per request.
     log: bool,
 }
@@ -124,6 +126,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         delay: Duration::ZERO,
         fault: None,
         flap: None,
+        slow_body: None,
         log: false,
     };
     let mut args = args.iter();
@@ -166,6 +169,12 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                     .filter(|&ms| ms > 0)
                     .ok_or("--flap-ms takes a positive number of milliseconds")?;
                 behaviour.flap = Some(Duration::from_millis(ms));
+            }
+            "--slow-body-ms" => {
+                let ms: u64 = value("--slow-body-ms")?
+                    .parse()
+                    .map_err(|_| "--slow-body-ms takes whole milliseconds")?;
+                behaviour.slow_body = Some(Duration::from_millis(ms));
             }
             "--log" => behaviour.log = true,
             "-h" | "--help" => return Err("help".to_owned()),
@@ -277,7 +286,16 @@ fn serve(
         head.push_str("\r\n");
         writer.write_all(head.as_bytes())?;
         if request.method != "HEAD" {
-            writer.write_all(&body)?;
+            match behaviour.slow_body {
+                Some(pause) => {
+                    for part in body.chunks(body.len().div_ceil(5)) {
+                        writer.write_all(part)?;
+                        writer.flush()?;
+                        thread::sleep(pause);
+                    }
+                }
+                None => writer.write_all(&body)?,
+            }
         }
         writer.flush()?;
         if close {

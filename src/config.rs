@@ -21,6 +21,7 @@
 //!   retry_budget_min_per_second: 10
 //!   connect_timeout: 500ms
 //!   read_timeout: 5s
+//!   total_timeout: 20s
 //! ```
 //!
 //! Host names are resolved here, once, to a single address (the first IPv4 one if there is
@@ -81,6 +82,9 @@ pub struct UpstreamTimeouts {
     pub connect: Duration,
     /// Waiting for any read (response headers, each body chunk) or write to complete.
     pub read: Duration,
+    /// The whole exchange, across failovers: no attempt starts after it, each attempt's
+    /// timeouts are cut to what is left of it, and a body still streaming is cut when it ends.
+    pub total: Duration,
 }
 
 impl Default for UpstreamTimeouts {
@@ -88,6 +92,7 @@ impl Default for UpstreamTimeouts {
         Self {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(30),
+            total: Duration::from_secs(60),
         }
     }
 }
@@ -448,6 +453,7 @@ struct RawOverrides {
     retry_budget_min_per_second: Option<u32>,
     connect_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
+    total_timeout: Option<ConfigDuration>,
 }
 
 impl RawOverrides {
@@ -486,6 +492,7 @@ impl RawOverrides {
                 &mut out.timeouts.connect,
             ),
             ("read_timeout", self.read_timeout, &mut out.timeouts.read),
+            ("total_timeout", self.total_timeout, &mut out.timeouts.total),
         ] {
             if let Some(ConfigDuration(d)) = value {
                 if d.is_zero() {

@@ -32,13 +32,29 @@ fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
 fn a_backend_that_resets_before_headers_costs_no_get() {
     let (healthy, resetting) = (Mock::start(&[]), Mock::start(&["--reset"]));
     let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
-    let report = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
-    assert_eq!(report.failures(), 0, "{report:?}\n{}", gateway.log());
-    assert_eq!(report.count(200), 800);
+    let load = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
+    assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
+    assert_eq!(load.count(200), 800);
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
         resetting.url()
     ));
+    report("resets before headers: GETs", &gateway, &load);
+
+    // A POST may have reached the backend before the reset: never replayed, a clean 502.
+    let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1").status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 502).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 502),
+        "{statuses:?}"
+    );
 }
 
 #[test]
@@ -77,16 +93,17 @@ fn a_hanging_backend_times_out_fails_over_and_opens() {
         &[&healthy, &hanging],
         "{read_timeout: 300ms, open_timeout: 1m}",
     );
-    let report = run_load(gateway.port, 8, 25, "GET", "/v1/proxy/product");
-    assert_eq!(report.failures(), 0, "{report:?}");
+    let load = run_load(gateway.port, 8, 25, "GET", "/v1/proxy/product");
+    assert_eq!(load.failures(), 0, "{load:?}");
     assert!(
-        report.slowest < Duration::from_millis(300 * 2 + 500),
-        "no request waits much beyond one read timeout: {report:?}"
+        load.slowest < Duration::from_millis(300 * 2 + 500),
+        "no request waits much beyond one read timeout: {load:?}"
     );
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
         hanging.url()
     ));
+    report("hangs (300 ms read timeout)", &gateway, &load);
 }
 
 #[test]
@@ -341,4 +358,42 @@ fn a_graceful_upgrade_under_load_fails_no_request() {
         old.log(),
         new.log()
     );
+}
+
+#[test]
+fn the_total_timeout_bounds_the_wait_across_failovers() {
+    let (first, second) = (Mock::start(&["--hang"]), Mock::start(&["--hang"]));
+    let gateway = gateway_over(
+        &[&first, &second],
+        "{read_timeout: 250ms, total_timeout: 300ms, open_timeout: 1m}",
+    );
+    let started = Instant::now();
+    let response = gateway.get("/v1/proxy/product");
+    let took = started.elapsed();
+    assert_eq!(response.status, 504, "{response:?}");
+    assert!(response.body.contains("\"error\":\"gateway_timeout\""));
+    // 250 ms on the first backend, then only the 50 ms left of the total on the second
+    // (uncapped, the second attempt alone would take another 250 ms).
+    assert_eq!(gateway.log_count("retry: true"), 1, "{}", gateway.log());
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_body_still_streaming_when_the_total_timeout_ends_is_cut() {
+    let slow = Mock::start(&["--slow-body-ms", "200"]);
+    let gateway = gateway_over(&[&slow], "{total_timeout: 300ms}");
+    let started = Instant::now();
+    let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"");
+    let took = started.elapsed();
+    let full = format!("Hello from {}\n", slow.port);
+    assert!(
+        response
+            .as_ref()
+            .map_or(true, |r| r.status == 200 && r.body.len() < full.len()),
+        "{response:?}"
+    );
+    assert!(took < Duration::from_millis(300 + 200 + 250), "{took:?}");
 }

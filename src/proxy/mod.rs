@@ -9,6 +9,7 @@
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
 //! | `upstream_request_filter`   | rewrites the path, `Host` and `X-Forwarded-*`              |
 //! | `upstream_response_filter`  | remembers the backend's status                             |
+//! | `upstream_response_body_filter` | cuts a body still streaming when the total timeout ends |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
@@ -22,7 +23,9 @@
 mod reply;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use async_trait::async_trait;
 use http::header;
@@ -81,6 +84,8 @@ pub struct RequestContext {
     last_failure_timed_out: bool,
     /// Why `upstream_peer` found no backend, if it did not.
     refusal: Option<Refusal>,
+    /// When the service's total timeout ends for this request.
+    deadline: Option<Instant>,
 }
 
 impl RequestContext {
@@ -122,6 +127,8 @@ enum Refusal {
     AllOpen,
     /// Every backend that could take it was tried and failed.
     NoBackendLeft,
+    /// The service's total timeout ended before another attempt could start.
+    DeadlinePassed,
 }
 
 #[async_trait]
@@ -142,6 +149,7 @@ impl ProxyHttp for GatewayProxy {
             Ok(route) => match self.services.get(route.service) {
                 Some(service) => {
                     ctx.rest_start = path.len() - route.rest.len();
+                    ctx.deadline = Some(Instant::now() + service.timeouts.total);
                     ctx.service = Some(Arc::clone(service));
                     return Ok(false);
                 }
@@ -167,6 +175,7 @@ impl ProxyHttp for GatewayProxy {
             last_backend,
             upstream_status,
             refusal,
+            deadline,
             ..
         } = ctx;
         let Some(service) = service.as_ref() else {
@@ -179,10 +188,18 @@ impl ProxyHttp for GatewayProxy {
         // pooled connection: not the backend's fault, so dropping it is neutral.
         *attempt = None;
         *upstream_status = None;
+        let remaining = deadline.map_or(service.timeouts.total, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if remaining.is_zero() {
+            *refusal = Some(Refusal::DeadlinePassed);
+            return Error::e_explain(HTTPStatus(504), "the total timeout ended");
+        }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
         match service.selector.pick(ticket, tried) {
             Some(pick) => {
-                let peer = upstream_peer(&service.upstreams[pick.index], &service.timeouts);
+                let peer =
+                    upstream_peer(&service.upstreams[pick.index], &service.timeouts, remaining);
                 *last_backend = Some(pick.index);
                 *attempt = Some(pick);
                 Ok(Box::new(peer))
@@ -242,6 +259,21 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Duration>> {
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            let mut e = Error::explain(ReadTimedout, "the total timeout ended mid-body");
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -348,12 +380,17 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
-/// A peer for one attempt at `upstream`, with the service's timeouts.
-fn upstream_peer(upstream: &Upstream, timeouts: &UpstreamTimeouts) -> HttpPeer {
+/// A peer for one attempt at `upstream`, with the service's timeouts cut to `remaining`, what
+/// is left of the request's total timeout.
+fn upstream_peer(
+    upstream: &Upstream,
+    timeouts: &UpstreamTimeouts,
+    remaining: Duration,
+) -> HttpPeer {
     let mut peer = HttpPeer::new(&upstream.backend, false, String::new());
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.write_timeout = Some(timeouts.read);
+    peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
+    peer.options.read_timeout = Some(timeouts.read.min(remaining));
+    peer.options.write_timeout = Some(timeouts.read.min(remaining));
     peer
 }
 
@@ -383,6 +420,9 @@ fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     let service_name = service.map_or("", |s| s.name.as_str());
     match (ctx.refusal, service) {
         (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
+        (Some(Refusal::DeadlinePassed), _) => {
+            return Some(ErrorReply::gateway_timeout(service_name))
+        }
         (Some(Refusal::NoBackendLeft), _) if ctx.last_failure_timed_out => {
             return Some(ErrorReply::gateway_timeout(service_name))
         }
