@@ -6,12 +6,14 @@ RUN apt-get update \
 WORKDIR /src
 # Dependencies first, in a layer of their own that survives source changes.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src mock \
+RUN mkdir -p src mock benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > mock/main.rs \
+    && echo 'fn main() {}' > benches/hot_path.rs \
     && cargo build --release --locked --bins \
-    && rm -rf src mock
+    && rm -rf src mock benches
 COPY src src
 COPY mock mock
+COPY benches benches
 RUN touch src/main.rs src/lib.rs mock/main.rs && cargo build --release --locked --bins
 
 FROM debian:bookworm-slim

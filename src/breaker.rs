@@ -288,19 +288,23 @@ impl Breaker {
     /// Asks to send one request through. `None` means the backend must be skipped: it is Open
     /// and cooling down, or Half-Open with its probe already out.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        self.try_acquire_at(&mut None)
+    }
+
+    /// [`Breaker::try_acquire`] with a shared clock reading: `now` is filled from the clock
+    /// the first time a refusal needs the time, and reused after that. A selector walking past
+    /// many Open breakers (which share one clock) so reads the clock once, not once per
+    /// breaker. A reading a few hundred nanoseconds old at worst refuses a breaker whose
+    /// cooldown has only just ended.
+    pub fn try_acquire_at(self: &Arc<Self>, now: &mut Option<Duration>) -> Option<Permit> {
         let word = StateWord(self.word.load(Ordering::Acquire));
-        match word.state() {
+        let cooling_down = match word.state() {
             BreakerState::Closed => return Some(Permit::new(self, word.generation(), false)),
-            BreakerState::Open => {
-                if self.clock.now() < self.next_probe_at() {
-                    return None;
-                }
-            }
-            BreakerState::HalfOpen => {
-                if word.probe_out() && self.clock.now() < self.next_probe_at() {
-                    return None;
-                }
-            }
+            BreakerState::Open => true,
+            BreakerState::HalfOpen => word.probe_out(),
+        };
+        if cooling_down && *now.get_or_insert_with(|| self.clock.now()) < self.next_probe_at() {
+            return None;
         }
         self.acquire_slow()
     }

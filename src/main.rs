@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use pingora::prelude::Opt;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     gateway::observability::init_logging();
     match gateway::cli::run(Opt::parse_args()) {

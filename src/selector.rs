@@ -9,6 +9,8 @@
 //! its successor. A failover attempt reuses the request's ticket, so retries never shift the
 //! rotation for other requests.
 //!
+//! A service's breakers share one clock, so a walk reads it at most once.
+//!
 //! The selector knows breakers but nothing of HTTP: it returns an index into the service's
 //! backend list and the permit to settle once the attempt is over.
 
@@ -66,12 +68,13 @@ impl RoundRobin {
             return None;
         }
         let start = ticket % len;
+        let mut now = None;
         for step in 0..len {
             let index = (start + step) % len;
             if tried.contains(&index) {
                 continue;
             }
-            if let Some(permit) = self.breakers[index].try_acquire() {
+            if let Some(permit) = self.breakers[index].try_acquire_at(&mut now) {
                 if step > 0 && tried.is_empty() {
                     self.next.fetch_add(step, Ordering::Relaxed);
                 }

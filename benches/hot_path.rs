@@ -1,0 +1,135 @@
+//! Micro-benchmarks of the per-request hot path: breaker admission and recording, the
+//! selector's pick over 2, 10 and 100 backends (alone, and with every core picking from the
+//! same service at once), and route parsing. `cargo bench --bench hot_path`.
+//!
+//! That the same paths make no heap allocation is asserted in `tests/allocations.rs`; this
+//! benchmark prints the count too, with the same counting allocator.
+
+#[path = "../tests/common/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use counting_alloc::{count_allocations, CountingAllocator};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gateway::breaker::{
+    Breaker, BreakerSettings, MonotonicClock, Outcome, Transition, TransitionObserver,
+};
+use gateway::routing::{parse_proxy_path, upstream_path_and_query};
+use gateway::selector::RoundRobin;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+struct Silent;
+impl TransitionObserver for Silent {
+    fn on_transition(&self, _: &Transition<'_>) {}
+}
+
+fn breaker(name: &str) -> Arc<Breaker> {
+    Arc::new(Breaker::new(
+        name,
+        BreakerSettings::default(),
+        Arc::new(MonotonicClock::new()),
+        Arc::new(Silent),
+    ))
+}
+
+fn rotation(backends: usize) -> RoundRobin {
+    RoundRobin::new(
+        (0..backends)
+            .map(|i| breaker(&format!("http://b{i}:1")))
+            .collect(),
+    )
+}
+
+/// One request's worth of selection: ticket, pick (with breaker admission), record.
+fn select_once(rr: &RoundRobin) {
+    let pick = rr.pick(rr.ticket(), &[]).expect("a backend");
+    black_box(pick.index);
+    pick.permit.record(Outcome::Success);
+}
+
+/// Every core picks `iters` times from the same service; returns the slowest thread's time.
+fn contended(rr: &RoundRobin, iters: u64) -> Duration {
+    let threads = thread::available_parallelism().map_or(2, |n| n.get());
+    let barrier = Barrier::new(threads);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        select_once(rr);
+                    }
+                    started.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("picker"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+fn breaker_benches(c: &mut Criterion) {
+    let closed = breaker("http://closed:1");
+    c.bench_function("breaker/admit+record, closed", |b| {
+        b.iter(|| {
+            black_box(&closed)
+                .try_acquire()
+                .expect("closed")
+                .record(Outcome::Success)
+        })
+    });
+    let open = breaker("http://open:1");
+    for _ in 0..3 {
+        open.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    c.bench_function("breaker/refuse, open", |b| {
+        b.iter(|| black_box(&open).try_acquire().is_none())
+    });
+}
+
+fn selector_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("selector/pick+record");
+    for backends in [2, 10, 100] {
+        let rr = rotation(backends);
+        let allocations = count_allocations(|| (0..10_000).for_each(|_| select_once(&rr)));
+        println!(
+            "selector with {backends} backends: {allocations} heap allocations in 10000 picks"
+        );
+        group.bench_with_input(BenchmarkId::new("uncontended", backends), &rr, |b, rr| {
+            b.iter(|| select_once(rr))
+        });
+        group.bench_with_input(BenchmarkId::new("all cores", backends), &rr, |b, rr| {
+            b.iter_custom(|iters| contended(rr, iters))
+        });
+    }
+    let rr = rotation(100);
+    for breaker in &rr.breakers()[..99] {
+        for _ in 0..3 {
+            breaker.try_acquire().unwrap().record(Outcome::Failure);
+        }
+    }
+    group.bench_function("uncontended/100, 99 open", |b| b.iter(|| select_once(&rr)));
+    group.finish();
+}
+
+fn routing_benches(c: &mut Criterion) {
+    c.bench_function("routing/parse path", |b| {
+        b.iter(|| parse_proxy_path(black_box("/v1/proxy/product/items/42")))
+    });
+    c.bench_function("routing/build upstream path", |b| {
+        b.iter(|| upstream_path_and_query(black_box("/api"), black_box("/items/42"), Some("q=1")))
+    });
+}
+
+criterion_group!(benches, breaker_benches, selector_benches, routing_benches);
+criterion_main!(benches);

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A/B of two gateway builds (or confs), interleaved in one run so both see the same machine:
+#
+#   benches/load/ab.sh BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]
+#
+# Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
+# loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections), and prints
+# req/s and the gateway's CPU time per request. Loopback only; every process started here is
+# stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ $# -ge 4 ] || { echo "usage: $0 BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]" >&2; exit 2; }
+rounds=${5:-2}
+cargo build --release --locked --bin mock-backend >/dev/null 2>&1
+
+measure() {
+  local binary=$1 conf=$2 pids=()
+  taskset -c 1 ./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
+  taskset -c 1 ./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)
+  taskset -c 1 "$binary" -c "$conf" >/dev/null 2>&1 & local gateway=$!
+  pids+=("$gateway")
+  sleep 1
+  timeout 15 taskset -c 0 wrk -t1 -c64 -d2s http://127.0.0.1:8080/v1/proxy/product >/dev/null
+  local before after out requests
+  before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+  out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s http://127.0.0.1:8080/v1/proxy/product)
+  after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+  kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+  requests=$(echo "$out" | awk '/requests in/{print $1}')
+  printf '%-40s req/s %9s   gateway CPU %6s us/req %s\n' "$binary" \
+    "$(echo "$out" | awk '/Requests\/sec/{print $2}')" \
+    "$(echo "scale=2; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $requests" | bc)" \
+    "$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ' || true)"
+}
+
+for _ in $(seq "$rounds"); do
+  measure "$1" "$2"
+  measure "$3" "$4"
+done

@@ -1,0 +1,87 @@
+//! The per-request hot path makes no heap allocation: route parsing, the selector's pick with
+//! its breaker admission, and recording the outcome.
+
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::sync::Arc;
+
+use counting_alloc::{count_allocations, CountingAllocator};
+use gateway::breaker::{
+    Breaker, BreakerSettings, MonotonicClock, Outcome, Transition, TransitionObserver,
+};
+use gateway::routing::parse_proxy_path;
+use gateway::selector::RoundRobin;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+struct Silent;
+impl TransitionObserver for Silent {
+    fn on_transition(&self, _: &Transition<'_>) {}
+}
+
+fn rotation(backends: usize) -> RoundRobin {
+    let clock = Arc::new(MonotonicClock::new());
+    RoundRobin::new(
+        (0..backends)
+            .map(|i| {
+                Arc::new(Breaker::new(
+                    format!("http://b{i}:1"),
+                    BreakerSettings::default(),
+                    clock.clone(),
+                    Arc::new(Silent),
+                ))
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn picking_a_backend_and_recording_the_outcome_allocate_nothing() {
+    for backends in [2, 10, 100] {
+        let rr = rotation(backends);
+        let allocations = count_allocations(|| {
+            for _ in 0..10_000 {
+                let pick = rr.pick(rr.ticket(), &[]).expect("a backend");
+                pick.permit.record(Outcome::Success);
+            }
+        });
+        assert_eq!(allocations, 0, "{backends} backends");
+    }
+}
+
+#[test]
+fn skipping_open_backends_allocates_nothing() {
+    let rr = rotation(100);
+    for breaker in &rr.breakers()[..99] {
+        for _ in 0..3 {
+            breaker.try_acquire().unwrap().record(Outcome::Failure);
+        }
+    }
+    let allocations = count_allocations(|| {
+        for _ in 0..1_000 {
+            let pick = rr.pick(rr.ticket(), &[]).expect("the healthy one");
+            assert_eq!(pick.index, 99);
+            pick.permit.record(Outcome::Success);
+        }
+    });
+    assert_eq!(allocations, 0);
+}
+
+#[test]
+fn parsing_a_route_allocates_nothing() {
+    let allocations = count_allocations(|| {
+        for _ in 0..1_000 {
+            let route = parse_proxy_path(std::hint::black_box("/v1/proxy/product/items/42"));
+            assert_eq!(route.map(|r| r.service), Ok("product"));
+        }
+    });
+    assert_eq!(allocations, 0);
+}
+
+#[test]
+fn the_counter_does_count() {
+    let allocations = count_allocations(|| drop(std::hint::black_box(vec![1u8; 64])));
+    assert_eq!(allocations, 1);
+}
