@@ -5,8 +5,8 @@
 #
 # Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
 # loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections), and prints
-# req/s and the gateway's CPU time per request. Loopback only; every process started here is
-# stopped by its PID.
+# req/s, the gateway's CPU time per request and its RSS after the load. Loopback only; every
+# process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 4 ] || { echo "usage: $0 BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]" >&2; exit 2; }
@@ -25,11 +25,14 @@ measure() {
   before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
   out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s http://127.0.0.1:8080/v1/proxy/product)
   after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+  local rss_kb
+  rss_kb=$(awk '/^VmRSS:/{print $2}' "/proc/$gateway/status")
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   requests=$(echo "$out" | awk '/requests in/{print $1}')
-  printf '%-40s req/s %9s   gateway CPU %6s us/req %s\n' "$binary" \
+  printf '%-40s req/s %9s   gateway CPU %6s us/req   RSS %5s MiB %s\n' "$binary" \
     "$(echo "$out" | awk '/Requests\/sec/{print $2}')" \
     "$(echo "scale=2; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $requests" | bc)" \
+    "$(echo "scale=1; $rss_kb / 1024" | bc)" \
     "$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ' || true)"
 }
 
