@@ -15,26 +15,19 @@ use std::time::{Duration, Instant};
 
 use counting_alloc::{count_allocations, CountingAllocator};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gateway::breaker::{
-    Breaker, BreakerSettings, MonotonicClock, Outcome, Transition, TransitionObserver,
-};
+use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, MonotonicClock, Outcome};
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
 use gateway::selector::RoundRobin;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-struct Silent;
-impl TransitionObserver for Silent {
-    fn on_transition(&self, _: &Transition<'_>) {}
-}
-
 fn breaker(name: &str) -> Arc<Breaker> {
     Arc::new(Breaker::new(
         name,
         BreakerSettings::default(),
         Arc::new(MonotonicClock::new()),
-        Arc::new(Silent),
+        Arc::new(IgnoreTransitions),
     ))
 }
 

@@ -186,6 +186,15 @@ pub trait TransitionObserver: Send + Sync {
     fn on_transition(&self, transition: &Transition<'_>);
 }
 
+/// An observer that ignores every transition: for tests, benchmarks and embedders that do not
+/// log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IgnoreTransitions;
+
+impl TransitionObserver for IgnoreTransitions {
+    fn on_transition(&self, _: &Transition<'_>) {}
+}
+
 /// A point-in-time view of a breaker, for status logs and error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSnapshot {

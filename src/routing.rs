@@ -163,7 +163,7 @@ fn resolved_backend(addr: SocketAddr) -> Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{ManualClock, Transition};
+    use crate::breaker::{IgnoreTransitions, ManualClock};
     use crate::config::{parse_services, ServiceDefaults};
     use std::path::Path;
 
@@ -216,11 +216,6 @@ mod tests {
         assert_eq!(upstream_path_and_query("", "", Some("")), "/?");
     }
 
-    struct Silent;
-    impl TransitionObserver for Silent {
-        fn on_transition(&self, _: &Transition<'_>) {}
-    }
-
     #[test]
     fn services_listing_the_same_url_share_its_breaker() {
         let services = parse_services(
@@ -229,7 +224,11 @@ mod tests {
             &ServiceDefaults::default(),
         )
         .unwrap();
-        let table = ServiceTable::build(&services, Arc::new(ManualClock::new()), Arc::new(Silent));
+        let table = ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+        );
         let a = table.get("a").unwrap();
         let b = table.get("b").unwrap();
         assert!(Arc::ptr_eq(

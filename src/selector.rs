@@ -97,14 +97,7 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{
-        BreakerSettings, BreakerState, ManualClock, Outcome, Transition, TransitionObserver,
-    };
-
-    struct Silent;
-    impl TransitionObserver for Silent {
-        fn on_transition(&self, _: &Transition<'_>) {}
-    }
+    use crate::breaker::{BreakerSettings, BreakerState, IgnoreTransitions, ManualClock, Outcome};
 
     const COOLDOWN: Duration = Duration::from_secs(10);
 
@@ -121,7 +114,7 @@ mod tests {
                     format!("http://b{i}:1"),
                     settings,
                     clock.clone(),
-                    Arc::new(Silent),
+                    Arc::new(IgnoreTransitions),
                 ))
             })
             .collect();

@@ -7,19 +7,12 @@ mod counting_alloc;
 use std::sync::Arc;
 
 use counting_alloc::{count_allocations, CountingAllocator};
-use gateway::breaker::{
-    Breaker, BreakerSettings, MonotonicClock, Outcome, Transition, TransitionObserver,
-};
+use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, MonotonicClock, Outcome};
 use gateway::routing::parse_proxy_path;
 use gateway::selector::RoundRobin;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-struct Silent;
-impl TransitionObserver for Silent {
-    fn on_transition(&self, _: &Transition<'_>) {}
-}
 
 fn rotation(backends: usize) -> RoundRobin {
     let clock = Arc::new(MonotonicClock::new());
@@ -30,7 +23,7 @@ fn rotation(backends: usize) -> RoundRobin {
                     format!("http://b{i}:1"),
                     BreakerSettings::default(),
                     clock.clone(),
-                    Arc::new(Silent),
+                    Arc::new(IgnoreTransitions),
                 ))
             })
             .collect(),

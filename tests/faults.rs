@@ -28,6 +28,21 @@ fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
     )
 }
 
+/// Sequential POSTs alternate between a healthy and a broken backend. Each one sent to the
+/// broken backend may have reached it, so it is never replayed: a clean 502, three times,
+/// until the breaker opens.
+fn assert_posts_get_three_clean_502s(gateway: &Gateway) {
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1").status)
+        .collect();
+    let bad_gateways = statuses.iter().filter(|&&s| s == 502).count();
+    assert_eq!(bad_gateways, 3, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 502),
+        "{statuses:?}"
+    );
+}
+
 #[test]
 fn a_backend_that_resets_before_headers_costs_no_get() {
     let (healthy, resetting) = (Mock::start(&[]), Mock::start(&["--reset"]));
@@ -41,40 +56,15 @@ fn a_backend_that_resets_before_headers_costs_no_get() {
     ));
     report("resets before headers: GETs", &gateway, &load);
 
-    // A POST may have reached the backend before the reset: never replayed, a clean 502.
     let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
-    let statuses: Vec<u16> = (0..12)
-        .map(|_| request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1").status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 502).count(),
-        3,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|&s| s == 200 || s == 502),
-        "{statuses:?}"
-    );
+    assert_posts_get_three_clean_502s(&gateway);
 }
 
 #[test]
 fn a_backend_that_closes_before_headers_costs_no_get_and_posts_get_502() {
     let (healthy, closing) = (Mock::start(&[]), Mock::start(&["--close"]));
     let gateway = gateway_over(&[&healthy, &closing], "{open_timeout: 1m}");
-    // Sequential POSTs alternate: each one sent to the closing backend may have reached it,
-    // so it is not replayed: a clean 502, three times, until the breaker opens.
-    let statuses: Vec<u16> = (0..12)
-        .map(|_| request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1").status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 502).count(),
-        3,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|&s| s == 200 || s == 502),
-        "{statuses:?}"
-    );
+    assert_posts_get_three_clean_502s(&gateway);
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
         closing.url()
