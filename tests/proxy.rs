@@ -346,3 +346,49 @@ fn a_probe_whose_client_hangs_up_frees_the_slot_for_the_next_request() {
     assert_eq!(gateway.log_count(&half_open), 1);
     assert!(!gateway.log().contains("probe failed"), "{}", gateway.log());
 }
+
+#[test]
+fn hop_by_hop_headers_and_a_forged_forwarding_chain_do_not_reach_the_backend() {
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[&mock], "{}");
+    let response = request(
+        gateway.port,
+        "GET",
+        "/v1/proxy/product",
+        &[
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Checksum"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Kept", "end-to-end"),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200);
+    for hop in ["keep-alive", "proxy-connection", "te", "trailer"] {
+        assert_eq!(
+            response.header(&format!("x-echo-{hop}")),
+            None,
+            "{hop} forwarded"
+        );
+    }
+    assert_eq!(response.header("x-echo-x-kept"), Some("end-to-end"));
+    assert_eq!(response.header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        response.header("x-echo-x-forwarded-host"),
+        Some("gateway.test")
+    );
+
+    // A header the client names in Connection is hop-by-hop too.
+    let response = request(
+        gateway.port,
+        "GET",
+        "/v1/proxy/product",
+        &[("Connection", "close, X-Hop-Secret"), ("X-Hop-Secret", "1")],
+        b"",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-echo-x-hop-secret"), None);
+}
