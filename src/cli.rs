@@ -10,10 +10,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::info;
+use log::{info, warn};
 use pingora::prelude::{Opt, Server};
 use pingora_proxy::http_proxy_service_with_name;
 
+use crate::admin;
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
 use crate::observability::CircuitLog;
@@ -72,19 +73,29 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     let mut server = Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file, e))?;
     server.bootstrap();
 
-    let services = ServiceTable::build(
+    let services = Arc::new(ServiceTable::build(
         &config.services,
         Arc::new(MonotonicClock::new()),
         Arc::new(CircuitLog),
-    );
+    ));
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(services, config.status_log),
+        GatewayProxy::new(services.clone(), config.status_log),
         "gateway proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
     info!("gateway listening on {}", config.listen);
+    if let Some(admin_listen) = config.admin_listen {
+        if !admin_listen.ip().is_loopback() {
+            warn!(
+                "the admin listener on {admin_listen} is not on loopback and has no \
+                 authentication: anyone who reaches it can read the breakers' status"
+            );
+        }
+        server.add_service(admin::admin_service(services, admin_listen));
+        info!("admin listening on {admin_listen}");
+    }
     server.run_forever()
 }
 

@@ -42,6 +42,8 @@ use crate::retry_budget::RetryBudgetSettings;
 
 /// Where the proxy listens when the conf does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Where the admin listener listens when the conf does not say.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
 /// The services file, relative to the conf file, when the conf does not say.
 pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
 /// The longest service name accepted.
@@ -52,6 +54,8 @@ pub const MAX_SERVICE_NAME_LEN: usize = 64;
 pub struct GatewayConfig {
     /// The proxy listener's address, e.g. `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// The admin listener's address; `None` when it is switched off.
+    pub admin_listen: Option<SocketAddr>,
     /// Whether every proxied request logs the `[CIRCUIT STATUS]` block of its backend.
     pub status_log: bool,
     /// The services file that was loaded.
@@ -173,6 +177,32 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         )
     })?;
 
+    let admin_text = section
+        .admin_listen
+        .as_deref()
+        .unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen = match admin_text {
+        "off" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                conf_file,
+                None,
+                format!(
+                    "gateway.admin_listen \"{text}\" is not an address like 127.0.0.1:9091 \
+                     (or \"off\")"
+                ),
+            )
+        })?),
+    };
+    if admin_listen == Some(listen) {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.admin_listen must differ from gateway.listen: admin paths are never \
+             served on the proxy port",
+        ));
+    }
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -191,6 +221,7 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
 
     Ok(GatewayConfig {
         listen,
+        admin_listen,
         status_log: section.status_log.unwrap_or(true),
         services_file,
         services,
@@ -436,6 +467,7 @@ struct RawConfFile {
 #[serde(deny_unknown_fields)]
 struct RawGatewaySection {
     listen: Option<String>,
+    admin_listen: Option<String>,
     services: Option<PathBuf>,
     status_log: Option<bool>,
     defaults: Option<RawOverrides>,
@@ -718,18 +750,23 @@ mod tests {
         std::fs::write(dir.join("bare.yaml"), "---\nversion: 1\nthreads: 2\n").unwrap();
         let config = load(&dir.join("bare.yaml")).unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(
+            config.admin_listen,
+            Some(DEFAULT_ADMIN_LISTEN.parse().unwrap())
+        );
         assert!(config.status_log);
         assert_eq!(config.services_file, dir.join("config.yaml"));
 
         std::fs::write(
             dir.join("custom.yaml"),
-            "version: 1\ngateway:\n  listen: 127.0.0.1:9999\n  status_log: false\n  \
+            "version: 1\ngateway:\n  listen: 127.0.0.1:9999\n  admin_listen: \"off\"\n  status_log: false\n  \
              defaults:\n    open_timeout: 200ms\n",
         )
         .unwrap();
         let config = load(&dir.join("custom.yaml")).unwrap();
         assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
         assert!(!config.status_log);
+        assert_eq!(config.admin_listen, None);
         assert_eq!(
             config.services[0].breaker.open_timeout,
             Duration::from_millis(200)
@@ -741,6 +778,14 @@ mod tests {
                 "gateway.listen \"nowhere\" is not an address",
             ),
             ("gateway:\n  lissen: 1.2.3.4:5\n", "unknown field `lissen`"),
+            (
+                "gateway:\n  admin_listen: nowhere\n",
+                "gateway.admin_listen \"nowhere\" is not",
+            ),
+            (
+                "gateway:\n  listen: 127.0.0.1:9\n  admin_listen: 127.0.0.1:9\n",
+                "must differ from gateway.listen",
+            ),
             (
                 "gateway:\n  defaults:\n    failure_threshold: 0\n",
                 "gateway.defaults: failure_threshold",

@@ -3,7 +3,8 @@
 //!
 //! Where things live (dependencies point down this list, never up):
 //! - [`cli`]: start-up; Pingora's flags and the order of things.
-//! - [`proxy`]: the Pingora `ProxyHttp` hooks; the only module that speaks Pingora.
+//! - [`proxy`]: the Pingora `ProxyHttp` hooks.
+//! - [`admin`]: the admin listener: health, readiness, breaker status.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`selector`]: breaker-aware round-robin over one service's backends.
@@ -11,6 +12,7 @@
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
 //! - [`observability`]: the `[CIRCUIT]` log lines.
 
+pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod config;

@@ -150,6 +150,13 @@ impl ServiceTable {
     pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.get(name)
     }
+
+    /// Every service, sorted by name.
+    pub fn services(&self) -> Vec<&Arc<Service>> {
+        let mut services: Vec<_> = self.services.values().collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        services
+    }
 }
 
 fn resolved_backend(addr: SocketAddr) -> Backend {

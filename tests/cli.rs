@@ -42,7 +42,10 @@ fn with_no_flags_test_mode_checks_the_shipped_conf() {
 #[test]
 fn bad_services_files_fail_with_one_clear_message() {
     let dir = TempDir::new();
-    let conf = dir.write("gateway.yaml", &gateway_conf(dir.path(), free_port(), ""));
+    let conf = dir.write(
+        "gateway.yaml",
+        &gateway_conf(dir.path(), free_port(), free_port(), ""),
+    );
     let conf = conf.to_str().unwrap();
     let services = dir.path().join("services.yaml");
     let file = services.display().to_string();
@@ -134,7 +137,7 @@ fn daemon_mode_detaches_writes_its_pid_and_serves() {
     let dir = TempDir::new();
     let port = free_port();
     dir.write("services.yaml", &services_yaml("product", &[mock.url()]));
-    let mut conf = gateway_conf(dir.path(), port, "");
+    let mut conf = gateway_conf(dir.path(), port, free_port(), "");
     conf.push_str(&format!("error_log: {}/error.log\n", dir.path().display()));
     let conf = dir.write("gateway.yaml", &conf);
 

@@ -392,3 +392,44 @@ fn hop_by_hop_headers_and_a_forged_forwarding_chain_do_not_reach_the_backend() {
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-echo-x-hop-secret"), None);
 }
+
+#[test]
+fn the_admin_listener_reports_health_and_breakers_and_stays_off_the_proxy_port() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 1m}");
+    let admin = |method: &str, path: &str| request(gateway.admin_port, method, path, &[], b"");
+    assert_eq!(admin("GET", "/healthz").status, 200);
+    assert_eq!(admin("GET", "/readyz").status, 200);
+    assert_eq!(admin("POST", "/status").status, 405);
+    assert_eq!(admin("GET", "/elsewhere").status, 404);
+    for path in ["/healthz", "/readyz", "/status"] {
+        assert_eq!(gateway.get(path).status, 404, "{path} on the proxy port");
+    }
+
+    stop_and_trip(&gateway, &mut b, true);
+    let status = admin("GET", "/status");
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("content-type"), Some("application/json"));
+    assert!(
+        status
+            .body
+            .starts_with(r#"{"services":[{"name":"product","backends":["#),
+        "{}",
+        status.body
+    );
+    assert!(
+        status.body.contains(&format!(
+            r#"{{"url":"{}","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":"#,
+            b.url()
+        )),
+        "{}",
+        status.body
+    );
+    assert!(
+        status
+            .body
+            .contains(&format!(r#"{{"url":"{}","state":"Closed""#, a.url())),
+        "{}",
+        status.body
+    );
+}

@@ -49,13 +49,13 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 /// The gateway's proxy logic, shared by all requests.
 #[derive(Debug)]
 pub struct GatewayProxy {
-    services: ServiceTable,
+    services: Arc<ServiceTable>,
     status_log: bool,
 }
 
 impl GatewayProxy {
     /// A proxy over `services`; `status_log` turns the per-request status block on.
-    pub fn new(services: ServiceTable, status_log: bool) -> Self {
+    pub fn new(services: Arc<ServiceTable>, status_log: bool) -> Self {
         Self {
             services,
             status_log,

@@ -149,16 +149,20 @@ impl Drop for Mock {
 pub struct Gateway {
     child: Option<Child>,
     pub port: u16,
+    /// The admin listener's port (0 when the conf was not made by [`Gateway::start`]).
+    pub admin_port: u16,
     pub dir: TempDir,
     log: Arc<Mutex<String>>,
 }
 
-/// The Pingora conf for a test gateway: small grace periods, files in `dir`.
-pub fn gateway_conf(dir: &Path, port: u16, gateway_extra: &str) -> String {
+/// The Pingora conf for a test gateway: small grace periods, files in `dir`, the proxy on
+/// `port` and the admin listener on `admin_port`.
+pub fn gateway_conf(dir: &Path, port: u16, admin_port: u16, gateway_extra: &str) -> String {
     format!(
         "---\nversion: 1\nthreads: 2\npid_file: {dir}/gateway.pid\nupgrade_sock: {dir}/upgrade.sock\n\
          grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
-         gateway:\n  listen: 127.0.0.1:{port}\n  services: services.yaml\n{gateway_extra}",
+         gateway:\n  listen: 127.0.0.1:{port}\n  admin_listen: 127.0.0.1:{admin_port}\n  \
+         services: services.yaml\n{gateway_extra}",
         dir = dir.display()
     )
 }
@@ -168,13 +172,14 @@ impl Gateway {
     /// appended to the conf's `gateway:` section (indent it by two spaces).
     pub fn start(services: &str, gateway_extra: &str) -> Gateway {
         let dir = TempDir::new();
-        let port = free_port();
+        let (port, admin_port) = (free_port(), free_port());
         dir.write("services.yaml", services);
         let conf = dir.write(
             "gateway.yaml",
-            &gateway_conf(dir.path(), port, gateway_extra),
+            &gateway_conf(dir.path(), port, admin_port, gateway_extra),
         );
-        let gateway = Self::spawn(dir, port, &["-c", conf.to_str().unwrap()]);
+        let mut gateway = Self::spawn(dir, port, &["-c", conf.to_str().unwrap()]);
+        gateway.admin_port = admin_port;
         gateway.wait_ready();
         gateway
     }
@@ -201,6 +206,7 @@ impl Gateway {
         Gateway {
             child: Some(child),
             port,
+            admin_port: 0,
             dir,
             log,
         }

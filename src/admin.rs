@@ -1,0 +1,194 @@
+//! The admin listener: health, readiness and the state of every breaker, on a port of its own
+//! (`gateway.admin_listen`, 127.0.0.1:9091 by default), so admin paths are never reachable
+//! through the proxy port.
+//!
+//! | path           | answer                                                          |
+//! |----------------|-----------------------------------------------------------------|
+//! | `GET /healthz` | 200 while the process serves                                    |
+//! | `GET /readyz`  | 200 once the config is loaded and the listeners are up          |
+//! | `GET /status`  | JSON: every service and backend, with its breaker's state and counters |
+//!
+//! Readiness needs no probe of its own: Pingora binds every listener before it starts any
+//! service, and the config was validated before that, so an admin service that answers at all
+//! is running beside a bound proxy listener and a loaded config.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Response, StatusCode};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+
+use crate::proxy::json_string;
+use crate::routing::ServiceTable;
+
+/// The admin endpoints over the gateway's services.
+#[derive(Debug)]
+pub struct AdminApp {
+    services: Arc<ServiceTable>,
+}
+
+impl AdminApp {
+    /// An admin app over `services`, the table the proxy routes with.
+    pub fn new(services: Arc<ServiceTable>) -> Self {
+        Self { services }
+    }
+
+    /// The status code and JSON body for `method path`.
+    pub fn answer(&self, method: &str, path: &str) -> (StatusCode, String) {
+        match (method, path) {
+            ("GET", "/healthz") => (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+            ("GET", "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+            ("GET", "/status") => (StatusCode::OK, status_json(&self.services)),
+            (_, "/healthz" | "/readyz" | "/status") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed","detail":"use GET"}"#.to_owned(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not_found","detail":"admin paths: /healthz, /readyz, /status"}"#
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request = session.req_header();
+        let (status, body) = self.answer(request.method.as_str(), request.uri.path());
+        let length = body.len();
+        let mut response = Response::new(body.into_bytes());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        headers.insert(header::CONTENT_LENGTH, length.into());
+        response
+    }
+}
+
+/// The admin listener as a Pingora service, listening on `listen`.
+pub fn admin_service(
+    services: Arc<ServiceTable>,
+    listen: SocketAddr,
+) -> Service<HttpServer<AdminApp>> {
+    let mut service = Service::new(
+        "gateway admin".to_owned(),
+        HttpServer::new_app(AdminApp::new(services)),
+    );
+    service.add_tcp(&listen.to_string());
+    service
+}
+
+/// `{"services":[{"name":..,"backends":[{"url":..,"state":..,...}]}]}`, services by name,
+/// backends in rotation order.
+fn status_json(services: &ServiceTable) -> String {
+    let mut out = String::from(r#"{"services":["#);
+    for (i, service) in services.services().into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"name":{},"backends":["#,
+            json_string(&service.name)
+        );
+        for (j, (upstream, breaker)) in service
+            .upstreams
+            .iter()
+            .zip(service.selector.breakers())
+            .enumerate()
+        {
+            if j > 0 {
+                out.push(',');
+            }
+            let snapshot = breaker.snapshot();
+            let _ = write!(
+                out,
+                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{}}}"#,
+                json_string(&upstream.url),
+                json_string(&snapshot.state.to_string()),
+                snapshot.consecutive_failures,
+                snapshot.successes,
+                snapshot.failures,
+                snapshot.retry_in.as_millis()
+            );
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::{IgnoreTransitions, ManualClock, Outcome};
+    use crate::config::{parse_services, ServiceDefaults};
+    use std::path::Path;
+
+    fn app() -> AdminApp {
+        let services = parse_services(
+            Path::new("s.yaml"),
+            "b: [\"http://127.0.0.1:3\"]\na: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]",
+            &ServiceDefaults::default(),
+        )
+        .unwrap();
+        AdminApp::new(Arc::new(ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+        )))
+    }
+
+    #[test]
+    fn status_lists_every_service_and_backend_with_its_breaker() {
+        let app = app();
+        let a = app.services.get("a").unwrap();
+        for _ in 0..3 {
+            a.selector.breakers()[1]
+                .try_acquire()
+                .unwrap()
+                .record(Outcome::Failure);
+        }
+        a.selector.breakers()[0]
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::Success);
+        let (status, body) = app.answer("GET", "/status");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"services":[{"name":"a","backends":["#,
+                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0},"#,
+                r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000}]},"#,
+                r#"{"name":"b","backends":["#,
+                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0}]}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn health_readiness_and_errors() {
+        let app = app();
+        assert_eq!(app.answer("GET", "/healthz").0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/readyz").0, StatusCode::OK);
+        assert_eq!(
+            app.answer("POST", "/status").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(app.answer("GET", "/v1/proxy/a").0, StatusCode::NOT_FOUND);
+    }
+}
