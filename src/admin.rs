@@ -7,6 +7,14 @@
 //! | `GET /healthz` | 200 while the process serves                                    |
 //! | `GET /readyz`  | 200 once the config is loaded and the listeners are up          |
 //! | `GET /status`  | JSON: every service and backend, with its breaker's state and counters |
+//! | `POST /backends/{id}/open`  | take the backend out: Forced-Open until closed by hand |
+//! | `POST /backends/{id}/close` | put it back: Closed                                |
+//! | `POST /backends/{id}/reset` | Closed, counters zeroed                            |
+//!
+//! A backend's `id` is its URL without `http://` (`localhost:9001`, `10.0.0.5:8000/api`), as
+//! `/status` shows it: stable across config edits, unlike a position. Overrides act on the
+//! backend's one breaker, shared by every service that lists the URL, and log a `[CIRCUIT]`
+//! transition with the reason `manual`.
 //!
 //! Readiness needs no probe of its own: Pingora binds every listener before it starts any
 //! service, and the config was validated before that, so an admin service that answers at all
@@ -22,6 +30,7 @@ use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
+use crate::breaker::ManualAction;
 use crate::proxy::json_string;
 use crate::routing::ServiceTable;
 
@@ -43,6 +52,9 @@ impl AdminApp {
             ("GET", "/healthz") => (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
             ("GET", "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
             ("GET", "/status") => (StatusCode::OK, status_json(&self.services)),
+            (method, path) if path.starts_with(BACKENDS_PREFIX) => {
+                self.backend_override(method, path)
+            }
             (_, "/healthz" | "/readyz" | "/status") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method_not_allowed","detail":"use GET"}"#.to_owned(),
@@ -75,6 +87,58 @@ impl ServeHttp for AdminApp {
         );
         headers.insert(header::CONTENT_LENGTH, length.into());
         response
+    }
+}
+
+const BACKENDS_PREFIX: &str = "/backends/";
+
+impl AdminApp {
+    /// `POST /backends/{id}/{open|close|reset}`.
+    fn backend_override(&self, method: &str, path: &str) -> (StatusCode, String) {
+        let not_found = |detail: &str| {
+            (
+                StatusCode::NOT_FOUND,
+                format!(
+                    r#"{{"error":"not_found","detail":{}}}"#,
+                    json_string(detail)
+                ),
+            )
+        };
+        let Some((id, action)) = path[BACKENDS_PREFIX.len()..].rsplit_once('/') else {
+            return not_found("use /backends/{id}/open, /close or /reset");
+        };
+        let action = match action {
+            "open" => ManualAction::Open,
+            "close" => ManualAction::Close,
+            "reset" => ManualAction::Reset,
+            _ => return not_found("the action is open, close or reset"),
+        };
+        if method != "POST" {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed","detail":"use POST"}"#.to_owned(),
+            );
+        }
+        let breaker = self.services.services().into_iter().find_map(|service| {
+            service
+                .upstreams
+                .iter()
+                .zip(service.selector.breakers())
+                .find(|(upstream, _)| upstream.url.strip_prefix("http://") == Some(id))
+                .map(|(_, breaker)| breaker.clone())
+        });
+        let Some(breaker) = breaker else {
+            return not_found(&format!("no backend \"{id}\"; /status lists them"));
+        };
+        breaker.apply(action);
+        (
+            StatusCode::OK,
+            format!(
+                r#"{{"url":{},"state":{}}}"#,
+                json_string(breaker.name()),
+                json_string(&breaker.state().to_string())
+            ),
+        )
     }
 }
 
@@ -177,6 +241,39 @@ mod tests {
                 r#"{"name":"b","backends":["#,
                 r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0}]}]}"#
             )
+        );
+    }
+
+    #[test]
+    fn backends_are_taken_out_and_put_back_by_hand() {
+        let app = app();
+        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/open");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            r#"{"url":"http://127.0.0.1:2","state":"Forced-Open"}"#
+        );
+        let a = app.services.get("a").unwrap();
+        for _ in 0..4 {
+            assert_eq!(a.selector.pick(a.selector.ticket(), &[]).unwrap().index, 0);
+        }
+        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/close");
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""state":"Closed""#), "{body}");
+        assert_eq!(
+            app.answer("POST", "/backends/127.0.0.1:2/reset").0,
+            StatusCode::OK
+        );
+        for path in [
+            "/backends/127.0.0.1:9/open",
+            "/backends/127.0.0.1:2/explode",
+            "/backends/open",
+        ] {
+            assert_eq!(app.answer("POST", path).0, StatusCode::NOT_FOUND, "{path}");
+        }
+        assert_eq!(
+            app.answer("GET", "/backends/127.0.0.1:2/open").0,
+            StatusCode::METHOD_NOT_ALLOWED
         );
     }
 

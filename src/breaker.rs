@@ -121,6 +121,8 @@ pub enum BreakerState {
     Open,
     /// One probe request decides between Closed and Open.
     HalfOpen,
+    /// Taken out by an operator: refuses everything until closed by hand.
+    ForcedOpen,
 }
 
 impl fmt::Display for BreakerState {
@@ -129,6 +131,7 @@ impl fmt::Display for BreakerState {
             BreakerState::Closed => "Closed",
             BreakerState::Open => "Open",
             BreakerState::HalfOpen => "Half-Open",
+            BreakerState::ForcedOpen => "Forced-Open",
         })
     }
 }
@@ -153,6 +156,19 @@ pub enum TransitionReason {
     Recovered,
     /// Half-Open → Open: the probe failed.
     ProbeFailed,
+    /// An operator's override.
+    Manual,
+}
+
+/// An operator's override of a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualAction {
+    /// Take the backend out: Forced-Open until closed by hand.
+    Open,
+    /// Put it back: Closed, with a fresh run of failures.
+    Close,
+    /// Closed, with every counter back to zero and the cooldown back to `open_timeout`.
+    Reset,
 }
 
 impl fmt::Display for TransitionReason {
@@ -162,6 +178,7 @@ impl fmt::Display for TransitionReason {
             TransitionReason::TimeoutPassed => "timeout passed",
             TransitionReason::Recovered => "recovered",
             TransitionReason::ProbeFailed => "probe failed",
+            TransitionReason::Manual => "manual",
         })
     }
 }
@@ -309,6 +326,7 @@ impl Breaker {
         let word = StateWord(self.word.load(Ordering::Acquire));
         let cooling_down = match word.state() {
             BreakerState::Closed => return Some(Permit::new(self, word.generation(), false)),
+            BreakerState::ForcedOpen => return None,
             BreakerState::Open => true,
             BreakerState::HalfOpen => word.probe_out(),
         };
@@ -345,7 +363,7 @@ impl Breaker {
                 self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
                 Some(Permit::new(self, generation, true))
             }
-            BreakerState::Open | BreakerState::HalfOpen => None,
+            BreakerState::Open | BreakerState::HalfOpen | BreakerState::ForcedOpen => None,
         }
     }
 
@@ -353,7 +371,7 @@ impl Breaker {
     pub fn snapshot(&self) -> BreakerSnapshot {
         let word = StateWord(self.word.load(Ordering::Acquire));
         let retry_in = match word.state() {
-            BreakerState::Closed => Duration::ZERO,
+            BreakerState::Closed | BreakerState::ForcedOpen => Duration::ZERO,
             BreakerState::HalfOpen if !word.probe_out() => Duration::ZERO,
             BreakerState::Open | BreakerState::HalfOpen => {
                 self.next_probe_at().saturating_sub(self.clock.now())
@@ -426,10 +444,37 @@ impl Breaker {
             BreakerState::Closed => self
                 .closed_since_nanos
                 .store(duration_nanos(now), Ordering::Relaxed),
-            BreakerState::HalfOpen => {}
+            BreakerState::HalfOpen | BreakerState::ForcedOpen => {}
         }
         self.publish(StateWord::new(to, false, generation));
         self.notify(expected.state(), to, reason);
+    }
+
+    /// Applies an operator's override, whatever the state, and reports it as a transition
+    /// with the reason `manual`. Results of requests admitted before it are ignored.
+    pub fn apply(&self, action: ManualAction) {
+        let _guard = self.lock();
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        let now = self.clock.now();
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let to = match action {
+            ManualAction::Open => BreakerState::ForcedOpen,
+            ManualAction::Close | ManualAction::Reset => {
+                self.closed_since_nanos
+                    .store(duration_nanos(now), Ordering::Relaxed);
+                BreakerState::Closed
+            }
+        };
+        if action == ManualAction::Reset {
+            self.successes.store(0, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            self.cooldown_nanos.store(
+                duration_nanos(self.settings.open_timeout),
+                Ordering::Relaxed,
+            );
+        }
+        self.publish(StateWord::new(to, false, word.generation() + 1));
+        self.notify(word.state(), to, TransitionReason::Manual);
     }
 
     /// The cooldown of the Open period that starts now, for `reason`.
@@ -578,6 +623,7 @@ impl StateWord {
             BreakerState::Closed => 0,
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
+            BreakerState::ForcedOpen => 3,
         };
         let probe_bit = if probe_out { Self::PROBE_BIT } else { 0 };
         StateWord(generation << 3 | probe_bit | state_bits)
@@ -587,7 +633,8 @@ impl StateWord {
         match self.0 & 0b11 {
             0 => BreakerState::Closed,
             1 => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
+            2 => BreakerState::HalfOpen,
+            _ => BreakerState::ForcedOpen,
         }
     }
 
@@ -991,11 +1038,62 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_open_backend_stays_out_until_closed_by_hand() {
+        let f = fixture(3);
+        let in_flight = f.breaker.try_acquire().unwrap();
+        f.breaker.apply(ManualAction::Open);
+        assert_eq!(f.breaker.state(), BreakerState::ForcedOpen);
+        in_flight.record(Outcome::Success);
+        f.clock.advance(COOLDOWN * 100);
+        assert!(f.breaker.try_acquire().is_none(), "no probe, ever");
+        assert_eq!(f.breaker.state(), BreakerState::ForcedOpen);
+        f.breaker.apply(ManualAction::Close);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        assert!(f.breaker.try_acquire().is_some());
+        assert_eq!(
+            f.recorder.lines(),
+            [
+                "Closed->Forced-Open (manual)",
+                "Forced-Open->Closed (manual)"
+            ]
+        );
+    }
+
+    #[test]
+    fn closing_an_open_breaker_by_hand_keeps_counters_and_reset_clears_them() {
+        let f = fixture(3);
+        open(&f);
+        f.breaker.apply(ManualAction::Close);
+        let snapshot = f.breaker.snapshot();
+        assert_eq!(
+            (snapshot.state, snapshot.failures),
+            (BreakerState::Closed, 3)
+        );
+        fail(&f.breaker, 2);
+        assert_eq!(f.breaker.state(), BreakerState::Closed, "a fresh run");
+        f.breaker.apply(ManualAction::Reset);
+        let snapshot = f.breaker.snapshot();
+        assert_eq!(
+            (
+                snapshot.successes,
+                snapshot.failures,
+                snapshot.consecutive_failures
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            f.recorder.lines().last().unwrap(),
+            "Closed->Closed (manual)"
+        );
+    }
+
+    #[test]
     fn state_word_round_trips() {
         for state in [
             BreakerState::Closed,
             BreakerState::Open,
             BreakerState::HalfOpen,
+            BreakerState::ForcedOpen,
         ] {
             for probe in [false, true] {
                 let w = StateWord::new(state, probe, 12345);

@@ -36,7 +36,7 @@ pub struct CircuitLog;
 impl TransitionObserver for CircuitLog {
     fn on_transition(&self, transition: &Transition<'_>) {
         let level = match transition.to {
-            BreakerState::Open => Level::Warn,
+            BreakerState::Open | BreakerState::ForcedOpen => Level::Warn,
             BreakerState::HalfOpen | BreakerState::Closed => Level::Info,
         };
         log!(level, "{}", transition_line(transition));
@@ -47,7 +47,7 @@ impl TransitionObserver for CircuitLog {
 pub fn transition_line(transition: &Transition<'_>) -> String {
     let state = match transition.to {
         BreakerState::Closed => "CLOSED",
-        BreakerState::Open => "OPEN",
+        BreakerState::Open | BreakerState::ForcedOpen => "OPEN",
         BreakerState::HalfOpen => "HALF-OPEN",
     };
     format!(

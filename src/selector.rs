@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::{Breaker, Permit};
+use crate::breaker::{Breaker, BreakerState, Permit};
 
 /// The backend chosen for one attempt.
 #[derive(Debug)]
@@ -84,11 +84,14 @@ impl RoundRobin {
         None
     }
 
-    /// How long until some backend admits a request again: zero if one would now.
+    /// How long until some backend admits a request again: zero if one would now. Backends
+    /// taken out by hand do not count: nobody knows when they come back.
     pub fn retry_after(&self) -> Duration {
         self.breakers
             .iter()
-            .map(|b| b.snapshot().retry_in)
+            .map(|b| b.snapshot())
+            .filter(|s| s.state != BreakerState::ForcedOpen)
+            .map(|s| s.retry_in)
             .min()
             .unwrap_or(Duration::ZERO)
     }
@@ -97,7 +100,9 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{BreakerSettings, BreakerState, IgnoreTransitions, ManualClock, Outcome};
+    use crate::breaker::{
+        BreakerSettings, BreakerState, IgnoreTransitions, ManualAction, ManualClock, Outcome,
+    };
 
     const COOLDOWN: Duration = Duration::from_secs(10);
 
@@ -176,6 +181,16 @@ mod tests {
         let probe = rr.pick(rr.ticket(), &[]).expect("first cooldown over");
         assert_eq!(probe.index, 0);
         assert!(probe.permit.is_probe());
+    }
+
+    #[test]
+    fn a_backend_taken_out_by_hand_is_skipped_and_not_waited_for() {
+        let (rr, clock) = rotation(2);
+        rr.breakers()[0].apply(ManualAction::Open);
+        assert_eq!(sequence(&rr, 3), [1, 1, 1]);
+        open(&rr, 1);
+        clock.advance(Duration::from_secs(4));
+        assert_eq!(rr.retry_after(), Duration::from_secs(6));
     }
 
     #[test]

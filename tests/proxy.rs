@@ -433,3 +433,32 @@ fn the_admin_listener_reports_health_and_breakers_and_stays_off_the_proxy_port()
         status.body
     );
 }
+
+#[test]
+fn a_backend_taken_out_by_hand_stays_out_until_put_back() {
+    let (a, b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 200ms}");
+    let id = format!("127.0.0.1:{}", a.port);
+    let admin = |path: String| request(gateway.admin_port, "POST", &path, &[], b"");
+
+    let response = admin(format!("/backends/{id}/open"));
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.body.contains(r#""state":"Forced-Open""#));
+    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN (manual)", a.url()));
+    // Well past any cooldown, it still gets nothing: no probe for a backend taken out by hand.
+    thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..6 {
+        assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(b.port));
+    }
+
+    assert_eq!(admin(format!("/backends/{id}/close")).status, 200);
+    gateway.wait_for_log(&format!("[CIRCUIT] {} CLOSED (manual)", a.url()));
+    let served: Vec<u16> = (0..4)
+        .map(|_| gateway.get("/v1/proxy/product").served_by().unwrap())
+        .collect();
+    assert!(
+        served.contains(&a.port) && served.contains(&b.port),
+        "{served:?}"
+    );
+    assert_eq!(admin("/backends/nowhere:1/open".to_owned()).status, 404);
+}
