@@ -31,7 +31,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
-use crate::proxy::json_string;
+use crate::json::json_string;
 use crate::routing::ServiceTable;
 
 /// The admin endpoints over the gateway's services.

@@ -194,6 +194,10 @@ pub struct Transition<'a> {
     pub to: BreakerState,
     /// Why.
     pub reason: TransitionReason,
+    /// Recorded successes so far.
+    pub successes: u64,
+    /// Recorded failures so far.
+    pub failures: u64,
 }
 
 /// Receives every transition of the breakers it is given to. Called while the breaker's
@@ -538,6 +542,8 @@ impl Breaker {
             from,
             to,
             reason,
+            successes: self.successes.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
         });
     }
 

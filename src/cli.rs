@@ -5,6 +5,7 @@
 //! bootstrap, because with `-t` the bootstrap exits the process as soon as Pingora's own conf
 //! has been checked. Services are added before `run_forever`, which daemonizes with `-d`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use pingora_proxy::http_proxy_service_with_name;
 use crate::admin;
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
-use crate::observability::CircuitLog;
+use crate::observability::{self, CircuitLog};
 use crate::proxy::GatewayProxy;
 use crate::routing::ServiceTable;
 
@@ -68,6 +69,7 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     };
     opt.conf = Some(conf_file.display().to_string());
     let config = config::load(&conf_file)?;
+    observability::init_logging(config.log_format);
     log_loaded(&conf_file, &config);
 
     let mut server = Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file, e))?;
@@ -76,11 +78,17 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     let services = Arc::new(ServiceTable::build(
         &config.services,
         Arc::new(MonotonicClock::new()),
-        Arc::new(CircuitLog),
+        Arc::new(CircuitLog::new(
+            config.log_format,
+            services_by_backend(&config),
+        )),
     ));
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(services.clone(), config.status_log),
+        GatewayProxy::new(
+            services.clone(),
+            config.status_log.then_some(config.log_format),
+        ),
         "gateway proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -104,6 +112,19 @@ fn default_conf_file() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())
+}
+
+/// For each backend URL, the services that list it.
+fn services_by_backend(config: &GatewayConfig) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for service in &config.services {
+        for backend in &service.backends {
+            map.entry(backend.url.clone())
+                .or_default()
+                .push(service.name.clone());
+        }
+    }
+    map
 }
 
 fn log_loaded(conf_file: &Path, config: &GatewayConfig) {

@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
+use crate::observability::LogFormat;
 use crate::retry_budget::RetryBudgetSettings;
 
 /// Where the proxy listens when the conf does not say.
@@ -58,6 +59,8 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Whether every proxied request logs the `[CIRCUIT STATUS]` block of its backend.
     pub status_log: bool,
+    /// How log lines look.
+    pub log_format: LogFormat,
     /// The services file that was loaded.
     pub services_file: PathBuf,
     /// The services, in file order.
@@ -203,6 +206,18 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         ));
     }
 
+    let log_format = match section.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::new(
+                conf_file,
+                None,
+                format!("gateway.log_format \"{other}\" is neither \"text\" nor \"json\""),
+            ))
+        }
+    };
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -223,6 +238,7 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         listen,
         admin_listen,
         status_log: section.status_log.unwrap_or(true),
+        log_format,
         services_file,
         services,
     })
@@ -468,6 +484,7 @@ struct RawConfFile {
 struct RawGatewaySection {
     listen: Option<String>,
     admin_listen: Option<String>,
+    log_format: Option<String>,
     services: Option<PathBuf>,
     status_log: Option<bool>,
     defaults: Option<RawOverrides>,
@@ -778,6 +795,10 @@ mod tests {
                 "gateway.listen \"nowhere\" is not an address",
             ),
             ("gateway:\n  lissen: 1.2.3.4:5\n", "unknown field `lissen`"),
+            (
+                "gateway:\n  log_format: xml\n",
+                "gateway.log_format \"xml\" is neither",
+            ),
             (
                 "gateway:\n  admin_listen: nowhere\n",
                 "gateway.admin_listen \"nowhere\" is not",

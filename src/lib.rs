@@ -16,6 +16,7 @@ pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod json;
 pub mod observability;
 pub mod proxy;
 pub mod retry_budget;

@@ -1,4 +1,5 @@
-//! The `gateway` binary: logging, Pingora's command line, then [`gateway::cli::run`].
+//! The `gateway` binary: Pingora's command line, then [`gateway::cli::run`] (which sets up
+//! logging once the conf has said in which format).
 
 use std::process::ExitCode;
 
@@ -8,7 +9,6 @@ use pingora::prelude::Opt;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    gateway::observability::init_logging();
     match gateway::cli::run(Opt::parse_args()) {
         Ok(never) => match never {},
         Err(e) => {

@@ -1,6 +1,7 @@
 //! What the gateway tells operators about its breakers, through `log` and `env_logger`.
 //!
-//! The lines keep the original design's wording, because people grep for them:
+//! By default (`log_format: text`) the lines keep the original design's wording, because
+//! people grep for them:
 //!
 //! ```text
 //! [CIRCUIT] http://localhost:9002 OPEN (threshold reached)
@@ -14,24 +15,90 @@
 //!   State:     Closed
 //! ```
 //!
-//! Transitions always log (`OPEN` at warn level, the others at info). The status block is one
-//! log record with embedded newlines, so blocks from concurrent requests never interleave.
+//! With `log_format: json` every line is one JSON object, for log pipelines: transitions and
+//! per-request status are `event` objects with their fields, everything else (Pingora's own
+//! lines included) a `msg`:
+//!
+//! ```text
+//! {"ts":"...","level":"WARN","event":"transition","backend":"http://localhost:9002","services":["product"],"from":"Closed","to":"Open","reason":"threshold reached","successes":6,"failures":3}
+//! {"ts":"...","level":"INFO","event":"request","backend":"http://localhost:9001","state":"Closed","total":10,"successes":10,"failures":0}
+//! {"ts":"...","level":"INFO","target":"pingora_core::server","msg":"Server starting"}
+//! ```
+//!
+//! Transitions always log (`OPEN` at warn level, the others at info). A status block is one
+//! log record, so blocks from concurrent requests never interleave.
+
+use std::collections::HashMap;
+use std::io::Write as _;
 
 use log::{info, log, Level};
 
 use crate::breaker::{Breaker, BreakerState, Transition, TransitionObserver};
+use crate::json::json_string;
 
-/// Sets up `env_logger`: level `info` unless `RUST_LOG` says otherwise.
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        // No indent on continuation lines: the status block keeps the original layout.
-        .format_indent(None)
-        .init();
+/// The log target of events (transitions, request status): how the JSON format tells them
+/// from plain messages.
+const EVENT_TARGET: &str = "gateway::event";
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// The original design's lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
-/// Logs every breaker transition as a `[CIRCUIT]` line.
+/// Sets up `env_logger` in `format`: level `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging(format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        // No indent on continuation lines: the status block keeps the original layout.
+        LogFormat::Text => builder.format_indent(None),
+        LogFormat::Json => builder.format(|buf, record| {
+            let ts = buf.timestamp();
+            let message = record.args().to_string();
+            match message.strip_prefix('{') {
+                Some(fields) if record.target() == EVENT_TARGET => {
+                    writeln!(
+                        buf,
+                        r#"{{"ts":"{ts}","level":"{}",{fields}"#,
+                        record.level()
+                    )
+                }
+                _ => writeln!(
+                    buf,
+                    r#"{{"ts":"{ts}","level":"{}","target":{},"msg":{}}}"#,
+                    record.level(),
+                    json_string(record.target()),
+                    json_string(&message)
+                ),
+            }
+        }),
+    };
+    builder.init();
+}
+
+/// Logs every breaker transition, in the chosen format.
 #[derive(Debug, Default)]
-pub struct CircuitLog;
+pub struct CircuitLog {
+    format: LogFormat,
+    /// The services that list each backend URL, for JSON events.
+    services_by_backend: HashMap<String, Vec<String>>,
+}
+
+impl CircuitLog {
+    /// A transition log in `format`; `services_by_backend` names, for each backend URL, the
+    /// services that list it.
+    pub fn new(format: LogFormat, services_by_backend: HashMap<String, Vec<String>>) -> Self {
+        Self {
+            format,
+            services_by_backend,
+        }
+    }
+}
 
 impl TransitionObserver for CircuitLog {
     fn on_transition(&self, transition: &Transition<'_>) {
@@ -39,7 +106,16 @@ impl TransitionObserver for CircuitLog {
             BreakerState::Open | BreakerState::ForcedOpen => Level::Warn,
             BreakerState::HalfOpen | BreakerState::Closed => Level::Info,
         };
-        log!(level, "{}", transition_line(transition));
+        match self.format {
+            LogFormat::Text => log!(level, "{}", transition_line(transition)),
+            LogFormat::Json => {
+                let services = self
+                    .services_by_backend
+                    .get(transition.breaker)
+                    .map_or(&[][..], Vec::as_slice);
+                log!(target: EVENT_TARGET, level, "{}", transition_event(transition, services));
+            }
+        }
     }
 }
 
@@ -56,10 +132,28 @@ pub fn transition_line(transition: &Transition<'_>) -> String {
     )
 }
 
-/// Logs the `[CIRCUIT STATUS]` block of `breaker`.
-pub fn log_status(breaker: &Breaker) {
+/// A transition as a JSON event object.
+pub fn transition_event(transition: &Transition<'_>, services: &[String]) -> String {
+    let services: Vec<String> = services.iter().map(|s| json_string(s)).collect();
+    format!(
+        r#"{{"event":"transition","backend":{},"services":[{}],"from":{},"to":{},"reason":{},"successes":{},"failures":{}}}"#,
+        json_string(transition.breaker),
+        services.join(","),
+        json_string(&transition.from.to_string()),
+        json_string(&transition.to.to_string()),
+        json_string(&transition.reason.to_string()),
+        transition.successes,
+        transition.failures
+    )
+}
+
+/// Logs the status of `breaker` after a request it served, in `format`.
+pub fn log_status(breaker: &Breaker, format: LogFormat) {
     if log::log_enabled!(Level::Info) {
-        info!("{}", status_block(breaker));
+        match format {
+            LogFormat::Text => info!("{}", status_block(breaker)),
+            LogFormat::Json => info!(target: EVENT_TARGET, "{}", status_event(breaker)),
+        }
     }
 }
 
@@ -73,6 +167,19 @@ pub fn status_block(breaker: &Breaker) -> String {
         snapshot.successes,
         snapshot.failures,
         snapshot.state
+    )
+}
+
+/// The status of `breaker` as a JSON event object.
+pub fn status_event(breaker: &Breaker) -> String {
+    let snapshot = breaker.snapshot();
+    format!(
+        r#"{{"event":"request","backend":{},"state":{},"total":{},"successes":{},"failures":{}}}"#,
+        json_string(breaker.name()),
+        json_string(&snapshot.state.to_string()),
+        snapshot.total(),
+        snapshot.successes,
+        snapshot.failures
     )
 }
 
@@ -90,6 +197,8 @@ mod tests {
                 from: BreakerState::Closed,
                 to,
                 reason,
+                successes: 6,
+                failures: 3,
             })
         };
         assert_eq!(
@@ -111,6 +220,22 @@ mod tests {
     }
 
     #[test]
+    fn json_events_carry_backend_services_states_reason_and_counters() {
+        let transition = Transition {
+            breaker: "http://localhost:9002",
+            from: BreakerState::HalfOpen,
+            to: BreakerState::Open,
+            reason: TransitionReason::ProbeFailed,
+            successes: 6,
+            failures: 4,
+        };
+        assert_eq!(
+            transition_event(&transition, &["product".to_owned(), "shop".to_owned()]),
+            r#"{"event":"transition","backend":"http://localhost:9002","services":["product","shop"],"from":"Half-Open","to":"Open","reason":"probe failed","successes":6,"failures":4}"#
+        );
+    }
+
+    #[test]
     fn the_status_block_matches_the_original_layout() {
         let breaker = Arc::new(Breaker::new(
             "http://localhost:9002",
@@ -119,7 +244,7 @@ mod tests {
                 ..BreakerSettings::default()
             },
             Arc::new(ManualClock::new()),
-            Arc::new(CircuitLog),
+            Arc::new(CircuitLog::default()),
         ));
         for outcome in [Outcome::Success; 6]
             .into_iter()
@@ -131,6 +256,10 @@ mod tests {
             status_block(&breaker),
             "[CIRCUIT STATUS] http://localhost:9002\n  Total:    10\n  Success:   6\n  \
              Failures:  4\n  State:     Closed"
+        );
+        assert_eq!(
+            status_event(&breaker),
+            r#"{"event":"request","backend":"http://localhost:9002","state":"Closed","total":10,"successes":6,"failures":4}"#
         );
     }
 }

@@ -462,3 +462,34 @@ fn a_backend_taken_out_by_hand_stays_out_until_put_back() {
     );
     assert_eq!(admin("/backends/nowhere:1/open".to_owned()).status, 404);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_transition_and_request_events() {
+    let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
+    let urls = [a.url(), b.url()];
+    let gateway = Gateway::start(
+        &services_yaml("product", &urls),
+        "  log_format: json\n  status_log: true\n  defaults: {open_timeout: 1m}\n",
+    );
+    b.stop();
+    let open = format!(
+        r#""event":"transition","backend":"{}","services":["product"],"from":"Closed","to":"Open","reason":"threshold reached","successes":0,"failures":3}}"#,
+        b.url()
+    );
+    assert!(wait_until(DEADLINE, || {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+        gateway.log().contains(&open)
+    }));
+    let log = gateway.log();
+    assert!(log.contains(&format!(
+        r#""event":"request","backend":"{}","state":"Closed","total":"#,
+        a.url()
+    )));
+    for line in log.lines() {
+        assert!(
+            line.starts_with(r#"{"ts":""#) && line.ends_with('}'),
+            "not a JSON object: {line}"
+        );
+    }
+    assert!(!log.contains("[CIRCUIT"), "{log}");
+}

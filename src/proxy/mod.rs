@@ -34,11 +34,11 @@ use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use reply::{json_string, ErrorReply};
+pub use reply::ErrorReply;
 
 use crate::breaker::Outcome;
 use crate::config::UpstreamTimeouts;
-use crate::observability;
+use crate::observability::{self, LogFormat};
 use crate::retry_budget::Spend;
 use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
@@ -50,12 +50,13 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct GatewayProxy {
     services: Arc<ServiceTable>,
-    status_log: bool,
+    status_log: Option<LogFormat>,
 }
 
 impl GatewayProxy {
-    /// A proxy over `services`; `status_log` turns the per-request status block on.
-    pub fn new(services: Arc<ServiceTable>, status_log: bool) -> Self {
+    /// A proxy over `services`; `status_log` turns the per-request status log on, in that
+    /// format.
+    pub fn new(services: Arc<ServiceTable>, status_log: Option<LogFormat>) -> Self {
         Self {
             services,
             status_log,
@@ -372,9 +373,9 @@ impl ProxyHttp for GatewayProxy {
                 attempt.permit.record(outcome);
             }
         }
-        if self.status_log {
+        if let Some(format) = self.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
-                observability::log_status(&service.selector.breakers()[index]);
+                observability::log_status(&service.selector.breakers()[index], format);
             }
         }
     }

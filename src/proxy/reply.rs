@@ -10,6 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::Result;
 use pingora_proxy::Session;
 
+use crate::json::json_string;
 use crate::routing::Service;
 
 /// A gateway-generated response: status, JSON body and optional `Retry-After`.
@@ -155,36 +156,9 @@ fn whole_seconds_at_least_one(d: Duration) -> u64 {
     secs.max(1)
 }
 
-/// `text` as a quoted JSON string.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("plain"), "\"plain\"");
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
