@@ -6,7 +6,7 @@
 //! |----------------|-----------------------------------------------------------------|
 //! | `GET /healthz` | 200 while the process serves                                    |
 //! | `GET /readyz`  | 200 once the config is loaded and the listeners are up          |
-//! | `GET /status`  | JSON: every service and backend, with its breaker's state and counters |
+//! | `GET /status`  | JSON: every service and backend: breaker state, counters, last transition |
 //! | `POST /backends/{id}/open`  | take the backend out: Forced-Open until closed by hand |
 //! | `POST /backends/{id}/close` | put it back: Closed                                |
 //! | `POST /backends/{id}/reset` | Closed, counters zeroed                            |
@@ -178,9 +178,18 @@ fn status_json(services: &ServiceTable) -> String {
                 out.push(',');
             }
             let snapshot = breaker.snapshot();
+            let last_transition = breaker.last_transition().map_or("null".to_owned(), |t| {
+                format!(
+                    r#"{{"from":{},"to":{},"reason":{},"ms_ago":{}}}"#,
+                    json_string(&t.from.to_string()),
+                    json_string(&t.to.to_string()),
+                    json_string(&t.reason.to_string()),
+                    t.ago.as_millis()
+                )
+            });
             let _ = write!(
                 out,
-                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{}}}"#,
+                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{},"last_transition":{last_transition}}}"#,
                 json_string(&upstream.url),
                 json_string(&snapshot.state.to_string()),
                 snapshot.consecutive_failures,
@@ -236,10 +245,11 @@ mod tests {
             body,
             concat!(
                 r#"{"services":[{"name":"a","backends":["#,
-                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0},"#,
-                r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000}]},"#,
+                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null},"#,
+                r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000,"#,
+                r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0}}]},"#,
                 r#"{"name":"b","backends":["#,
-                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0}]}]}"#
+                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0,"last_transition":null}]}]}"#
             )
         );
     }

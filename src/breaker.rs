@@ -216,6 +216,28 @@ impl TransitionObserver for IgnoreTransitions {
     fn on_transition(&self, _: &Transition<'_>) {}
 }
 
+/// The latest transition of a breaker, as [`Breaker::last_transition`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastTransition {
+    /// The state it left.
+    pub from: BreakerState,
+    /// The state it entered.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: TransitionReason,
+    /// How long ago.
+    pub ago: Duration,
+}
+
+/// A transition as the breaker keeps it: with the clock time it happened at.
+#[derive(Debug, Clone, Copy)]
+struct RecordedTransition {
+    from: BreakerState,
+    to: BreakerState,
+    reason: TransitionReason,
+    at: Duration,
+}
+
 /// A point-in-time view of a breaker, for status logs and error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSnapshot {
@@ -257,8 +279,9 @@ pub struct Breaker {
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
-    /// Serialises transitions of this breaker only; never held on the Closed fast path.
-    transition_lock: Mutex<()>,
+    /// Serialises transitions of this breaker only (never held on the Closed fast path), and
+    /// keeps the latest one: when it happened, from what, to what, why.
+    transition_lock: Mutex<Option<RecordedTransition>>,
 }
 
 impl fmt::Debug for Breaker {
@@ -296,7 +319,7 @@ impl Breaker {
             consecutive_failures: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            transition_lock: Mutex::new(()),
+            transition_lock: Mutex::new(None),
         }
     }
 
@@ -343,7 +366,7 @@ impl Breaker {
     /// The contended part of admission, under the transition lock: the cooldown has passed,
     /// or the probe slot looks free.
     fn acquire_slow(self: &Arc<Self>) -> Option<Permit> {
-        let _guard = self.lock();
+        let mut last = self.lock();
         let word = StateWord(self.word.load(Ordering::Acquire));
         let now = self.clock.now();
         match word.state() {
@@ -353,6 +376,7 @@ impl Breaker {
                 self.set_next_probe_at(now + self.cooldown());
                 self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
                 self.notify(
+                    &mut last,
                     BreakerState::Open,
                     BreakerState::HalfOpen,
                     TransitionReason::TimeoutPassed,
@@ -431,7 +455,7 @@ impl Breaker {
 
     /// Moves from exactly `expected` to `to`; does nothing if another thread got there first.
     fn transition_from(&self, expected: StateWord, to: BreakerState, reason: TransitionReason) {
-        let _guard = self.lock();
+        let mut last = self.lock();
         if self.word.load(Ordering::Acquire) != expected.0 {
             return;
         }
@@ -451,13 +475,13 @@ impl Breaker {
             BreakerState::HalfOpen | BreakerState::ForcedOpen => {}
         }
         self.publish(StateWord::new(to, false, generation));
-        self.notify(expected.state(), to, reason);
+        self.notify(&mut last, expected.state(), to, reason);
     }
 
     /// Applies an operator's override, whatever the state, and reports it as a transition
     /// with the reason `manual`. Results of requests admitted before it are ignored.
     pub fn apply(&self, action: ManualAction) {
-        let _guard = self.lock();
+        let mut last = self.lock();
         let word = StateWord(self.word.load(Ordering::Acquire));
         let now = self.clock.now();
         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -478,7 +502,7 @@ impl Breaker {
             );
         }
         self.publish(StateWord::new(to, false, word.generation() + 1));
-        self.notify(word.state(), to, TransitionReason::Manual);
+        self.notify(&mut last, word.state(), to, TransitionReason::Manual);
     }
 
     /// The cooldown of the Open period that starts now, for `reason`.
@@ -536,7 +560,21 @@ impl Breaker {
         }
     }
 
-    fn notify(&self, from: BreakerState, to: BreakerState, reason: TransitionReason) {
+    /// Records the transition as the latest (the caller holds the lock: `last` is its data)
+    /// and tells the observer.
+    fn notify(
+        &self,
+        last: &mut Option<RecordedTransition>,
+        from: BreakerState,
+        to: BreakerState,
+        reason: TransitionReason,
+    ) {
+        *last = Some(RecordedTransition {
+            from,
+            to,
+            reason,
+            at: self.clock.now(),
+        });
         self.observer.on_transition(&Transition {
             breaker: &self.name,
             from,
@@ -560,8 +598,20 @@ impl Breaker {
             .store(duration_nanos(at), Ordering::Release);
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // The lock guards no data, so a panic elsewhere cannot leave anything half-written.
+    /// The latest transition and how long ago it happened, if there was one.
+    pub fn last_transition(&self) -> Option<LastTransition> {
+        let recorded = (*self.lock())?;
+        Some(LastTransition {
+            from: recorded.from,
+            to: recorded.to,
+            reason: recorded.reason,
+            ago: self.clock.now().saturating_sub(recorded.at),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<RecordedTransition>> {
+        // The guarded record is written in one assignment, so a panic elsewhere cannot leave
+        // it half-written: a poisoned lock is safe to use.
         self.transition_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -1090,6 +1140,23 @@ mod tests {
         assert_eq!(
             f.recorder.lines().last().unwrap(),
             "Closed->Closed (manual)"
+        );
+    }
+
+    #[test]
+    fn the_latest_transition_is_kept_with_its_age() {
+        let f = fixture(3);
+        assert_eq!(f.breaker.last_transition(), None);
+        open(&f);
+        f.clock.advance(Duration::from_secs(4));
+        assert_eq!(
+            f.breaker.last_transition(),
+            Some(LastTransition {
+                from: BreakerState::Closed,
+                to: BreakerState::Open,
+                reason: TransitionReason::ThresholdReached,
+                ago: Duration::from_secs(4),
+            })
         );
     }
 

@@ -426,6 +426,13 @@ fn the_admin_listener_reports_health_and_breakers_and_stays_off_the_proxy_port()
         status.body
     );
     assert!(
+        status.body.contains(
+            r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":"#
+        ),
+        "{}",
+        status.body
+    );
+    assert!(
         status
             .body
             .contains(&format!(r#"{{"url":"{}","state":"Closed""#, a.url())),
