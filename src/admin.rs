@@ -16,6 +16,10 @@
 //! backend's one breaker, shared by every service that lists the URL, and log a `[CIRCUIT]`
 //! transition with the reason `manual`.
 //!
+//! With a token configured (`gateway.admin_token` or `GATEWAY_ADMIN_TOKEN`), every path but
+//! `/healthz` and `/readyz` (what orchestrators probe) needs `Authorization: Bearer <token>`,
+//! else 401.
+//!
 //! Readiness needs no probe of its own: Pingora binds every listener before it starts any
 //! service, and the config was validated before that, so an admin service that answers at all
 //! is running beside a bound proxy listener and a loaded config.
@@ -38,16 +42,31 @@ use crate::routing::ServiceTable;
 #[derive(Debug)]
 pub struct AdminApp {
     services: Arc<ServiceTable>,
+    token: Option<String>,
 }
 
 impl AdminApp {
-    /// An admin app over `services`, the table the proxy routes with.
-    pub fn new(services: Arc<ServiceTable>) -> Self {
-        Self { services }
+    /// An admin app over `services`, the table the proxy routes with; with a `token`, every
+    /// path but the probes requires it as a bearer token.
+    pub fn new(services: Arc<ServiceTable>, token: Option<String>) -> Self {
+        Self { services, token }
     }
 
-    /// The status code and JSON body for `method path`.
-    pub fn answer(&self, method: &str, path: &str) -> (StatusCode, String) {
+    /// The status code and JSON body for `method path`, sent with the `authorization` header.
+    pub fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> (StatusCode, String) {
+        let probe = matches!(path, "/healthz" | "/readyz");
+        if !probe && !self.authorized(authorization) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"unauthorized","detail":"send Authorization: Bearer <admin token>"}"#
+                    .to_owned(),
+            );
+        }
         match (method, path) {
             ("GET", "/healthz") => (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
             ("GET", "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
@@ -72,7 +91,12 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
-        let (status, body) = self.answer(request.method.as_str(), request.uri.path());
+        let authorization = request
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let (status, body) =
+            self.answer(request.method.as_str(), request.uri.path(), authorization);
         let length = body.len();
         let mut response = Response::new(body.into_bytes());
         *response.status_mut() = status;
@@ -93,6 +117,23 @@ impl ServeHttp for AdminApp {
 const BACKENDS_PREFIX: &str = "/backends/";
 
 impl AdminApp {
+    /// Whether `authorization` carries the token (always, when there is none to check).
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        // Compare every byte whatever the first difference, so timing tells nothing.
+        presented.len() == token.len()
+            && presented
+                .iter()
+                .zip(token.as_bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+
     /// `POST /backends/{id}/{open|close|reset}`.
     fn backend_override(&self, method: &str, path: &str) -> (StatusCode, String) {
         let not_found = |detail: &str| {
@@ -146,10 +187,11 @@ impl AdminApp {
 pub fn admin_service(
     services: Arc<ServiceTable>,
     listen: SocketAddr,
+    token: Option<String>,
 ) -> Service<HttpServer<AdminApp>> {
     let mut service = Service::new(
         "gateway admin".to_owned(),
-        HttpServer::new_app(AdminApp::new(services)),
+        HttpServer::new_app(AdminApp::new(services, token)),
     );
     service.add_tcp(&listen.to_string());
     service
@@ -212,17 +254,51 @@ mod tests {
     use std::path::Path;
 
     fn app() -> AdminApp {
+        app_with_token(None)
+    }
+
+    fn app_with_token(token: Option<&str>) -> AdminApp {
         let services = parse_services(
             Path::new("s.yaml"),
             "b: [\"http://127.0.0.1:3\"]\na: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]",
             &ServiceDefaults::default(),
         )
         .unwrap();
-        AdminApp::new(Arc::new(ServiceTable::build(
+        let table = ServiceTable::build(
             &services,
             Arc::new(ManualClock::new()),
             Arc::new(IgnoreTransitions),
-        )))
+        );
+        AdminApp::new(Arc::new(table), token.map(str::to_owned))
+    }
+
+    #[test]
+    fn with_a_token_everything_but_the_probes_needs_it() {
+        let app = app_with_token(Some("s3cret"));
+        assert_eq!(app.answer("GET", "/healthz", None).0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/readyz", None).0, StatusCode::OK);
+        for authorization in [
+            None,
+            Some(&b"Bearer wrong!"[..]),
+            Some(&b"Bearer s3cre"[..]),
+            Some(&b"s3cret"[..]),
+        ] {
+            assert_eq!(
+                app.answer("GET", "/status", authorization).0,
+                StatusCode::UNAUTHORIZED
+            );
+            assert_eq!(
+                app.answer("POST", "/backends/127.0.0.1:1/open", authorization)
+                    .0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let good = Some(&b"Bearer s3cret"[..]);
+        assert_eq!(app.answer("GET", "/status", good).0, StatusCode::OK);
+        assert_eq!(
+            app.answer("POST", "/backends/127.0.0.1:1/open", good).0,
+            StatusCode::OK
+        );
     }
 
     #[test]
@@ -239,7 +315,7 @@ mod tests {
             .try_acquire()
             .unwrap()
             .record(Outcome::Success);
-        let (status, body) = app.answer("GET", "/status");
+        let (status, body) = app.answer("GET", "/status", None);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
@@ -257,7 +333,7 @@ mod tests {
     #[test]
     fn backends_are_taken_out_and_put_back_by_hand() {
         let app = app();
-        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/open");
+        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/open", None);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
@@ -267,11 +343,11 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(a.selector.pick(a.selector.ticket(), &[]).unwrap().index, 0);
         }
-        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/close");
+        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/close", None);
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains(r#""state":"Closed""#), "{body}");
         assert_eq!(
-            app.answer("POST", "/backends/127.0.0.1:2/reset").0,
+            app.answer("POST", "/backends/127.0.0.1:2/reset", None).0,
             StatusCode::OK
         );
         for path in [
@@ -279,10 +355,14 @@ mod tests {
             "/backends/127.0.0.1:2/explode",
             "/backends/open",
         ] {
-            assert_eq!(app.answer("POST", path).0, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                app.answer("POST", path, None).0,
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
         }
         assert_eq!(
-            app.answer("GET", "/backends/127.0.0.1:2/open").0,
+            app.answer("GET", "/backends/127.0.0.1:2/open", None).0,
             StatusCode::METHOD_NOT_ALLOWED
         );
     }
@@ -290,12 +370,15 @@ mod tests {
     #[test]
     fn health_readiness_and_errors() {
         let app = app();
-        assert_eq!(app.answer("GET", "/healthz").0, StatusCode::OK);
-        assert_eq!(app.answer("GET", "/readyz").0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/healthz", None).0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/readyz", None).0, StatusCode::OK);
         assert_eq!(
-            app.answer("POST", "/status").0,
+            app.answer("POST", "/status", None).0,
             StatusCode::METHOD_NOT_ALLOWED
         );
-        assert_eq!(app.answer("GET", "/v1/proxy/a").0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.answer("GET", "/v1/proxy/a", None).0,
+            StatusCode::NOT_FOUND
+        );
     }
 }

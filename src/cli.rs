@@ -95,13 +95,19 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     server.add_service(proxy);
     info!("gateway listening on {}", config.listen);
     if let Some(admin_listen) = config.admin_listen {
-        if !admin_listen.ip().is_loopback() {
+        if !admin_listen.ip().is_loopback() && config.admin_token.is_none() {
             warn!(
-                "the admin listener on {admin_listen} is not on loopback and has no \
-                 authentication: anyone who reaches it can read the breakers' status"
+                "the admin listener on {admin_listen} is not on loopback and has no token: \
+                 anyone who reaches it can read and override the breakers; set \
+                 gateway.admin_token or {}",
+                config::ADMIN_TOKEN_ENV
             );
         }
-        server.add_service(admin::admin_service(services, admin_listen));
+        server.add_service(admin::admin_service(
+            services,
+            admin_listen,
+            config.admin_token.clone(),
+        ));
         info!("admin listening on {admin_listen}");
     }
     server.run_forever()

@@ -45,6 +45,8 @@ use crate::retry_budget::RetryBudgetSettings;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Where the admin listener listens when the conf does not say.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+/// The environment variable that sets the admin listener's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
 /// The services file, relative to the conf file, when the conf does not say.
 pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
 /// The longest service name accepted.
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The admin listener's address; `None` when it is switched off.
     pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin listener requires, if any (`GATEWAY_ADMIN_TOKEN` in the
+    /// environment wins over `gateway.admin_token`).
+    pub admin_token: Option<String>,
     /// Whether every proxied request logs the `[CIRCUIT STATUS]` block of its backend.
     pub status_log: bool,
     /// How log lines look.
@@ -206,6 +211,11 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         ));
     }
 
+    let admin_token = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .or(section.admin_token)
+        .filter(|token| !token.is_empty());
+
     let log_format = match section.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -237,6 +247,7 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
     Ok(GatewayConfig {
         listen,
         admin_listen,
+        admin_token,
         status_log: section.status_log.unwrap_or(true),
         log_format,
         services_file,
@@ -484,6 +495,7 @@ struct RawConfFile {
 struct RawGatewaySection {
     listen: Option<String>,
     admin_listen: Option<String>,
+    admin_token: Option<String>,
     log_format: Option<String>,
     services: Option<PathBuf>,
     status_log: Option<bool>,
@@ -823,6 +835,25 @@ mod tests {
                 "{message:?} should contain {expected:?}"
             );
         }
+        std::fs::write(
+            dir.join("token.yaml"),
+            "gateway:\n  admin_token: from-conf\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load(&dir.join("token.yaml"))
+                .unwrap()
+                .admin_token
+                .as_deref(),
+            Some("from-conf")
+        );
+        // Only this test reads the variable, so setting it cannot race another test.
+        std::env::set_var(ADMIN_TOKEN_ENV, "from-env");
+        let token = load(&dir.join("token.yaml")).unwrap().admin_token;
+        std::env::remove_var(ADMIN_TOKEN_ENV);
+        assert_eq!(token.as_deref(), Some("from-env"), "the environment wins");
+        assert_eq!(load(&dir.join("bare.yaml")).unwrap().admin_token, None);
+
         let missing = load(&dir.join("absent.yaml")).unwrap_err().to_string();
         assert!(
             missing.contains("absent.yaml: cannot read the file"),

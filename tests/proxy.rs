@@ -500,3 +500,20 @@ fn json_logs_are_one_object_per_line_with_transition_and_request_events() {
     }
     assert!(!log.contains("[CIRCUIT"), "{log}");
 }
+
+#[test]
+fn an_admin_token_guards_everything_but_the_probes() {
+    let mock = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  admin_token: t0ken\n",
+    );
+    let admin = |path: &str, headers: &[(&str, &str)]| {
+        request(gateway.admin_port, "GET", path, headers, b"").status
+    };
+    assert_eq!(admin("/healthz", &[]), 200);
+    assert_eq!(admin("/readyz", &[]), 200);
+    assert_eq!(admin("/status", &[]), 401);
+    assert_eq!(admin("/status", &[("Authorization", "Bearer nope")]), 401);
+    assert_eq!(admin("/status", &[("Authorization", "Bearer t0ken")]), 200);
+}
