@@ -10,6 +10,7 @@
 //! | `POST /backends/{id}/open`  | take the backend out: Forced-Open until closed by hand |
 //! | `POST /backends/{id}/close` | put it back: Closed                                |
 //! | `POST /backends/{id}/reset` | Closed, counters zeroed                            |
+//! | `POST /reload` | re-read the services file (as SIGHUP does); 200, or 422 with the error |
 //!
 //! A backend's `id` is its URL without `http://` (`localhost:9001`, `10.0.0.5:8000/api`), as
 //! `/status` shows it: stable across config edits, unlike a position. Overrides act on the
@@ -36,20 +37,21 @@ use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
 use crate::json::json_string;
+use crate::reload::Reloader;
 use crate::routing::ServiceTable;
 
 /// The admin endpoints over the gateway's services.
 #[derive(Debug)]
 pub struct AdminApp {
-    services: Arc<ServiceTable>,
+    reloader: Arc<Reloader>,
     token: Option<String>,
 }
 
 impl AdminApp {
-    /// An admin app over `services`, the table the proxy routes with; with a `token`, every
-    /// path but the probes requires it as a bearer token.
-    pub fn new(services: Arc<ServiceTable>, token: Option<String>) -> Self {
-        Self { services, token }
+    /// An admin app over the live routing table of `reloader`; with a `token`, every path but
+    /// the probes requires it as a bearer token.
+    pub fn new(reloader: Arc<Reloader>, token: Option<String>) -> Self {
+        Self { reloader, token }
     }
 
     /// The status code and JSON body for `method path`, sent with the `authorization` header.
@@ -70,13 +72,30 @@ impl AdminApp {
         match (method, path) {
             ("GET", "/healthz") => (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
             ("GET", "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
-            ("GET", "/status") => (StatusCode::OK, status_json(&self.services)),
+            ("GET", "/status") => (
+                StatusCode::OK,
+                status_json(&self.reloader.current(), self.reloader.last_error()),
+            ),
+            ("POST", "/reload") => match self.reloader.reload() {
+                Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
+                Err(e) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        r#"{{"error":"invalid_config","detail":{}}}"#,
+                        json_string(&e)
+                    ),
+                ),
+            },
             (method, path) if path.starts_with(BACKENDS_PREFIX) => {
                 self.backend_override(method, path)
             }
             (_, "/healthz" | "/readyz" | "/status") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method_not_allowed","detail":"use GET"}"#.to_owned(),
+            ),
+            (_, "/reload") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed","detail":"use POST"}"#.to_owned(),
             ),
             _ => (
                 StatusCode::NOT_FOUND,
@@ -160,7 +179,8 @@ impl AdminApp {
                 r#"{"error":"method_not_allowed","detail":"use POST"}"#.to_owned(),
             );
         }
-        let breaker = self.services.services().into_iter().find_map(|service| {
+        let table = self.reloader.current();
+        let breaker = table.services().into_iter().find_map(|service| {
             service
                 .upstreams
                 .iter()
@@ -185,22 +205,25 @@ impl AdminApp {
 
 /// The admin listener as a Pingora service, listening on `listen`.
 pub fn admin_service(
-    services: Arc<ServiceTable>,
+    reloader: Arc<Reloader>,
     listen: SocketAddr,
     token: Option<String>,
 ) -> Service<HttpServer<AdminApp>> {
     let mut service = Service::new(
         "gateway admin".to_owned(),
-        HttpServer::new_app(AdminApp::new(services, token)),
+        HttpServer::new_app(AdminApp::new(reloader, token)),
     );
     service.add_tcp(&listen.to_string());
     service
 }
 
-/// `{"services":[{"name":..,"backends":[{"url":..,"state":..,...}]}]}`, services by name,
-/// backends in rotation order.
-fn status_json(services: &ServiceTable) -> String {
-    let mut out = String::from(r#"{"services":["#);
+/// `{"reload_error":..,"services":[{"name":..,"backends":[{"url":..,"state":..,...}]}]}`,
+/// services by name, backends in rotation order.
+fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String {
+    let mut out = format!(
+        r#"{{"reload_error":{},"services":["#,
+        reload_error.map_or("null".to_owned(), |e| json_string(&e))
+    );
     for (i, service) in services.services().into_iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -249,8 +272,9 @@ fn status_json(services: &ServiceTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{IgnoreTransitions, ManualClock, Outcome};
-    use crate::config::{parse_services, ServiceDefaults};
+    use crate::breaker::{ManualClock, Outcome};
+    use crate::config::{parse_services, GatewayConfig, ServiceDefaults};
+    use crate::observability::LogFormat;
     use std::path::Path;
 
     fn app() -> AdminApp {
@@ -264,12 +288,21 @@ mod tests {
             &ServiceDefaults::default(),
         )
         .unwrap();
-        let table = ServiceTable::build(
-            &services,
+        let config = GatewayConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            admin_listen: None,
+            admin_token: None,
+            status_log: false,
+            log_format: LogFormat::Text,
+            services_file: "s.yaml".into(),
+            services,
+        };
+        let reloader = Reloader::new(
+            "/nonexistent/gateway.yaml".into(),
+            config,
             Arc::new(ManualClock::new()),
-            Arc::new(IgnoreTransitions),
         );
-        AdminApp::new(Arc::new(table), token.map(str::to_owned))
+        AdminApp::new(Arc::new(reloader), token.map(str::to_owned))
     }
 
     #[test]
@@ -304,7 +337,8 @@ mod tests {
     #[test]
     fn status_lists_every_service_and_backend_with_its_breaker() {
         let app = app();
-        let a = app.services.get("a").unwrap();
+        let table = app.reloader.current();
+        let a = table.get("a").unwrap();
         for _ in 0..3 {
             a.selector.breakers()[1]
                 .try_acquire()
@@ -320,7 +354,7 @@ mod tests {
         assert_eq!(
             body,
             concat!(
-                r#"{"services":[{"name":"a","backends":["#,
+                r#"{"reload_error":null,"services":[{"name":"a","backends":["#,
                 r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null},"#,
                 r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000,"#,
                 r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0}}]},"#,
@@ -339,7 +373,8 @@ mod tests {
             body,
             r#"{"url":"http://127.0.0.1:2","state":"Forced-Open"}"#
         );
-        let a = app.services.get("a").unwrap();
+        let table = app.reloader.current();
+        let a = table.get("a").unwrap();
         for _ in 0..4 {
             assert_eq!(a.selector.pick(a.selector.ticket(), &[]).unwrap().index, 0);
         }

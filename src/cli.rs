@@ -5,22 +5,21 @@
 //! bootstrap, because with `-t` the bootstrap exits the process as soon as Pingora's own conf
 //! has been checked. Services are added before `run_forever`, which daemonizes with `-d`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{info, warn};
-use pingora::prelude::{Opt, Server};
+use pingora::prelude::{background_service, Opt, Server};
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::admin;
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
-use crate::observability::{self, CircuitLog};
+use crate::observability;
 use crate::proxy::GatewayProxy;
-use crate::routing::ServiceTable;
+use crate::reload::{ReloadOnHangup, Reloader};
 
 /// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
 pub const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
@@ -72,21 +71,19 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     observability::init_logging(config.log_format);
     log_loaded(&conf_file, &config);
 
-    let mut server = Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file, e))?;
+    let mut server =
+        Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file.clone(), e))?;
     server.bootstrap();
 
-    let services = Arc::new(ServiceTable::build(
-        &config.services,
+    let reloader = Arc::new(Reloader::new(
+        conf_file,
+        config.clone(),
         Arc::new(MonotonicClock::new()),
-        Arc::new(CircuitLog::new(
-            config.log_format,
-            services_by_backend(&config),
-        )),
     ));
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
         GatewayProxy::new(
-            services.clone(),
+            reloader.table(),
             config.status_log.then_some(config.log_format),
         ),
         "gateway proxy",
@@ -104,12 +101,16 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             );
         }
         server.add_service(admin::admin_service(
-            services,
+            reloader.clone(),
             admin_listen,
             config.admin_token.clone(),
         ));
         info!("admin listening on {admin_listen}");
     }
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnHangup(reloader),
+    ));
     server.run_forever()
 }
 
@@ -118,19 +119,6 @@ fn default_conf_file() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())
-}
-
-/// For each backend URL, the services that list it.
-fn services_by_backend(config: &GatewayConfig) -> HashMap<String, Vec<String>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
-    for service in &config.services {
-        for backend in &service.backends {
-            map.entry(backend.url.clone())
-                .or_default()
-                .push(service.name.clone());
-        }
-    }
-    map
 }
 
 fn log_loaded(conf_file: &Path, config: &GatewayConfig) {

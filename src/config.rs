@@ -72,6 +72,21 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
 }
 
+impl GatewayConfig {
+    /// For each backend URL, the services that list it.
+    pub fn services_by_backend(&self) -> HashMap<String, Vec<String>> {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for service in &self.services {
+            for backend in &service.backends {
+                map.entry(backend.url.clone())
+                    .or_default()
+                    .push(service.name.clone());
+            }
+        }
+        map
+    }
+}
+
 /// One service and its backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {

@@ -4,7 +4,8 @@
 //! Where things live (dependencies point down this list, never up):
 //! - [`cli`]: start-up; Pingora's flags and the order of things.
 //! - [`proxy`]: the Pingora `ProxyHttp` hooks.
-//! - [`admin`]: the admin listener: health, readiness, breaker status.
+//! - [`admin`]: the admin listener: health, readiness, breaker status, overrides, reload.
+//! - [`reload`]: the live routing table and its hot reload.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`selector`]: breaker-aware round-robin over one service's backends.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod json;
 pub mod observability;
 pub mod proxy;
+pub mod reload;
 pub mod retry_budget;
 pub mod routing;
 pub mod selector;

@@ -104,12 +104,21 @@ pub struct ServiceTable {
 }
 
 impl ServiceTable {
-    /// Builds the table, creating one breaker per distinct backend URL.
+    /// Builds the table, with one breaker per distinct backend URL. A breaker of `previous`
+    /// (the table being replaced by a reload) is kept, state and counters, when its URL stays
+    /// with the same breaker settings; other backends start Closed.
     pub fn build(
         services: &[ServiceConfig],
         clock: Arc<dyn Clock>,
         observer: Arc<dyn TransitionObserver>,
+        previous: Option<&ServiceTable>,
     ) -> Self {
+        let kept: HashMap<&str, &Arc<Breaker>> = previous
+            .into_iter()
+            .flat_map(|table| table.services.values())
+            .flat_map(|service| service.selector.breakers())
+            .map(|breaker| (breaker.name(), breaker))
+            .collect();
         let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
         let mut table = HashMap::with_capacity(services.len());
         for service in services {
@@ -117,12 +126,15 @@ impl ServiceTable {
             let mut rotation = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
                 let breaker = breakers.entry(&backend.url).or_insert_with(|| {
-                    Arc::new(Breaker::new(
-                        backend.url.clone(),
-                        service.breaker,
-                        clock.clone(),
-                        observer.clone(),
-                    ))
+                    match kept.get(backend.url.as_str()) {
+                        Some(old) if old.settings() == service.breaker => Arc::clone(old),
+                        _ => Arc::new(Breaker::new(
+                            backend.url.clone(),
+                            service.breaker,
+                            clock.clone(),
+                            observer.clone(),
+                        )),
+                    }
                 });
                 rotation.push(breaker.clone());
                 upstreams.push(Upstream {
@@ -224,6 +236,49 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuild_keeps_the_breakers_of_backends_that_stay() {
+        let defaults = ServiceDefaults::default();
+        let parse = |text| parse_services(Path::new("s.yaml"), text, &defaults).unwrap();
+        let clock: Arc<ManualClock> = Arc::new(ManualClock::new());
+        let old = ServiceTable::build(
+            &parse("a: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]"),
+            clock.clone(),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        let kept = old.get("a").unwrap().selector.breakers()[1].clone();
+        let new = ServiceTable::build(
+            &parse(
+                "a: [\"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nb: [\"http://127.0.0.1:1\"]",
+            ),
+            clock.clone(),
+            Arc::new(IgnoreTransitions),
+            Some(&old),
+        );
+        let a = new.get("a").unwrap();
+        assert!(Arc::ptr_eq(&a.selector.breakers()[0], &kept), "kept by URL");
+        assert!(!Arc::ptr_eq(&a.selector.breakers()[1], &kept));
+        // A backend that moved to another service keeps its breaker too.
+        let b = new.get("b").unwrap();
+        assert_eq!(b.selector.breakers()[0].name(), "http://127.0.0.1:1");
+        assert!(Arc::ptr_eq(
+            &b.selector.breakers()[0],
+            &old.get("a").unwrap().selector.breakers()[0]
+        ));
+        // Other breaker settings: a fresh breaker.
+        let changed = ServiceTable::build(
+            &parse("a: {backends: [\"http://127.0.0.1:2\"], failure_threshold: 9}"),
+            clock,
+            Arc::new(IgnoreTransitions),
+            Some(&new),
+        );
+        assert!(!Arc::ptr_eq(
+            &changed.get("a").unwrap().selector.breakers()[0],
+            &kept
+        ));
+    }
+
+    #[test]
     fn services_listing_the_same_url_share_its_breaker() {
         let services = parse_services(
             Path::new("s.yaml"),
@@ -235,6 +290,7 @@ mod tests {
             &services,
             Arc::new(ManualClock::new()),
             Arc::new(IgnoreTransitions),
+            None,
         );
         let a = table.get("a").unwrap();
         let b = table.get("b").unwrap();

@@ -413,7 +413,7 @@ fn the_admin_listener_reports_health_and_breakers_and_stays_off_the_proxy_port()
     assert!(
         status
             .body
-            .starts_with(r#"{"services":[{"name":"product","backends":["#),
+            .starts_with(r#"{"reload_error":null,"services":[{"name":"product","backends":["#),
         "{}",
         status.body
     );

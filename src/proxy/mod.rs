@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::header;
 use pingora::http::RequestHeader;
@@ -49,14 +50,14 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 /// The gateway's proxy logic, shared by all requests.
 #[derive(Debug)]
 pub struct GatewayProxy {
-    services: Arc<ServiceTable>,
+    services: Arc<ArcSwap<ServiceTable>>,
     status_log: Option<LogFormat>,
 }
 
 impl GatewayProxy {
     /// A proxy over `services`; `status_log` turns the per-request status log on, in that
     /// format.
-    pub fn new(services: Arc<ServiceTable>, status_log: Option<LogFormat>) -> Self {
+    pub fn new(services: Arc<ArcSwap<ServiceTable>>, status_log: Option<LogFormat>) -> Self {
         Self {
             services,
             status_log,
@@ -146,8 +147,10 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestContext,
     ) -> Result<bool> {
         let path = session.req_header().uri.path();
+        // One load per request: the request keeps its service even if a reload swaps the table.
+        let services = self.services.load();
         let refusal = match routing::parse_proxy_path(path) {
-            Ok(route) => match self.services.get(route.service) {
+            Ok(route) => match services.get(route.service) {
                 Some(service) => {
                     ctx.rest_start = path.len() - route.rest.len();
                     ctx.deadline = Some(Instant::now() + service.timeouts.total);

@@ -1,0 +1,150 @@
+//! Hot reload: re-read the services file and swap a new routing table in, without a restart
+//! and without losing what the breakers have learned.
+//!
+//! The table lives in an [`ArcSwap`]: each request loads it once, in `request_filter`, and
+//! keeps its `Arc<Service>` to the end, so requests in flight finish on the table they started
+//! with while new ones see the new table. The new table keeps the breaker of every backend URL
+//! that stays (see [`ServiceTable::build`]). A file that does not load changes nothing: the
+//! error is logged as at start and reported by the admin `/status`.
+//!
+//! Two triggers: `SIGHUP` ([`ReloadOnHangup`], a background service: Pingora 0.9 handles
+//! SIGTERM, SIGINT and SIGQUIT but not SIGHUP), and `POST /reload` on the admin listener.
+//! Only the services (and their settings) are reloaded; listeners and Pingora's own settings
+//! need a restart or a graceful upgrade.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::breaker::Clock;
+use crate::config::{self, GatewayConfig};
+use crate::observability::CircuitLog;
+use crate::routing::ServiceTable;
+
+/// The routing table shared by the proxy and the admin listener, and the means to replace it.
+pub struct Reloader {
+    conf_file: PathBuf,
+    running: GatewayConfig,
+    table: Arc<ArcSwap<ServiceTable>>,
+    clock: Arc<dyn Clock>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("conf_file", &self.conf_file)
+            .finish()
+    }
+}
+
+impl Reloader {
+    /// Builds the first table from `config`, loaded from `conf_file`.
+    pub fn new(conf_file: PathBuf, config: GatewayConfig, clock: Arc<dyn Clock>) -> Self {
+        let table = build_table(&config, clock.clone(), None);
+        Self {
+            conf_file,
+            running: config,
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            clock,
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The live table, for the proxy.
+    pub fn table(&self) -> Arc<ArcSwap<ServiceTable>> {
+        self.table.clone()
+    }
+
+    /// The table in force now.
+    pub fn current(&self) -> Arc<ServiceTable> {
+        self.table.load_full()
+    }
+
+    /// Re-reads the conf and services files and swaps the new table in. On error nothing
+    /// changes; the error is logged, kept for `/status`, and returned.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = config::load(&self.conf_file).map(|config| {
+            if config.listen != self.running.listen
+                || config.admin_listen != self.running.admin_listen
+            {
+                warn!("reload: listener addresses changed in the conf; they need a restart");
+            }
+            let current = self.table.load_full();
+            let table = build_table(&config, self.clock.clone(), Some(&current));
+            self.table.store(Arc::new(table));
+            let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+            info!(
+                "reloaded {} ({} services, {} backends)",
+                config.services_file.display(),
+                config.services.len(),
+                backends
+            );
+        });
+        let mut last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match result {
+            Ok(()) => {
+                *last_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                error!("reload failed, the running config stays: {e}");
+                *last_error = Some(e.to_string());
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The error of the latest reload, if it failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+fn build_table(
+    config: &GatewayConfig,
+    clock: Arc<dyn Clock>,
+    previous: Option<&ServiceTable>,
+) -> ServiceTable {
+    let observer = CircuitLog::new(config.log_format, config.services_by_backend());
+    ServiceTable::build(&config.services, clock, Arc::new(observer), previous)
+}
+
+/// Reloads on every `SIGHUP` until the server shuts down.
+#[derive(Debug)]
+pub struct ReloadOnHangup(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                error!("cannot listen for SIGHUP, reload only through the admin listener: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    info!("SIGHUP: reloading");
+                    // The outcome is logged by reload().
+                    let _ = self.0.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

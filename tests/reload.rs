@@ -1,0 +1,115 @@
+//! Hot reload: `POST /reload` and SIGHUP swap the routing table in place, keep the breakers of
+//! backends that stay, and an invalid file changes nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn start(mocks: &[&Mock]) -> Gateway {
+    let urls: Vec<String> = mocks.iter().map(|m| m.url()).collect();
+    Gateway::start(
+        &services_yaml("product", &urls),
+        "  status_log: false\n  defaults: {open_timeout: 1m}\n",
+    )
+}
+
+fn rewrite_services(gateway: &Gateway, text: &str) {
+    gateway.dir.write("services.yaml", text);
+}
+
+fn admin(gateway: &Gateway, method: &str, path: &str) -> Response {
+    request(gateway.admin_port, method, path, &[], b"")
+}
+
+fn hangup(gateway: &Gateway) {
+    let status = Command::new("kill")
+        .args(["-HUP", &gateway.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_reload_keeps_open_breakers_adds_new_backends_and_drops_removed_ones() {
+    let (a, mut b, c) = (Mock::start(&[]), Mock::start(&[]), Mock::start(&[]));
+    let gateway = start(&[&a, &b]);
+    b.stop();
+    let open = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
+    assert!(wait_until(DEADLINE, || {
+        gateway.get("/v1/proxy/product");
+        gateway.log().contains(&open)
+    }));
+
+    rewrite_services(&gateway, &services_yaml("product", &[b.url(), c.url()]));
+    let response = admin(&gateway, "POST", "/reload");
+    assert_eq!(response.status, 200, "{response:?}");
+    gateway.wait_for_log("reloaded");
+
+    let status = admin(&gateway, "GET", "/status").body;
+    assert!(status.starts_with(r#"{"reload_error":null,"#), "{status}");
+    assert!(
+        status.contains(&format!(r#"{{"url":"{}","state":"Open","#, b.url())),
+        "the open breaker stays open: {status}"
+    );
+    assert!(status.contains(&format!(r#"{{"url":"{}","state":"Closed","#, c.url())));
+    assert!(
+        !status.contains(&a.url()),
+        "a removed backend is gone: {status}"
+    );
+    for _ in 0..4 {
+        assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(c.port));
+    }
+}
+
+#[test]
+fn sighup_reloads_and_an_invalid_file_changes_nothing() {
+    let (a, b) = (Mock::start(&[]), Mock::start(&[]));
+    let gateway = start(&[&a]);
+
+    rewrite_services(&gateway, "product: [\"ftp://nowhere\"]\n");
+    hangup(&gateway);
+    gateway.wait_for_log("reload failed, the running config stays");
+    let status = admin(&gateway, "GET", "/status").body;
+    assert!(
+        status.contains(r#""reload_error":""#) && status.contains("is not an http://host:port"),
+        "{status}"
+    );
+    assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(a.port));
+    let response = admin(&gateway, "POST", "/reload");
+    assert_eq!(response.status, 422);
+    assert!(response.body.contains("invalid_config"));
+
+    rewrite_services(&gateway, &services_yaml("product", &[b.url()]));
+    hangup(&gateway);
+    assert!(wait_until(DEADLINE, || {
+        gateway.get("/v1/proxy/product").served_by() == Some(b.port)
+    }));
+    let status = admin(&gateway, "GET", "/status").body;
+    assert!(status.starts_with(r#"{"reload_error":null,"#), "{status}");
+}
+
+#[test]
+fn reloads_under_load_fail_no_request() {
+    let (a, b, c) = (Mock::start(&[]), Mock::start(&[]), Mock::start(&[]));
+    let gateway = start(&[&a, &b]);
+    let load = BackgroundLoad::start(gateway.port, 8, "GET", "/v1/proxy/product");
+    for round in 0..6 {
+        load.wait_for(100);
+        let backends = if round % 2 == 0 {
+            vec![a.url(), b.url(), c.url()]
+        } else {
+            vec![a.url(), b.url()]
+        };
+        rewrite_services(&gateway, &services_yaml("product", &backends));
+        assert_eq!(admin(&gateway, "POST", "/reload").status, 200);
+    }
+    load.wait_for(100);
+    let load = load.finish();
+    assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
+    assert!(
+        load.served_by.contains_key(&c.port),
+        "the added backend served: {load:?}"
+    );
+}
