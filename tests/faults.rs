@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -219,27 +218,14 @@ fn with_every_backend_down_answers_are_fast_503s_until_one_returns() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
-    let slow = Mock::start(&["--delay-ms", "400"]);
+    let slow = Mock::start(&["--delay-ms", "800"]);
     let mut gateway = gateway_over(&[&slow], "{}");
     let port = gateway.port;
-    let clients = 16;
-    let barrier = Arc::new(Barrier::new(clients + 1));
-    let in_flight: Vec<_> = (0..clients)
-        .map(|_| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                barrier.wait();
-                try_request(port, "GET", "/v1/proxy/product", &[], b"")
-            })
-        })
-        .collect();
-    barrier.wait();
-    thread::sleep(Duration::from_millis(100));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let in_flight = simultaneous_gets(port, 16, "/v1/proxy/product");
+    // The backend takes 800 ms: all 16 are in flight when the signal arrives at 300 ms, and
+    // done 500 ms later, inside the test conf's 1 s grace period.
+    thread::sleep(Duration::from_millis(300));
+    signal(gateway.pid(), "TERM");
 
     let mut load = LoadReport::default();
     for handle in in_flight {
@@ -275,18 +261,7 @@ fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
     b.restart(&["--delay-ms", "1500"]);
     thread::sleep(Duration::from_millis(500));
 
-    let clients = 100;
-    let barrier = Arc::new(Barrier::new(clients));
-    let port = gateway.port;
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                barrier.wait();
-                try_request(port, "GET", "/v1/proxy/product", &[], b"")
-            })
-        })
-        .collect();
+    let handles = simultaneous_gets(gateway.port, 100, "/v1/proxy/product");
     let mut load = LoadReport::default();
     let mut probes = 0;
     for handle in handles {
@@ -330,11 +305,7 @@ fn a_graceful_upgrade_under_load_fails_no_request() {
     );
     // The new process binds the upgrade socket, then waits for the listener.
     thread::sleep(Duration::from_millis(300));
-    let status = std::process::Command::new("kill")
-        .args(["-QUIT", &old.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(old.pid(), "QUIT");
     new.wait_for_log("Bootstrap done");
     load.wait_for(200);
     assert_eq!(old.wait_exit(), Some(0), "the old process exits cleanly");

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 fn start(mocks: &[&Mock]) -> Gateway {
@@ -21,14 +19,6 @@ fn rewrite_services(gateway: &Gateway, text: &str) {
 
 fn admin(gateway: &Gateway, method: &str, path: &str) -> Response {
     request(gateway.admin_port, method, path, &[], b"")
-}
-
-fn hangup(gateway: &Gateway) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
@@ -69,7 +59,7 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     let gateway = start(&[&a]);
 
     rewrite_services(&gateway, "product: [\"ftp://nowhere\"]\n");
-    hangup(&gateway);
+    signal(gateway.pid(), "HUP");
     gateway.wait_for_log("reload failed, the running config stays");
     let status = admin(&gateway, "GET", "/status").body;
     assert!(
@@ -82,7 +72,7 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     assert!(response.body.contains("invalid_config"));
 
     rewrite_services(&gateway, &services_yaml("product", &[b.url()]));
-    hangup(&gateway);
+    signal(gateway.pid(), "HUP");
     assert!(wait_until(DEADLINE, || {
         gateway.get("/v1/proxy/product").served_by() == Some(b.port)
     }));

@@ -36,6 +36,34 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Sends signal `name` (e.g. `TERM`) to the process `pid`, which the test started.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// `clients` threads that each send one `GET path` on a new connection, all released at the
+/// same instant; join them for the results.
+pub fn simultaneous_gets(
+    port: u16,
+    clients: usize,
+    path: &str,
+) -> Vec<thread::JoinHandle<std::io::Result<Response>>> {
+    let barrier = Arc::new(std::sync::Barrier::new(clients));
+    (0..clients)
+        .map(|_| {
+            let (barrier, path) = (barrier.clone(), path.to_owned());
+            thread::spawn(move || {
+                barrier.wait();
+                try_request(port, "GET", &path, &[], b"")
+            })
+        })
+        .collect()
+}
+
 /// A free loopback port (bound, read, released: the window for a clash is tiny).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
