@@ -299,7 +299,7 @@ mod tests {
         };
         let reloader = Reloader::new(
             "/nonexistent/gateway.yaml".into(),
-            config,
+            &config,
             Arc::new(ManualClock::new()),
         );
         AdminApp::new(Arc::new(reloader), token.map(str::to_owned))

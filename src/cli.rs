@@ -77,7 +77,7 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
 
     let reloader = Arc::new(Reloader::new(
         conf_file,
-        config.clone(),
+        &config,
         Arc::new(MonotonicClock::new()),
     ));
     let mut proxy = http_proxy_service_with_name(
@@ -122,12 +122,11 @@ fn default_conf_file() -> Option<PathBuf> {
 }
 
 fn log_loaded(conf_file: &Path, config: &GatewayConfig) {
-    let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     info!(
         "loaded {} ({} services, {} backends from {})",
         conf_file.display(),
         config.services.len(),
-        backends,
+        config.backend_count(),
         config.services_file.display()
     );
 }

@@ -73,6 +73,11 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// How many backends all services list together.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.backends.len()).sum()
+    }
+
     /// For each backend URL, the services that list it.
     pub fn services_by_backend(&self) -> HashMap<String, Vec<String>> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();

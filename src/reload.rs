@@ -12,6 +12,7 @@
 //! Only the services (and their settings) are reloaded; listeners and Pingora's own settings
 //! need a restart or a graceful upgrade.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +31,8 @@ use crate::routing::ServiceTable;
 /// The routing table shared by the proxy and the admin listener, and the means to replace it.
 pub struct Reloader {
     conf_file: PathBuf,
-    running: GatewayConfig,
+    /// The proxy and admin addresses bound at start: a reload cannot move them.
+    listeners: (SocketAddr, Option<SocketAddr>),
     table: Arc<ArcSwap<ServiceTable>>,
     clock: Arc<dyn Clock>,
     last_error: Mutex<Option<String>>,
@@ -46,11 +48,11 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// Builds the first table from `config`, loaded from `conf_file`.
-    pub fn new(conf_file: PathBuf, config: GatewayConfig, clock: Arc<dyn Clock>) -> Self {
-        let table = build_table(&config, clock.clone(), None);
+    pub fn new(conf_file: PathBuf, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Self {
+        let table = build_table(config, clock.clone(), None);
         Self {
             conf_file,
-            running: config,
+            listeners: (config.listen, config.admin_listen),
             table: Arc::new(ArcSwap::from_pointee(table)),
             clock,
             last_error: Mutex::new(None),
@@ -71,20 +73,17 @@ impl Reloader {
     /// changes; the error is logged, kept for `/status`, and returned.
     pub fn reload(&self) -> Result<(), String> {
         let result = config::load(&self.conf_file).map(|config| {
-            if config.listen != self.running.listen
-                || config.admin_listen != self.running.admin_listen
-            {
+            if (config.listen, config.admin_listen) != self.listeners {
                 warn!("reload: listener addresses changed in the conf; they need a restart");
             }
             let current = self.table.load_full();
             let table = build_table(&config, self.clock.clone(), Some(&current));
             self.table.store(Arc::new(table));
-            let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
             info!(
                 "reloaded {} ({} services, {} backends)",
                 config.services_file.display(),
                 config.services.len(),
-                backends
+                config.backend_count()
             );
         });
         let mut last_error = self

@@ -16,19 +16,18 @@
 //! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504)   |
 //!
 //! Each attempt's outcome is recorded exactly once: failures that lead to a failover in
-//! `fail_to_connect` or `error_while_proxy`, everything else in `logging`. The attempt's [`Permit`](crate::breaker::Permit) lives in
-//! the context, so a request that ends any other way (client gone, task dropped) drops it,
-//! which is neutral and frees a Half-Open probe slot.
+//! `fail_to_connect` or `error_while_proxy`, everything else in `logging`. The attempt's
+//! [`Permit`](crate::breaker::Permit) lives in the context, so a request that ends any other
+//! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
 
 mod reply;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
