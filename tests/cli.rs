@@ -136,12 +136,14 @@ fn daemon_mode_detaches_writes_its_pid_and_serves() {
     let output = run_gateway(&["-d", "-c", conf.to_str().unwrap()]);
     assert!(output.status.success(), "{output:?}");
     let pid_file = dir.path().join("gateway.pid");
-    assert!(wait_until(DEADLINE, || pid_file.exists()), "no pid file");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // The daemon creates the pid file before it writes the number: wait for a whole one.
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    assert!(wait_until(DEADLINE, || read_pid().is_some()), "no pid file");
+    let pid = read_pid().unwrap();
     let served = wait_until(DEADLINE, || {
         try_request(port, "GET", "/v1/proxy/product", &[], b"").is_ok_and(|r| r.status == 200)
     });
