@@ -112,7 +112,7 @@ impl Default for BreakerSettings {
     }
 }
 
-/// The three states of a breaker.
+/// The states of a breaker: the three of the original design, and one for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     /// Requests pass; consecutive failures are counted.
@@ -123,6 +123,26 @@ pub enum BreakerState {
     HalfOpen,
     /// Taken out by an operator: refuses everything until closed by hand.
     ForcedOpen,
+}
+
+impl BreakerState {
+    /// Every state, in the order [`BreakerState::index`] numbers them.
+    pub const ALL: [BreakerState; 4] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+    ];
+
+    /// The state's place in [`BreakerState::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+            BreakerState::ForcedOpen => 3,
+        }
+    }
 }
 
 impl fmt::Display for BreakerState {
@@ -229,6 +249,21 @@ pub struct LastTransition {
     pub ago: Duration,
 }
 
+/// How many times a breaker went from each state to each other, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransitionCounts([[u64; 4]; 4]);
+
+impl TransitionCounts {
+    /// Transitions from `from` to `to`.
+    pub fn get(&self, from: BreakerState, to: BreakerState) -> u64 {
+        self.0[from.index()][to.index()]
+    }
+
+    fn add(&mut self, from: BreakerState, to: BreakerState) {
+        self.0[from.index()][to.index()] += 1;
+    }
+}
+
 /// A transition as the breaker keeps it: with the clock time it happened at.
 #[derive(Debug, Clone, Copy)]
 struct RecordedTransition {
@@ -236,6 +271,13 @@ struct RecordedTransition {
     to: BreakerState,
     reason: TransitionReason,
     at: Duration,
+}
+
+/// What the transition lock guards: the latest transition and the count of every kind.
+#[derive(Debug, Default)]
+struct TransitionHistory {
+    last: Option<RecordedTransition>,
+    counts: TransitionCounts,
 }
 
 /// A point-in-time view of a breaker, for status logs and error bodies.
@@ -279,9 +321,12 @@ pub struct Breaker {
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
+    /// Requests turned away while Open, Forced-Open or Half-Open with the probe out. Only ever
+    /// grows (a manual reset leaves it), so it can be exported as a counter.
+    rejections: AtomicU64,
     /// Serialises transitions of this breaker only (never held on the Closed fast path), and
-    /// keeps the latest one: when it happened, from what, to what, why.
-    transition_lock: Mutex<Option<RecordedTransition>>,
+    /// keeps their history: the latest (when, from what, to what, why) and how many of each.
+    transition_lock: Mutex<TransitionHistory>,
 }
 
 impl fmt::Debug for Breaker {
@@ -319,7 +364,8 @@ impl Breaker {
             consecutive_failures: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            transition_lock: Mutex::new(None),
+            rejections: AtomicU64::new(0),
+            transition_lock: Mutex::new(TransitionHistory::default()),
         }
     }
 
@@ -353,14 +399,29 @@ impl Breaker {
         let word = StateWord(self.word.load(Ordering::Acquire));
         let cooling_down = match word.state() {
             BreakerState::Closed => return Some(Permit::new(self, word.generation(), false)),
-            BreakerState::ForcedOpen => return None,
+            BreakerState::ForcedOpen => return self.refuse(),
             BreakerState::Open => true,
             BreakerState::HalfOpen => word.probe_out(),
         };
         if cooling_down && *now.get_or_insert_with(|| self.clock.now()) < self.next_probe_at() {
-            return None;
+            return self.refuse();
         }
         self.acquire_slow()
+    }
+
+    fn refuse(&self) -> Option<Permit> {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Requests this breaker turned away, since it was created.
+    pub fn rejections(&self) -> u64 {
+        self.rejections.load(Ordering::Relaxed)
+    }
+
+    /// How many transitions of each kind this breaker made, since it was created.
+    pub fn transition_counts(&self) -> TransitionCounts {
+        self.lock().counts
     }
 
     /// The contended part of admission, under the transition lock: the cooldown has passed,
@@ -391,7 +452,10 @@ impl Breaker {
                 self.publish(StateWord::new(BreakerState::HalfOpen, true, generation));
                 Some(Permit::new(self, generation, true))
             }
-            BreakerState::Open | BreakerState::HalfOpen | BreakerState::ForcedOpen => None,
+            BreakerState::Open | BreakerState::HalfOpen | BreakerState::ForcedOpen => {
+                drop(last);
+                self.refuse()
+            }
         }
     }
 
@@ -560,16 +624,17 @@ impl Breaker {
         }
     }
 
-    /// Records the transition as the latest (the caller holds the lock: `last` is its data)
-    /// and tells the observer.
+    /// Records the transition as the latest and counts it (the caller holds the lock:
+    /// `history` is its data), and tells the observer.
     fn notify(
         &self,
-        last: &mut Option<RecordedTransition>,
+        history: &mut TransitionHistory,
         from: BreakerState,
         to: BreakerState,
         reason: TransitionReason,
     ) {
-        *last = Some(RecordedTransition {
+        history.counts.add(from, to);
+        history.last = Some(RecordedTransition {
             from,
             to,
             reason,
@@ -600,7 +665,7 @@ impl Breaker {
 
     /// The latest transition and how long ago it happened, if there was one.
     pub fn last_transition(&self) -> Option<LastTransition> {
-        let recorded = (*self.lock())?;
+        let recorded = self.lock().last?;
         Some(LastTransition {
             from: recorded.from,
             to: recorded.to,
@@ -609,9 +674,9 @@ impl Breaker {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<RecordedTransition>> {
-        // The guarded record is written in one assignment, so a panic elsewhere cannot leave
-        // it half-written: a poisoned lock is safe to use.
+    fn lock(&self) -> MutexGuard<'_, TransitionHistory> {
+        // Nothing that can panic runs between the writes to the guarded history, so a panic
+        // elsewhere cannot leave it half-written: a poisoned lock is safe to use.
         self.transition_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -788,6 +853,36 @@ mod tests {
         assert_eq!(f.breaker.state(), BreakerState::Open);
         assert_eq!(f.recorder.lines(), ["Closed->Open (threshold reached)"]);
         assert!(f.breaker.try_acquire().is_none());
+    }
+
+    #[test]
+    fn rejections_and_transitions_are_counted_and_survive_a_reset() {
+        use BreakerState::*;
+        let f = fixture(1);
+        open(&f);
+        assert!(f.breaker.try_acquire().is_none());
+        assert!(f.breaker.try_acquire().is_none());
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().expect("the probe");
+        assert!(f.breaker.try_acquire().is_none(), "the probe is out");
+        probe.record(Outcome::Failure);
+        f.breaker.apply(ManualAction::Open);
+        assert!(f.breaker.try_acquire().is_none());
+        f.breaker.apply(ManualAction::Reset);
+
+        assert_eq!(f.breaker.rejections(), 4);
+        let counts = f.breaker.transition_counts();
+        assert_eq!(counts.get(Closed, Open), 1);
+        assert_eq!(counts.get(Open, HalfOpen), 1);
+        assert_eq!(counts.get(HalfOpen, Open), 1);
+        assert_eq!(counts.get(Open, ForcedOpen), 1);
+        assert_eq!(counts.get(ForcedOpen, Closed), 1);
+        assert_eq!(counts.get(HalfOpen, Closed), 0);
+        assert_eq!(
+            f.breaker.snapshot().failures,
+            0,
+            "reset zeroes the status counters"
+        );
     }
 
     #[test]

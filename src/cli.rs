@@ -14,9 +14,10 @@ use log::{info, warn};
 use pingora::prelude::{background_service, Opt, Server};
 use pingora_proxy::http_proxy_service_with_name;
 
-use crate::admin;
+use crate::admin::{self, AdminApp};
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
+use crate::metrics::GatewayStats;
 use crate::observability;
 use crate::proxy::GatewayProxy;
 use crate::reload::{ReloadOnHangup, Reloader};
@@ -80,10 +81,12 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         &config,
         Arc::new(MonotonicClock::new()),
     ));
+    let stats = Arc::new(GatewayStats::default());
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
         GatewayProxy::new(
             reloader.table(),
+            stats.clone(),
             config.status_log.then_some(config.log_format),
         ),
         "gateway proxy",
@@ -100,11 +103,8 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
                 config::ADMIN_TOKEN_ENV
             );
         }
-        server.add_service(admin::admin_service(
-            reloader.clone(),
-            admin_listen,
-            config.admin_token.clone(),
-        ));
+        let app = AdminApp::new(reloader.clone(), stats, config.admin_token.clone());
+        server.add_service(admin::admin_service(app, admin_listen));
         info!("admin listening on {admin_listen}");
     }
     server.add_service(background_service(

@@ -18,6 +18,7 @@ pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod json;
+pub mod metrics;
 pub mod observability;
 pub mod proxy;
 pub mod reload;

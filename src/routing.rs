@@ -16,6 +16,7 @@ use pingora_load_balancing::Backend;
 
 use crate::breaker::{Breaker, Clock, TransitionObserver};
 use crate::config::{ServiceConfig, UpstreamTimeouts};
+use crate::metrics::{ServiceStats, UpstreamStats};
 use crate::retry_budget::RetryBudget;
 use crate::selector::RoundRobin;
 
@@ -80,6 +81,8 @@ pub struct Upstream {
     pub authority: String,
     /// The URL's path prefix (may be empty).
     pub path_prefix: String,
+    /// What this service's attempts at this backend came to.
+    pub stats: Arc<UpstreamStats>,
 }
 
 /// A service: its backends, their rotation, and its timeouts.
@@ -95,6 +98,8 @@ pub struct Service {
     pub timeouts: UpstreamTimeouts,
     /// Bounds the service's failovers.
     pub retry_budget: RetryBudget,
+    /// Counts of what happened to the service's requests.
+    pub stats: Arc<ServiceStats>,
 }
 
 /// All services by name.
@@ -106,7 +111,8 @@ pub struct ServiceTable {
 impl ServiceTable {
     /// Builds the table, with one breaker per distinct backend URL. A breaker of `previous`
     /// (the table being replaced by a reload) is kept, state and counters, when its URL stays
-    /// with the same breaker settings; other backends start Closed.
+    /// with the same breaker settings; other backends start Closed. Metrics are kept for every
+    /// service, and (service, backend URL) pair, that stays.
     pub fn build(
         services: &[ServiceConfig],
         clock: Arc<dyn Clock>,
@@ -119,9 +125,11 @@ impl ServiceTable {
             .flat_map(|service| service.selector.breakers())
             .map(|breaker| (breaker.name(), breaker))
             .collect();
+        let previous_service = |name: &str| previous.and_then(|table| table.get(name));
         let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
         let mut table = HashMap::with_capacity(services.len());
         for service in services {
+            let kept_service = previous_service(&service.name);
             let mut upstreams = Vec::with_capacity(service.backends.len());
             let mut rotation = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
@@ -142,6 +150,9 @@ impl ServiceTable {
                     backend: resolved_backend(backend.addr),
                     authority: backend.authority.clone(),
                     path_prefix: backend.path_prefix.clone(),
+                    stats: kept_service
+                        .and_then(|kept| kept.upstreams.iter().find(|u| u.url == backend.url))
+                        .map_or_else(Default::default, |kept| Arc::clone(&kept.stats)),
                 });
             }
             table.insert(
@@ -152,6 +163,7 @@ impl ServiceTable {
                     selector: RoundRobin::new(rotation),
                     timeouts: service.timeouts,
                     retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
+                    stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
                 }),
             );
         }
@@ -256,8 +268,18 @@ mod tests {
             Some(&old),
         );
         let a = new.get("a").unwrap();
+        let old_a = old.get("a").unwrap();
         assert!(Arc::ptr_eq(&a.selector.breakers()[0], &kept), "kept by URL");
         assert!(!Arc::ptr_eq(&a.selector.breakers()[1], &kept));
+        assert!(Arc::ptr_eq(&a.stats, &old_a.stats), "service metrics kept");
+        assert!(Arc::ptr_eq(
+            &a.upstreams[0].stats,
+            &old_a.upstreams[1].stats
+        ));
+        assert!(!Arc::ptr_eq(
+            &a.upstreams[1].stats,
+            &old_a.upstreams[1].stats
+        ));
         // A backend that moved to another service keeps its breaker too.
         let b = new.get("b").unwrap();
         assert_eq!(b.selector.breakers()[0].name(), "http://127.0.0.1:1");
@@ -265,6 +287,10 @@ mod tests {
             &b.selector.breakers()[0],
             &old.get("a").unwrap().selector.breakers()[0]
         ));
+        assert!(
+            !Arc::ptr_eq(&b.upstreams[0].stats, &old_a.upstreams[0].stats),
+            "metrics are per (service, backend)"
+        );
         // Other breaker settings: a fresh breaker.
         let changed = ServiceTable::build(
             &parse("a: {backends: [\"http://127.0.0.1:2\"], failure_threshold: 9}"),

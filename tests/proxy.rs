@@ -517,3 +517,71 @@ fn an_admin_token_guards_everything_but_the_probes() {
     assert_eq!(admin("/status", &[("Authorization", "Bearer nope")]), 401);
     assert_eq!(admin("/status", &[("Authorization", "Bearer t0ken")]), 200);
 }
+
+#[test]
+fn metrics_count_outcomes_breaker_states_and_gateway_answers() {
+    let (a, b, mut dead) = (
+        Mock::start(&[]),
+        Mock::start(&["--status", "500"]),
+        Mock::start(&[]),
+    );
+    dead.stop();
+    let services =
+        services_yaml("product", &[a.url(), b.url()]) + &services_yaml("solo", &[dead.url()]);
+    let gateway = Gateway::start(
+        &services,
+        "  status_log: false\n  defaults: {open_timeout: 1m}\n",
+    );
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| gateway.get("/v1/proxy/product").status)
+        .collect();
+    assert_eq!(statuses, [200, 500, 200, 500, 200, 500]);
+    for _ in 0..2 {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 200, "b is open");
+    }
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/v1/proxy/solo").status, 502);
+    }
+    assert_eq!(gateway.get("/v1/proxy/solo").status, 503);
+    assert_eq!(gateway.get("/v1/proxy/nope").status, 404);
+    assert_eq!(gateway.get("/metrics").status, 404, "not on the proxy port");
+
+    let metrics = request(gateway.admin_port, "GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let (a, b, dead) = (
+        format!(r#"service="product",backend="{}""#, a.url()),
+        format!(r#"service="product",backend="{}""#, b.url()),
+        format!(r#"service="solo",backend="{}""#, dead.url()),
+    );
+    for line in [
+        format!(r#"gateway_upstream_attempts_total{{{a},outcome="success"}} 5"#),
+        format!(r#"gateway_upstream_attempts_total{{{b},outcome="http_5xx"}} 3"#),
+        format!(r#"gateway_upstream_attempts_total{{{b},outcome="success"}} 0"#),
+        format!(r#"gateway_upstream_attempts_total{{{dead},outcome="connect_error"}} 3"#),
+        format!(r#"gateway_upstream_attempt_duration_seconds_bucket{{{a},le="+Inf"}} 5"#),
+        format!("gateway_upstream_attempt_duration_seconds_count{{{b}}} 3"),
+        format!(r#"gateway_breaker_state{{{a},state="closed"}} 1"#),
+        format!(r#"gateway_breaker_state{{{b},state="open"}} 1"#),
+        format!(r#"gateway_breaker_state{{{dead},state="open"}} 1"#),
+        format!(r#"gateway_breaker_transitions_total{{{b},from="closed",to="open"}} 1"#),
+        format!("gateway_breaker_rejections_total{{{b}}} 1"),
+        format!("gateway_breaker_rejections_total{{{dead}}} 1"),
+        format!("gateway_breaker_consecutive_failures{{{a}}} 0"),
+        r#"gateway_service_requests_total{service="product"} 8"#.to_owned(),
+        r#"gateway_service_requests_total{service="solo"} 4"#.to_owned(),
+        r#"gateway_service_all_open_total{service="solo"} 1"#.to_owned(),
+        r#"gateway_service_retries_total{service="product"} 0"#.to_owned(),
+        "gateway_not_found_total 2".to_owned(),
+        "gateway_config_reload_failed 0".to_owned(),
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "no line {line} in\n{}",
+            metrics.body
+        );
+    }
+}

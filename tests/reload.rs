@@ -51,6 +51,25 @@ fn a_reload_keeps_open_breakers_adds_new_backends_and_drops_removed_ones() {
     for _ in 0..4 {
         assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(c.port));
     }
+    let metrics = admin(&gateway, "GET", "/metrics").body;
+    assert!(
+        metrics.contains(&format!(
+            "gateway_breaker_state{{service=\"product\",backend=\"{}\",state=\"open\"}} 1",
+            b.url()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gateway_upstream_attempts_total{{service=\"product\",backend=\"{}\",outcome=\"success\"}} 4",
+            c.url()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&a.url()),
+        "a removed backend's series are gone: {metrics}"
+    );
 }
 
 #[test]

@@ -15,8 +15,9 @@
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
 //! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504)   |
 //!
-//! Each attempt's outcome is recorded exactly once: failures that lead to a failover in
-//! `fail_to_connect` or `error_while_proxy`, everything else in `logging`. The attempt's
+//! Each attempt's outcome is recorded exactly once, in its breaker and its metrics: failures
+//! that lead to a failover in `fail_to_connect` or `error_while_proxy`, everything else in
+//! `logging`. The attempt's
 //! [`Permit`](crate::breaker::Permit) lives in the context, so a request that ends any other
 //! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
 
@@ -36,8 +37,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use reply::ErrorReply;
 
-use crate::breaker::Outcome;
 use crate::config::UpstreamTimeouts;
+use crate::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 use crate::observability::{self, LogFormat};
 use crate::retry_budget::Spend;
 use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
@@ -50,15 +51,21 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct GatewayProxy {
     services: Arc<ArcSwap<ServiceTable>>,
+    stats: Arc<GatewayStats>,
     status_log: Option<LogFormat>,
 }
 
 impl GatewayProxy {
-    /// A proxy over `services`; `status_log` turns the per-request status log on, in that
-    /// format.
-    pub fn new(services: Arc<ArcSwap<ServiceTable>>, status_log: Option<LogFormat>) -> Self {
+    /// A proxy over `services` that counts unroutable requests in `stats`; `status_log` turns
+    /// the per-request status log on, in that format.
+    pub fn new(
+        services: Arc<ArcSwap<ServiceTable>>,
+        stats: Arc<GatewayStats>,
+        status_log: Option<LogFormat>,
+    ) -> Self {
         Self {
             services,
+            stats,
             status_log,
         }
     }
@@ -76,7 +83,7 @@ pub struct RequestContext {
     /// Backends that failed to connect for this request; never picked again.
     tried: Vec<usize>,
     /// The attempt in flight, not yet recorded.
-    attempt: Option<Pick>,
+    attempt: Option<Attempt>,
     /// The backend of the latest attempt, for the status block.
     last_backend: Option<usize>,
     /// The status the latest attempt's backend answered with.
@@ -89,26 +96,47 @@ pub struct RequestContext {
     deadline: Option<Instant>,
 }
 
+/// One attempt at a backend: the pick and when it was made.
+#[derive(Debug)]
+struct Attempt {
+    pick: Pick,
+    started: Instant,
+}
+
+impl Attempt {
+    /// Records how the attempt ended in its backend's breaker and metrics.
+    fn settle(self, service: &Service, outcome: AttemptOutcome) {
+        service.upstreams[self.pick.index]
+            .stats
+            .record(outcome, self.started.elapsed());
+        if let Some(outcome) = outcome.breaker_outcome() {
+            self.pick.permit.record(outcome);
+        }
+    }
+}
+
 impl RequestContext {
-    /// Records the attempt in flight as a failure and marks its backend tried. Returns whether
-    /// the request may fail over: the service has a backend it has not tried yet, and the
-    /// service's retry budget grants one more retry.
-    fn fail_attempt(&mut self, e: &Error) -> bool {
-        let Some(attempt) = self.attempt.take() else {
+    /// Records the attempt in flight as failed with `e` and marks its backend tried; during
+    /// `connecting`, any error but a timeout is a connect error. Returns whether the request
+    /// may fail over: the service has a backend it has not tried yet, and the service's retry
+    /// budget grants one more retry.
+    fn fail_attempt(&mut self, e: &Error, connecting: bool) -> bool {
+        let (Some(attempt), Some(service)) = (self.attempt.take(), &self.service) else {
             return false;
         };
         self.last_failure_timed_out = is_timeout(e);
-        self.tried.push(attempt.index);
-        attempt.permit.record(Outcome::Failure);
-        let Some(service) = &self.service else {
-            return false;
-        };
+        self.tried.push(attempt.pick.index);
+        attempt.settle(service, failure_outcome(e, connecting));
         if self.tried.len() >= service.upstreams.len() {
             return false;
         }
         match service.retry_budget.try_spend(service.selector.requests()) {
-            Spend::Granted => true,
+            Spend::Granted => {
+                service.stats.count(ServiceEvent::Retry);
+                true
+            }
             Spend::NewlyExhausted => {
+                service.stats.count(ServiceEvent::RetryBudgetExhausted);
                 log::warn!(
                     "retry budget of service \"{}\" exhausted: failing requests instead of \
                      retrying them on another backend",
@@ -116,7 +144,10 @@ impl RequestContext {
                 );
                 false
             }
-            Spend::Exhausted => false,
+            Spend::Exhausted => {
+                service.stats.count(ServiceEvent::RetryBudgetExhausted);
+                false
+            }
         }
     }
 }
@@ -153,6 +184,7 @@ impl ProxyHttp for GatewayProxy {
                 Some(service) => {
                     ctx.rest_start = path.len() - route.rest.len();
                     ctx.deadline = Some(Instant::now() + service.timeouts.total);
+                    service.stats.count(ServiceEvent::Request);
                     ctx.service = Some(Arc::clone(service));
                     return Ok(false);
                 }
@@ -161,6 +193,7 @@ impl ProxyHttp for GatewayProxy {
             Err(RouteError::NotAProxyPath) => ErrorReply::not_a_proxy_path(),
             Err(RouteError::MissingService) => ErrorReply::missing_service(),
         };
+        self.stats.count_not_found();
         refusal.send(session).await?;
         Ok(true)
     }
@@ -191,9 +224,9 @@ impl ProxyHttp for GatewayProxy {
         // pooled connection: not the backend's fault, so dropping it is neutral.
         *attempt = None;
         *upstream_status = None;
-        let remaining = deadline.map_or(service.timeouts.total, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        let now = Instant::now();
+        let remaining =
+            deadline.map_or(service.timeouts.total, |d| d.saturating_duration_since(now));
         if remaining.is_zero() {
             *refusal = Some(Refusal::DeadlinePassed);
             return Error::e_explain(HTTPStatus(504), "the total timeout ended");
@@ -204,11 +237,12 @@ impl ProxyHttp for GatewayProxy {
                 let peer =
                     upstream_peer(&service.upstreams[pick.index], &service.timeouts, remaining);
                 *last_backend = Some(pick.index);
-                *attempt = Some(pick);
+                *attempt = Some(Attempt { pick, started: now });
                 Ok(Box::new(peer))
             }
             None if tried.is_empty() => {
                 *refusal = Some(Refusal::AllOpen);
+                service.stats.count(ServiceEvent::AllOpen);
                 Error::e_explain(HTTPStatus(503), "every backend's breaker is open")
             }
             None => {
@@ -227,7 +261,7 @@ impl ProxyHttp for GatewayProxy {
         let (Some(service), Some(attempt)) = (&ctx.service, &ctx.attempt) else {
             return Error::e_explain(InternalError, "no backend chosen for the request");
         };
-        let upstream = &service.upstreams[attempt.index];
+        let upstream = &service.upstreams[attempt.pick.index];
         let original = session.req_header();
         let rest = original.uri.path().get(ctx.rest_start..).unwrap_or("");
         let target =
@@ -287,7 +321,7 @@ impl ProxyHttp for GatewayProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the backend, so any request may go to the next one.
-        let another_backend = ctx.fail_attempt(&e);
+        let another_backend = ctx.fail_attempt(&e, true);
         e.set_retry(another_backend);
         e
     }
@@ -316,7 +350,7 @@ impl ProxyHttp for GatewayProxy {
             && replayable
         {
             // The backend failed before the client saw a byte: safe to replay elsewhere.
-            ctx.fail_attempt(&e)
+            ctx.fail_attempt(&e, false)
         } else {
             false
         };
@@ -370,10 +404,8 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
-        if let Some(attempt) = ctx.attempt.take() {
-            if let Some(outcome) = attempt_outcome(e, ctx.upstream_status) {
-                attempt.permit.record(outcome);
-            }
+        if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
+            attempt.settle(service, attempt_outcome(e, ctx.upstream_status));
         }
         if let Some(format) = self.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
@@ -397,19 +429,31 @@ fn upstream_peer(
     peer
 }
 
-/// What an attempt that got past connecting tells about its backend; `None` is neutral.
+/// How an attempt that got past connecting ended.
 ///
 /// An upstream error (reset, timeout, broken body) or a 5xx is a failure; any other answer is
 /// a success, 4xx included (the backend is alive). A request that ended for the client's
-/// sake before the backend answered (client gone) says nothing about the backend.
-fn attempt_outcome(e: Option<&Error>, upstream_status: Option<u16>) -> Option<Outcome> {
-    if e.is_some_and(|e| *e.esource() == ErrorSource::Upstream) {
-        return Some(Outcome::Failure);
+/// sake before the backend answered (client gone) is cancelled: it says nothing about the
+/// backend.
+fn attempt_outcome(e: Option<&Error>, upstream_status: Option<u16>) -> AttemptOutcome {
+    if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
+        return failure_outcome(e, false);
     }
     match upstream_status {
-        Some(status) if status >= 500 => Some(Outcome::Failure),
-        Some(_) if e.is_none() => Some(Outcome::Success),
-        _ => None,
+        Some(status) if status >= 500 => AttemptOutcome::ServerError,
+        Some(_) if e.is_none() => AttemptOutcome::Success,
+        _ => AttemptOutcome::Cancelled,
+    }
+}
+
+/// The kind of failure `e` is, for an attempt that failed while `connecting` or after.
+fn failure_outcome(e: &Error, connecting: bool) -> AttemptOutcome {
+    if is_timeout(e) {
+        AttemptOutcome::Timeout
+    } else if connecting {
+        AttemptOutcome::ConnectError
+    } else {
+        AttemptOutcome::BrokenResponse
     }
 }
 
@@ -458,28 +502,26 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_breaker_contract() {
+        use AttemptOutcome::*;
         let upstream_reset = error(ConnectionClosed, ErrorSource::Upstream);
         let upstream_timeout = error(ReadTimedout, ErrorSource::Upstream);
         let client_gone = error(WriteError, ErrorSource::Downstream);
-        assert_eq!(attempt_outcome(None, Some(200)), Some(Outcome::Success));
-        assert_eq!(attempt_outcome(None, Some(404)), Some(Outcome::Success));
-        assert_eq!(attempt_outcome(None, Some(500)), Some(Outcome::Failure));
-        assert_eq!(attempt_outcome(None, Some(503)), Some(Outcome::Failure));
-        assert_eq!(
-            attempt_outcome(Some(&upstream_reset), None),
-            Some(Outcome::Failure)
-        );
-        assert_eq!(
-            attempt_outcome(Some(&upstream_timeout), Some(200)),
-            Some(Outcome::Failure)
-        );
-        assert_eq!(attempt_outcome(Some(&client_gone), None), None);
-        assert_eq!(attempt_outcome(Some(&client_gone), Some(200)), None);
-        assert_eq!(
-            attempt_outcome(Some(&client_gone), Some(502)),
-            Some(Outcome::Failure)
-        );
-        assert_eq!(attempt_outcome(None, None), None);
+        assert_eq!(attempt_outcome(None, Some(200)), Success);
+        assert_eq!(attempt_outcome(None, Some(404)), Success);
+        assert_eq!(attempt_outcome(None, Some(500)), ServerError);
+        assert_eq!(attempt_outcome(None, Some(503)), ServerError);
+        assert_eq!(attempt_outcome(Some(&upstream_reset), None), BrokenResponse);
+        assert_eq!(attempt_outcome(Some(&upstream_timeout), Some(200)), Timeout);
+        assert_eq!(attempt_outcome(Some(&client_gone), None), Cancelled);
+        assert_eq!(attempt_outcome(Some(&client_gone), Some(200)), Cancelled);
+        assert_eq!(attempt_outcome(Some(&client_gone), Some(502)), ServerError);
+        assert_eq!(attempt_outcome(None, None), Cancelled);
+
+        let refused = error(ConnectRefused, ErrorSource::Upstream);
+        let connect_timeout = error(ConnectTimedout, ErrorSource::Upstream);
+        assert_eq!(failure_outcome(&refused, true), ConnectError);
+        assert_eq!(failure_outcome(&connect_timeout, true), Timeout);
+        assert_eq!(failure_outcome(&upstream_reset, false), BrokenResponse);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `GET /healthz` | 200 while the process serves                                    |
 //! | `GET /readyz`  | 200 once the config is loaded and the listeners are up          |
 //! | `GET /status`  | JSON: every service and backend: breaker state, counters, last transition |
+//! | `GET /metrics` | the same and more in the Prometheus text format ([`prometheus`])  |
 //! | `POST /backends/{id}/open`  | take the backend out: Forced-Open until closed by hand |
 //! | `POST /backends/{id}/close` | put it back: Closed                                |
 //! | `POST /backends/{id}/reset` | Closed, counters zeroed                            |
@@ -25,6 +26,8 @@
 //! service, and the config was validated before that, so an admin service that answers at all
 //! is running beside a bound proxy listener and a loaded config.
 
+mod prometheus;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
 use crate::json::json_string;
+use crate::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 use crate::reload::Reloader;
 use crate::routing::ServiceTable;
 
@@ -44,17 +48,23 @@ use crate::routing::ServiceTable;
 #[derive(Debug)]
 pub struct AdminApp {
     reloader: Arc<Reloader>,
+    stats: Arc<GatewayStats>,
     token: Option<String>,
 }
 
 impl AdminApp {
-    /// An admin app over the live routing table of `reloader`; with a `token`, every path but
-    /// the probes requires it as a bearer token.
-    pub fn new(reloader: Arc<Reloader>, token: Option<String>) -> Self {
-        Self { reloader, token }
+    /// An admin app over the live routing table of `reloader` and the gateway-wide `stats`;
+    /// with a `token`, every path but the probes requires it as a bearer token.
+    pub fn new(reloader: Arc<Reloader>, stats: Arc<GatewayStats>, token: Option<String>) -> Self {
+        Self {
+            reloader,
+            stats,
+            token,
+        }
     }
 
-    /// The status code and JSON body for `method path`, sent with the `authorization` header.
+    /// The status code and body for `method path`, sent with the `authorization` header: JSON,
+    /// but for a successful `GET /metrics`.
     pub fn answer(
         &self,
         method: &str,
@@ -76,6 +86,14 @@ impl AdminApp {
                 StatusCode::OK,
                 status_json(&self.reloader.current(), self.reloader.last_error()),
             ),
+            ("GET", METRICS_PATH) => (
+                StatusCode::OK,
+                prometheus::metrics_text(
+                    &self.reloader.current(),
+                    &self.stats,
+                    self.reloader.last_error().is_some(),
+                ),
+            ),
             ("POST", "/reload") => match self.reloader.reload() {
                 Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
                 Err(e) => (
@@ -89,7 +107,7 @@ impl AdminApp {
             (method, path) if path.starts_with(BACKENDS_PREFIX) => {
                 self.backend_override(method, path)
             }
-            (_, "/healthz" | "/readyz" | "/status") => (
+            (_, "/healthz" | "/readyz" | "/status" | METRICS_PATH) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method_not_allowed","detail":"use GET"}"#.to_owned(),
             ),
@@ -99,7 +117,7 @@ impl AdminApp {
             ),
             _ => (
                 StatusCode::NOT_FOUND,
-                r#"{"error":"not_found","detail":"admin paths: /healthz, /readyz, /status"}"#
+                r#"{"error":"not_found","detail":"admin paths: /healthz, /readyz, /status, /metrics, /reload, /backends/{id}/open|close|reset"}"#
                     .to_owned(),
             ),
         }
@@ -114,15 +132,20 @@ impl ServeHttp for AdminApp {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        let (status, body) =
-            self.answer(request.method.as_str(), request.uri.path(), authorization);
+        let path = request.uri.path();
+        let (status, body) = self.answer(request.method.as_str(), path, authorization);
+        let content_type = if path == METRICS_PATH && status == StatusCode::OK {
+            PROMETHEUS_CONTENT_TYPE
+        } else {
+            "application/json"
+        };
         let length = body.len();
         let mut response = Response::new(body.into_bytes());
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+            header::HeaderValue::from_static(content_type),
         );
         headers.insert(
             header::CACHE_CONTROL,
@@ -134,6 +157,7 @@ impl ServeHttp for AdminApp {
 }
 
 const BACKENDS_PREFIX: &str = "/backends/";
+const METRICS_PATH: &str = "/metrics";
 
 impl AdminApp {
     /// Whether `authorization` carries the token (always, when there is none to check).
@@ -204,15 +228,8 @@ impl AdminApp {
 }
 
 /// The admin listener as a Pingora service, listening on `listen`.
-pub fn admin_service(
-    reloader: Arc<Reloader>,
-    listen: SocketAddr,
-    token: Option<String>,
-) -> Service<HttpServer<AdminApp>> {
-    let mut service = Service::new(
-        "gateway admin".to_owned(),
-        HttpServer::new_app(AdminApp::new(reloader, token)),
-    );
+pub fn admin_service(app: AdminApp, listen: SocketAddr) -> Service<HttpServer<AdminApp>> {
+    let mut service = Service::new("gateway admin".to_owned(), HttpServer::new_app(app));
     service.add_tcp(&listen.to_string());
     service
 }
@@ -302,7 +319,7 @@ mod tests {
             &config,
             Arc::new(ManualClock::new()),
         );
-        AdminApp::new(Arc::new(reloader), token.map(str::to_owned))
+        AdminApp::new(Arc::new(reloader), Arc::default(), token.map(str::to_owned))
     }
 
     #[test]
@@ -399,6 +416,57 @@ mod tests {
         assert_eq!(
             app.answer("GET", "/backends/127.0.0.1:2/open", None).0,
             StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn metrics_cover_every_backend_with_its_breaker_and_counters() {
+        let app = app();
+        let table = app.reloader.current();
+        let a = table.get("a").unwrap();
+        for _ in 0..3 {
+            a.selector.breakers()[1]
+                .try_acquire()
+                .unwrap()
+                .record(Outcome::Failure);
+        }
+        assert!(a.selector.breakers()[1].try_acquire().is_none());
+        a.upstreams[0].stats.record(
+            crate::metrics::AttemptOutcome::Success,
+            std::time::Duration::from_millis(3),
+        );
+        let (status, body) = app.answer("GET", "/metrics", None);
+        assert_eq!(status, StatusCode::OK);
+        let b1 = r#"service="a",backend="http://127.0.0.1:1""#;
+        let b2 = r#"service="a",backend="http://127.0.0.1:2""#;
+        for line in [
+            "# TYPE gateway_upstream_attempts_total counter".to_owned(),
+            format!(r#"gateway_upstream_attempts_total{{{b1},outcome="success"}} 1"#),
+            format!(r#"gateway_upstream_attempts_total{{{b1},outcome="timeout"}} 0"#),
+            "# TYPE gateway_upstream_attempt_duration_seconds histogram".to_owned(),
+            format!(r#"gateway_upstream_attempt_duration_seconds_bucket{{{b1},le="0.0025"}} 0"#),
+            format!(r#"gateway_upstream_attempt_duration_seconds_bucket{{{b1},le="0.005"}} 1"#),
+            format!(r#"gateway_upstream_attempt_duration_seconds_bucket{{{b1},le="+Inf"}} 1"#),
+            format!("gateway_upstream_attempt_duration_seconds_sum{{{b1}}} 0.003"),
+            format!("gateway_upstream_attempt_duration_seconds_count{{{b1}}} 1"),
+            format!(r#"gateway_breaker_state{{{b1},state="closed"}} 1"#),
+            format!(r#"gateway_breaker_state{{{b2},state="closed"}} 0"#),
+            format!(r#"gateway_breaker_state{{{b2},state="open"}} 1"#),
+            format!("gateway_breaker_rejections_total{{{b2}}} 1"),
+            format!(r#"gateway_breaker_transitions_total{{{b2},from="closed",to="open"}} 1"#),
+            format!(r#"gateway_breaker_transitions_total{{{b1},from="closed",to="open"}} 0"#),
+            r#"gateway_breaker_consecutive_failures{service="b",backend="http://127.0.0.1:3"} 0"#
+                .to_owned(),
+            r#"gateway_service_requests_total{service="a"} 0"#.to_owned(),
+            r#"gateway_service_all_open_total{service="b"} 0"#.to_owned(),
+            "gateway_not_found_total 0".to_owned(),
+            "gateway_config_reload_failed 0".to_owned(),
+        ] {
+            assert!(body.lines().any(|l| l == line), "no line {line} in\n{body}");
+        }
+        assert!(
+            !body.contains(r#"to="forced_open""#),
+            "manual transitions only once they happen"
         );
     }
 

@@ -1,0 +1,285 @@
+//! Metrics: plain atomic counters kept next to what they count, and a writer for the
+//! Prometheus text format that the admin listener renders them with at scrape time.
+//!
+//! Why no `prometheus` registry (`pingora-prometheus` re-exports one): its labelled metrics
+//! look their series up in a locked hash map on every update, and a backend removed by a
+//! reload would have to be unregistered by hand or its series would live on. Here each
+//! (service, backend) pair owns its [`UpstreamStats`] and each service its [`ServiceStats`]
+//! (kept across reloads by name, like the breakers), a request only bumps atomics it already
+//! holds, and a scrape walks the *current* routing table: removed backends' series are gone by
+//! construction, and label values come only from configured names. Pingora 0.9 registers no
+//! metrics of its own, so nothing is missed by not reading its global registry.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::breaker::Outcome;
+
+/// How one attempt at a backend ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The backend answered with a status below 500.
+    Success,
+    /// The connection could not be made (refused, unreachable).
+    ConnectError,
+    /// Connecting or reading timed out.
+    Timeout,
+    /// The backend answered 5xx.
+    ServerError,
+    /// The backend broke the exchange: reset, closed early, invalid response.
+    BrokenResponse,
+    /// The client went away before the backend settled anything: neutral for the breaker.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// Every outcome, in the order they are stored and rendered.
+    pub const ALL: [AttemptOutcome; 6] = [
+        AttemptOutcome::Success,
+        AttemptOutcome::ConnectError,
+        AttemptOutcome::Timeout,
+        AttemptOutcome::ServerError,
+        AttemptOutcome::BrokenResponse,
+        AttemptOutcome::Cancelled,
+    ];
+
+    /// The `outcome` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::ConnectError => "connect_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::ServerError => "http_5xx",
+            AttemptOutcome::BrokenResponse => "broken_response",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// What the breaker makes of it; `None` is neutral.
+    pub fn breaker_outcome(self) -> Option<Outcome> {
+        match self {
+            AttemptOutcome::Success => Some(Outcome::Success),
+            AttemptOutcome::Cancelled => None,
+            _ => Some(Outcome::Failure),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds of the latency histogram's buckets, in microseconds (`+Inf` follows).
+const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Attempts at one backend on behalf of one service: counts by outcome and how long they took.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    attempts: [AtomicU64; AttemptOutcome::ALL.len()],
+    /// Non-cumulative bucket counts; the last one is `+Inf`. Cumulated when rendered.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    latency_sum_micros: AtomicU64,
+}
+
+impl UpstreamStats {
+    /// Counts one attempt that ended with `outcome` after `elapsed` (from the pick to its end).
+    pub fn record(&self, outcome: AttemptOutcome, elapsed: Duration) {
+        self.attempts[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Attempts that ended with `outcome`.
+    pub fn attempts(&self, outcome: AttemptOutcome) -> u64 {
+        self.attempts[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// The latency histogram as Prometheus wants it: cumulative counts per upper bound in
+    /// seconds (`f64::INFINITY` last), and the sum in seconds.
+    pub fn latency(&self) -> (Vec<(f64, u64)>, f64) {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS_MICROS
+            .iter()
+            .map(|&bound| bound as f64 / 1e6)
+            .chain([f64::INFINITY])
+            .zip(&self.latency_buckets)
+            .map(|(bound, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (bound, cumulative)
+            })
+            .collect();
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum)
+    }
+}
+
+/// Things that happen to a service's requests rather than to one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceEvent {
+    /// A request was routed to the service.
+    Request,
+    /// Answered 503 at once because every backend's breaker was open.
+    AllOpen,
+    /// Failed over to another backend.
+    Retry,
+    /// Not failed over because the retry budget was spent.
+    RetryBudgetExhausted,
+}
+
+impl ServiceEvent {
+    /// Every event, in the order they are stored.
+    pub const ALL: [ServiceEvent; 4] = [
+        ServiceEvent::Request,
+        ServiceEvent::AllOpen,
+        ServiceEvent::Retry,
+        ServiceEvent::RetryBudgetExhausted,
+    ];
+}
+
+/// Counts of [`ServiceEvent`]s for one service.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    events: [AtomicU64; ServiceEvent::ALL.len()],
+}
+
+impl ServiceStats {
+    /// Counts one `event`.
+    pub fn count(&self, event: ServiceEvent) {
+        self.events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times `event` happened.
+    pub fn get(&self, event: ServiceEvent) -> u64 {
+        self.events[event as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Counts for requests that never reach a service.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    not_found: AtomicU64,
+}
+
+impl GatewayStats {
+    /// Counts a request answered 404: not a proxy path, or an unknown service.
+    pub fn count_not_found(&self) {
+        self.not_found.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered 404.
+    pub fn not_found(&self) -> u64 {
+        self.not_found.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes the Prometheus text exposition format (version 0.0.4): one `# HELP` and `# TYPE`
+/// per family, then its samples.
+#[derive(Debug, Default)]
+pub struct PrometheusText {
+    out: String,
+}
+
+/// The `Content-Type` of [`PrometheusText`].
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl PrometheusText {
+    /// Starts a family: `kind` is `counter`, `gauge` or `histogram`.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample; label values are escaped as the format requires.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(label);
+                self.out.push_str("=\"");
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        if value == f64::INFINITY {
+            self.out.push_str(" +Inf\n");
+        } else {
+            let _ = writeln!(self.out, " {value}");
+        }
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_land_in_their_outcome_and_latency_bucket() {
+        let stats = UpstreamStats::default();
+        stats.record(AttemptOutcome::Success, Duration::from_micros(400));
+        stats.record(AttemptOutcome::Success, Duration::from_micros(500));
+        stats.record(AttemptOutcome::Timeout, Duration::from_millis(30));
+        stats.record(AttemptOutcome::ServerError, Duration::from_secs(60));
+        assert_eq!(stats.attempts(AttemptOutcome::Success), 2);
+        assert_eq!(stats.attempts(AttemptOutcome::Timeout), 1);
+        assert_eq!(stats.attempts(AttemptOutcome::ConnectError), 0);
+        let (buckets, sum) = stats.latency();
+        assert_eq!(buckets.len(), LATENCY_BUCKETS_MICROS.len() + 1);
+        assert_eq!(buckets[0], (0.0005, 2), "500 µs is in the 0.5 ms bucket");
+        assert_eq!(buckets[5], (0.025, 2));
+        assert_eq!(buckets[6], (0.05, 3));
+        assert_eq!(buckets[13], (10.0, 3));
+        assert_eq!(buckets[14], (f64::INFINITY, 4));
+        assert!((sum - 60.0309).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn only_success_and_failures_reach_the_breaker() {
+        for outcome in AttemptOutcome::ALL {
+            let expected = match outcome {
+                AttemptOutcome::Success => Some(Outcome::Success),
+                AttemptOutcome::Cancelled => None,
+                _ => Some(Outcome::Failure),
+            };
+            assert_eq!(outcome.breaker_outcome(), expected, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn text_format_escapes_label_values() {
+        let mut text = PrometheusText::default();
+        text.family("x_total", "counter", "Things.");
+        text.sample("x_total", &[("a", "q\"b\\s\nn"), ("b", "ok")], 3.0);
+        text.sample("x_total", &[], f64::INFINITY);
+        text.sample("x_total", &[], 0.25);
+        assert_eq!(
+            text.finish(),
+            "# HELP x_total Things.\n# TYPE x_total counter\n\
+             x_total{a=\"q\\\"b\\\\s\\nn\",b=\"ok\"} 3\nx_total +Inf\nx_total 0.25\n"
+        );
+    }
+}
