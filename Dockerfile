@@ -21,6 +21,7 @@ RUN useradd --system --uid 10001 --no-create-home gateway
 COPY --from=build /src/target/release/gateway /src/target/release/mock-backend /usr/local/bin/
 COPY conf/ /etc/gateway/
 USER gateway
-EXPOSE 8080
+# The proxy; and the admin listener, once a conf binds it off loopback (see compose.yaml).
+EXPOSE 8080 9091
 # Exec form: the gateway is PID 1 and receives SIGTERM itself (it drains for grace_period_seconds).
 ENTRYPOINT ["/usr/local/bin/gateway", "-c", "/etc/gateway/gateway.yaml"]
