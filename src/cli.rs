@@ -19,7 +19,7 @@ use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
 use crate::metrics::GatewayStats;
 use crate::observability;
-use crate::proxy::GatewayProxy;
+use crate::proxy::{GatewayProxy, ProxySettings};
 use crate::reload::{ReloadOnHangup, Reloader};
 
 /// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
@@ -87,7 +87,11 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         GatewayProxy::new(
             reloader.table(),
             stats.clone(),
-            config.status_log.then_some(config.log_format),
+            ProxySettings {
+                status_log: config.status_log.then_some(config.log_format),
+                trust_forwarded_for: config.trust_forwarded_for,
+                header_limits: config.header_limits,
+            },
         ),
         "gateway proxy",
     );

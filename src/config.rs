@@ -22,6 +22,7 @@
 //!   connect_timeout: 500ms
 //!   read_timeout: 5s
 //!   total_timeout: 20s
+//!   max_body_size: 1MiB          # larger request bodies get 413
 //! ```
 //!
 //! Host names are resolved here, once, to a single address (the first IPv4 one if there is
@@ -51,6 +52,12 @@ pub const ADMIN_TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
 pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
 /// The longest service name accepted.
 pub const MAX_SERVICE_NAME_LEN: usize = 64;
+/// Request header fields accepted when the conf does not say (Pingora's own limit is 256).
+pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
+/// Bytes of request head (request line and header fields) accepted when the conf does not say.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Request body bytes accepted when neither the service nor the defaults say.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Everything the gateway needs beyond Pingora's own server conf.
 #[derive(Debug, Clone)]
@@ -68,6 +75,11 @@ pub struct GatewayConfig {
     pub log_format: LogFormat,
     /// The services file that was loaded.
     pub services_file: PathBuf,
+    /// Whether an incoming `X-Forwarded-For` chain is kept (the peer appended) rather than
+    /// replaced by the peer address.
+    pub trust_forwarded_for: bool,
+    /// Limits on request heads.
+    pub header_limits: HeaderLimits,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -105,6 +117,36 @@ pub struct ServiceConfig {
     pub timeouts: UpstreamTimeouts,
     /// How many failovers the service may make.
     pub retry_budget: RetryBudgetSettings,
+    /// The largest request body the service accepts.
+    pub max_body: BodyLimit,
+}
+
+/// The largest request body a service accepts, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub u64);
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self(DEFAULT_MAX_BODY_BYTES)
+    }
+}
+
+/// Limits on a request's head, checked before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// Header fields.
+    pub max_count: usize,
+    /// Bytes of request line and header fields together.
+    pub max_bytes: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self {
+            max_count: DEFAULT_MAX_HEADER_COUNT,
+            max_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
 }
 
 /// Per-attempt timeouts towards a backend.
@@ -151,6 +193,8 @@ pub struct ServiceDefaults {
     pub timeouts: UpstreamTimeouts,
     /// Retry budget.
     pub retry_budget: RetryBudgetSettings,
+    /// Request body limit.
+    pub max_body: BodyLimit,
 }
 
 /// A configuration problem, naming the file, the service if any, and what is wrong.
@@ -248,6 +292,24 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         }
     };
 
+    let header_limits = HeaderLimits {
+        max_count: section.max_header_count.unwrap_or(DEFAULT_MAX_HEADER_COUNT),
+        max_bytes: section
+            .max_header_size
+            .map_or(Ok(DEFAULT_MAX_HEADER_BYTES), |ConfigSize(n)| {
+                usize::try_from(n)
+            })
+            .unwrap_or(usize::MAX),
+    };
+    if header_limits.max_count == 0 || header_limits.max_bytes < 64 {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.max_header_count must be at least 1 and gateway.max_header_size at least \
+             64 bytes",
+        ));
+    }
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -271,6 +333,8 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
         status_log: section.status_log.unwrap_or(true),
         log_format,
         services_file,
+        trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
+        header_limits,
         services,
     })
 }
@@ -391,6 +455,7 @@ fn parse_service(
         breaker: settings.breaker,
         timeouts: settings.timeouts,
         retry_budget: settings.retry_budget,
+        max_body: settings.max_body,
     })
 }
 
@@ -519,6 +584,9 @@ struct RawGatewaySection {
     log_format: Option<String>,
     services: Option<PathBuf>,
     status_log: Option<bool>,
+    trust_forwarded_for: Option<bool>,
+    max_header_count: Option<usize>,
+    max_header_size: Option<ConfigSize>,
     defaults: Option<RawOverrides>,
 }
 
@@ -535,6 +603,7 @@ struct RawOverrides {
     connect_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
     total_timeout: Option<ConfigDuration>,
+    max_body_size: Option<ConfigSize>,
 }
 
 impl RawOverrides {
@@ -557,6 +626,9 @@ impl RawOverrides {
         }
         if let Some(per_second) = self.retry_budget_min_per_second {
             out.retry_budget.min_per_second = per_second;
+        }
+        if let Some(ConfigSize(bytes)) = self.max_body_size {
+            out.max_body = BodyLimit(bytes);
         }
         if let Some(ConfigDuration(max)) = self.open_timeout_max {
             out.breaker.open_timeout_max = Some(max);
@@ -627,6 +699,56 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         deserializer.deserialize_any(DurationVisitor)
     }
+}
+
+/// A size in bytes: a whole number, or one with a unit: `512KiB`, `10MiB`, `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConfigSize(u64);
+
+impl<'de> Deserialize<'de> for ConfigSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ConfigSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, like 65536, \"64KiB\" or \"10MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ConfigSize, E> {
+                parse_size(text).map(ConfigSize).ok_or_else(|| {
+                    E::custom(format!(
+                        "\"{text}\" is not a size like 65536, \"64KiB\" or \"10MiB\""
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ConfigSize, E> {
+                Ok(ConfigSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ConfigSize, E> {
+                Err(E::custom(format!("`{n}` is not a size in bytes")))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<ConfigSize, E> {
+                Err(E::custom(format!("`{n}` is not a whole number of bytes")))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// Parses a whole number, optionally followed by `KiB`, `MiB` or `GiB`.
+fn parse_size(text: &str) -> Option<u64> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 /// Parses a whole number followed by `ms`, `s` or `m`.

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod observability;
 pub mod proxy;
 pub mod reload;
+pub mod request_checks;
 pub mod retry_budget;
 pub mod routing;
 pub mod selector;

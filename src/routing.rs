@@ -15,7 +15,7 @@ use std::sync::Arc;
 use pingora_load_balancing::Backend;
 
 use crate::breaker::{Breaker, Clock, TransitionObserver};
-use crate::config::{ServiceConfig, UpstreamTimeouts};
+use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts};
 use crate::metrics::{ServiceStats, UpstreamStats};
 use crate::retry_budget::RetryBudget;
 use crate::selector::RoundRobin;
@@ -100,6 +100,8 @@ pub struct Service {
     pub retry_budget: RetryBudget,
     /// Counts of what happened to the service's requests.
     pub stats: Arc<ServiceStats>,
+    /// The largest request body it accepts.
+    pub max_body: BodyLimit,
 }
 
 /// All services by name.
@@ -164,6 +166,7 @@ impl ServiceTable {
                     timeouts: service.timeouts,
                     retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
                     stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
+                    max_body: service.max_body,
                 }),
             );
         }

@@ -312,6 +312,8 @@ mod tests {
             status_log: false,
             log_format: LogFormat::Text,
             services_file: "s.yaml".into(),
+            trust_forwarded_for: false,
+            header_limits: Default::default(),
             services,
         };
         let reloader = Reloader::new(

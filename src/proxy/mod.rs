@@ -5,15 +5,17 @@
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
-//! | `request_filter`            | routes `/v1/proxy/{service}`; 404 JSON for anything else   |
+//! | `request_filter`            | strict head checks (400, 431); routes `/v1/proxy/{service}` (404); body limit by `Content-Length` (413) |
+//! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
-//! | `upstream_request_filter`   | rewrites the path, `Host` and `X-Forwarded-*`              |
+//! | `upstream_request_filter`   | rewrites the path, `Host`, `X-Forwarded-*`, `X-Request-Id` |
 //! | `upstream_response_filter`  | remembers the backend's status                             |
 //! | `upstream_response_body_filter` | cuts a body still streaming when the total timeout ends |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
-//! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504)   |
+//! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504, 413) |
+//! | `request_summary`           | names the request id in Pingora's error log lines          |
 //!
 //! Each attempt's outcome is recorded exactly once, in its breaker and its metrics: failures
 //! that lead to a failover in `fail_to_connect` or `error_while_proxy`, everything else in
@@ -22,6 +24,7 @@
 //! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
 
 mod reply;
+mod request_id;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,10 +39,12 @@ use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use reply::ErrorReply;
+pub use request_id::RequestId;
 
-use crate::config::UpstreamTimeouts;
+use crate::config::{HeaderLimits, UpstreamTimeouts};
 use crate::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 use crate::observability::{self, LogFormat};
+use crate::request_checks::{self, HeadRejection};
 use crate::retry_budget::Spend;
 use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
@@ -52,28 +57,97 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 pub struct GatewayProxy {
     services: Arc<ArcSwap<ServiceTable>>,
     stats: Arc<GatewayStats>,
-    status_log: Option<LogFormat>,
+    settings: ProxySettings,
+}
+
+/// How the proxy treats requests, beyond what each service says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxySettings {
+    /// Log the status block of the serving backend after each request, in this format.
+    pub status_log: Option<LogFormat>,
+    /// Keep an incoming `X-Forwarded-For` chain (and append the peer) instead of replacing it.
+    pub trust_forwarded_for: bool,
+    /// Limits on request heads.
+    pub header_limits: HeaderLimits,
 }
 
 impl GatewayProxy {
-    /// A proxy over `services` that counts unroutable requests in `stats`; `status_log` turns
-    /// the per-request status log on, in that format.
+    /// A proxy over `services` that counts unroutable requests in `stats`.
     pub fn new(
         services: Arc<ArcSwap<ServiceTable>>,
         stats: Arc<GatewayStats>,
-        status_log: Option<LogFormat>,
+        settings: ProxySettings,
     ) -> Self {
         Self {
             services,
             stats,
-            status_log,
+            settings,
         }
+    }
+
+    /// Checks the request head and routes it: on success the context holds the service; else
+    /// the reply to send. Counts what it refuses.
+    fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> std::result::Result<(), ErrorReply> {
+        let request = session.req_header();
+        if let Some(h1) = session.as_downstream().as_http1() {
+            request_checks::check_head(
+                &h1.get_headers_raw_bytes(),
+                request.headers.len(),
+                &self.settings.header_limits,
+            )
+            .map_err(|rejection| match rejection {
+                HeadRejection::Ambiguous(detail) => ErrorReply::ambiguous_request(detail),
+                HeadRejection::TooLarge(detail) => ErrorReply::header_too_large(detail),
+            })?;
+        }
+        let path = request.uri.path();
+        // One load per request: the request keeps its service even if a reload swaps the table.
+        let services = self.services.load();
+        let (service, route) = match routing::parse_proxy_path(path) {
+            Ok(route) => match services.get(route.service) {
+                Some(service) => (service, route),
+                None => {
+                    self.stats.count_not_found();
+                    return Err(ErrorReply::unknown_service(route.service));
+                }
+            },
+            Err(e) => {
+                self.stats.count_not_found();
+                return Err(match e {
+                    RouteError::NotAProxyPath => ErrorReply::not_a_proxy_path(),
+                    RouteError::MissingService => ErrorReply::missing_service(),
+                });
+            }
+        };
+        let declared_length = request
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > service.max_body.0) {
+            return Err(ErrorReply::body_too_large(service.max_body.0));
+        }
+        service.stats.count(ServiceEvent::Request);
+        ctx.rest_start = path.len() - route.rest.len();
+        ctx.deadline = Some(Instant::now() + service.timeouts.total);
+        ctx.service = Some(Arc::clone(service));
+        Ok(())
     }
 }
 
 /// Everything one request carries from hook to hook.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestContext {
+    /// Names the request in error replies, logs and towards the backend.
+    request_id: RequestId,
+    /// Request body bytes seen so far.
+    body_bytes: u64,
+    /// Whether the request body went over the service's limit.
+    body_too_large: bool,
     /// The routed service.
     service: Option<Arc<Service>>,
     /// Where the forwarded rest of the path starts in the request path.
@@ -116,6 +190,24 @@ impl Attempt {
 }
 
 impl RequestContext {
+    fn new() -> Self {
+        Self {
+            request_id: RequestId::next(),
+            body_bytes: 0,
+            body_too_large: false,
+            service: None,
+            rest_start: 0,
+            ticket: None,
+            tried: Vec::new(),
+            attempt: None,
+            last_backend: None,
+            upstream_status: None,
+            last_failure_timed_out: false,
+            refusal: None,
+            deadline: None,
+        }
+    }
+
     /// Records the attempt in flight as failed with `e` and marks its backend tried; during
     /// `connecting`, any error but a timeout is a connect error. Returns whether the request
     /// may fail over: the service has a backend it has not tried yet, and the service's retry
@@ -168,7 +260,7 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> RequestContext {
-        RequestContext::default()
+        RequestContext::new()
     }
 
     async fn request_filter(
@@ -176,26 +268,30 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        let path = session.req_header().uri.path();
-        // One load per request: the request keeps its service even if a reload swaps the table.
-        let services = self.services.load();
-        let refusal = match routing::parse_proxy_path(path) {
-            Ok(route) => match services.get(route.service) {
-                Some(service) => {
-                    ctx.rest_start = path.len() - route.rest.len();
-                    ctx.deadline = Some(Instant::now() + service.timeouts.total);
-                    service.stats.count(ServiceEvent::Request);
-                    ctx.service = Some(Arc::clone(service));
-                    return Ok(false);
-                }
-                None => ErrorReply::unknown_service(route.service),
-            },
-            Err(RouteError::NotAProxyPath) => ErrorReply::not_a_proxy_path(),
-            Err(RouteError::MissingService) => ErrorReply::missing_service(),
+        let reply = match self.route(session, ctx) {
+            Ok(()) => return Ok(false),
+            Err(reply) => reply,
         };
-        self.stats.count_not_found();
-        refusal.send(session).await?;
+        reply.send(session, ctx.request_id).await?;
         Ok(true)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let (Some(chunk), Some(service)) = (body.as_ref(), &ctx.service) else {
+            return Ok(());
+        };
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > service.max_body.0 {
+            ctx.body_too_large = true;
+            return Error::e_explain(HTTPStatus(413), "the request body is over the limit");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -274,14 +370,24 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip().to_string());
 
+        let forwarded_for = match (client_ip, original.headers.get("x-forwarded-for")) {
+            (Some(ip), Some(chain)) if self.settings.trust_forwarded_for => chain
+                .to_str()
+                .ok()
+                .map(|chain| format!("{chain}, {ip}"))
+                .or(Some(ip)),
+            (ip, _) => ip,
+        };
+
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, upstream.authority.as_str())?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.to_string())?;
         match forwarded_host {
             Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
             None => drop(upstream_request.remove_header("x-forwarded-host")),
         }
-        match client_ip {
-            Some(ip) => upstream_request.insert_header("x-forwarded-for", ip)?,
+        match forwarded_for {
+            Some(chain) => upstream_request.insert_header("x-forwarded-for", chain)?,
             None => drop(upstream_request.remove_header("x-forwarded-for")),
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
@@ -368,7 +474,7 @@ impl ProxyHttp for GatewayProxy {
         let error_code = reply.as_ref().map_or(0, |r| r.status);
         if let Some(reply) = reply {
             if session.response_written().is_none() {
-                if let Err(write_error) = reply.send(session).await {
+                if let Err(write_error) = reply.send(session, ctx.request_id).await {
                     log::debug!("could not send the error response: {write_error}");
                 }
             }
@@ -403,11 +509,19 @@ impl ProxyHttp for GatewayProxy {
         client_gone
     }
 
+    fn request_summary(&self, session: &Session, ctx: &RequestContext) -> String {
+        format!(
+            "{}, request id {}",
+            session.as_ref().request_summary(),
+            ctx.request_id
+        )
+    }
+
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
         if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
             attempt.settle(service, attempt_outcome(e, ctx.upstream_status));
         }
-        if let Some(format) = self.status_log {
+        if let Some(format) = self.settings.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
                 observability::log_status(&service.selector.breakers()[index], format);
             }
@@ -465,6 +579,9 @@ fn is_timeout(e: &Error) -> bool {
 fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     let service = ctx.service.as_deref();
     let service_name = service.map_or("", |s| s.name.as_str());
+    if let (true, Some(service)) = (ctx.body_too_large, service) {
+        return Some(ErrorReply::body_too_large(service.max_body.0));
+    }
     match (ctx.refusal, service) {
         (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
         (Some(Refusal::DeadlinePassed), _) => {
@@ -526,7 +643,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_statuses() {
-        let ctx = RequestContext::default();
+        let ctx = RequestContext::new();
         let status = |etype, source| error_reply(&error(etype, source), &ctx).map(|r| r.status);
         assert_eq!(status(ConnectRefused, ErrorSource::Upstream), Some(502));
         assert_eq!(status(ConnectTimedout, ErrorSource::Upstream), Some(504));
@@ -543,7 +660,7 @@ mod tests {
         let timed_out = RequestContext {
             refusal: Some(Refusal::NoBackendLeft),
             last_failure_timed_out: true,
-            ..RequestContext::default()
+            ..RequestContext::new()
         };
         let e = error(HTTPStatus(502), ErrorSource::Unset);
         assert_eq!(error_reply(&e, &timed_out).map(|r| r.status), Some(504));

@@ -1,5 +1,7 @@
 //! Responses the gateway makes up itself: every one is a small JSON object,
-//! `{"error": "<code>", "detail": "<sentence>"}`, plus fields specific to the error.
+//! `{"error": "<code>", "detail": "<sentence>"}`, plus fields specific to the error, with the
+//! request's id in `X-Request-Id`. None names a backend's address or an internal detail: the
+//! logs have those, under the same request id.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,8 +12,14 @@ use pingora::http::ResponseHeader;
 use pingora::Result;
 use pingora_proxy::Session;
 
+use crate::config::is_service_name_byte;
 use crate::json::json_string;
 use crate::routing::Service;
+
+use super::RequestId;
+
+/// The longest client-sent service name echoed in a 404's detail.
+const MAX_ECHOED_NAME: usize = 64;
 
 /// A gateway-generated response: status, JSON body and optional `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,29 +63,50 @@ impl ErrorReply {
         )
     }
 
-    /// 404: no service has this name.
+    /// 404: no service has this name. The name is echoed only when it could be a service
+    /// name at all: short, and of URL-safe characters.
     pub fn unknown_service(name: &str) -> Self {
+        let detail = if name.len() <= MAX_ECHOED_NAME && name.bytes().all(is_service_name_byte) {
+            format!("no service named \"{name}\" is configured")
+        } else {
+            "the path names no configured service".to_owned()
+        };
+        Self::new(404, "unknown_service", &detail)
+    }
+
+    /// 400: the request's framing could be read two ways (see `request_checks`).
+    pub fn ambiguous_request(detail: &str) -> Self {
+        Self::new(400, "bad_request", detail)
+    }
+
+    /// 431: the request head is over the configured limits.
+    pub fn header_too_large(detail: &str) -> Self {
+        Self::new(431, "request_header_fields_too_large", detail)
+    }
+
+    /// 413: the request body is over the service's limit of `limit` bytes.
+    pub fn body_too_large(limit: u64) -> Self {
         Self::new(
-            404,
-            "unknown_service",
-            &format!("no service named \"{name}\" is configured"),
+            413,
+            "payload_too_large",
+            &format!("the request body is over this service's limit of {limit} bytes"),
         )
     }
 
     /// 503: every backend of the service is Open (or Half-Open with its probe out).
-    /// The body lists each backend's state; `Retry-After` is the wait, rounded up, until the
-    /// first backend admits a request again (at least 1 s).
+    /// The body lists each backend's state by its place in the service's list (never its
+    /// address); `Retry-After` is the wait, rounded up, until the first backend admits a
+    /// request again (at least 1 s).
     pub fn all_open(service: &Service) -> Self {
         let mut backends = String::new();
-        for (upstream, breaker) in service.upstreams.iter().zip(service.selector.breakers()) {
+        for (index, breaker) in service.selector.breakers().iter().enumerate() {
             let snapshot = breaker.snapshot();
             if !backends.is_empty() {
                 backends.push(',');
             }
             let _ = write!(
                 backends,
-                "{{\"url\":{},\"state\":{},\"retry_in_ms\":{}}}",
-                json_string(&upstream.url),
+                "{{\"index\":{index},\"state\":{},\"retry_in_ms\":{}}}",
                 json_string(&snapshot.state.to_string()),
                 snapshot.retry_in.as_millis()
             );
@@ -132,10 +161,11 @@ impl ErrorReply {
         Self::new(status, &code, reason)
     }
 
-    /// Writes the reply to the client.
-    pub async fn send(self, session: &mut Session) -> Result<()> {
-        let mut header = ResponseHeader::build(self.status, Some(4))?;
+    /// Writes the reply to the client, naming the request by `request_id`.
+    pub async fn send(self, session: &mut Session, request_id: RequestId) -> Result<()> {
+        let mut header = ResponseHeader::build(self.status, Some(5))?;
         header.insert_header(header::CONTENT_TYPE, "application/json")?;
+        header.insert_header("x-request-id", request_id.to_string())?;
         header.insert_header(header::CONTENT_LENGTH, self.body.len())?;
         header.insert_header(header::CACHE_CONTROL, "no-store")?;
         if let Some(secs) = self.retry_after_secs {
@@ -169,13 +199,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_service_names_are_escaped_in_the_body() {
-        let reply = ErrorReply::unknown_service("x\"y");
+    fn unknown_service_names_are_echoed_only_when_plausible() {
+        let reply = ErrorReply::unknown_service("cart-2");
         assert_eq!(reply.status, 404);
         assert_eq!(
             reply.body,
-            "{\"error\":\"unknown_service\",\"detail\":\"no service named \\\"x\\\"y\\\" is configured\"}"
+            "{\"error\":\"unknown_service\",\"detail\":\"no service named \\\"cart-2\\\" is configured\"}"
         );
+        for hostile in ["x\"y", "a\u{1}b", "%2e%2e", &"a".repeat(65)] {
+            assert_eq!(
+                ErrorReply::unknown_service(hostile).body,
+                "{\"error\":\"unknown_service\",\"detail\":\"the path names no configured service\"}",
+                "{hostile}"
+            );
+        }
     }
 
     #[test]
