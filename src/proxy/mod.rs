@@ -272,6 +272,9 @@ impl ProxyHttp for GatewayProxy {
             Ok(()) => return Ok(false),
             Err(reply) => reply,
         };
+        if reply.closes_connection() {
+            session.set_keepalive(None);
+        }
         reply.send(session, ctx.request_id).await?;
         Ok(true)
     }
@@ -474,6 +477,8 @@ impl ProxyHttp for GatewayProxy {
         let error_code = reply.as_ref().map_or(0, |r| r.status);
         if let Some(reply) = reply {
             if session.response_written().is_none() {
+                // The connection closes after an error (below): say so in the reply.
+                session.set_keepalive(None);
                 if let Err(write_error) = reply.send(session, ctx.request_id).await {
                     log::debug!("could not send the error response: {write_error}");
                 }

@@ -161,6 +161,12 @@ impl ErrorReply {
         Self::new(status, &code, reason)
     }
 
+    /// Whether the connection must close after this reply: the request's framing was not
+    /// trusted, or its body was not read.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self.status, 400 | 413 | 431)
+    }
+
     /// Writes the reply to the client, naming the request by `request_id`.
     pub async fn send(self, session: &mut Session, request_id: RequestId) -> Result<()> {
         let mut header = ResponseHeader::build(self.status, Some(5))?;

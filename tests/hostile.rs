@@ -1,0 +1,382 @@
+//! Hostile input, over raw TCP sockets (no HTTP client that would fix the request first).
+//!
+//! Each case asserts the status, that the connection is closed after a rejection, and that a
+//! listener outside every service (`outside`) was never connected to. Requests that must not be
+//! forwarded at all go to service `guarded`, whose only backend is another counting listener.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A listener that counts the connections made to it and never answers.
+struct Sentinel {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Sentinel {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().map_while(Result::ok) {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Sentinel { port, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The gateway under test: `product` over a real mock, `guarded` over a sentinel (with a 1 KiB
+/// body limit), and a sentinel outside every service.
+struct Setup {
+    gateway: Gateway,
+    product: Mock,
+    guarded: Sentinel,
+    outside: Sentinel,
+}
+
+fn setup(gateway_extra: &str) -> Setup {
+    let product = Mock::start(&[]);
+    let (guarded, outside) = (Sentinel::start(), Sentinel::start());
+    let services = format!(
+        "{}guarded:\n  backends: [\"{}\"]\n  max_body_size: 1KiB\n  read_timeout: 200ms\n",
+        services_yaml("product", &[product.url()]),
+        guarded.url()
+    );
+    let gateway = Gateway::start(&services, &format!("  status_log: false\n{gateway_extra}"));
+    Setup {
+        gateway,
+        product,
+        guarded,
+        outside,
+    }
+}
+
+/// What came back for raw bytes sent on one connection.
+#[derive(Debug)]
+struct Exchange {
+    response: Option<Response>,
+    /// The gateway closed the connection (rather than keeping it for another request).
+    closed: bool,
+}
+
+/// Sends `raw`, then reads until the gateway closes the connection or stays quiet for 1 s.
+fn exchange(port: u16, raw: &[u8]) -> Exchange {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    stream.write_all(raw).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    Exchange {
+        response: parse_response(&received).ok(),
+        closed,
+    }
+}
+
+impl Setup {
+    fn send(&self, raw: &str) -> Exchange {
+        exchange(self.gateway.port, raw.as_bytes())
+    }
+
+    /// Asserts that the raw request was answered `status` with the gateway's JSON error body
+    /// and a request id, and the connection closed.
+    fn assert_rejected_with_json(&self, raw: &str, status: u16, error: &str) {
+        let exchange = self.send(raw);
+        let response = exchange
+            .response
+            .unwrap_or_else(|| panic!("no response to {raw:?}"));
+        assert_eq!(response.status, status, "{raw:?}: {response:?}");
+        assert!(
+            response
+                .body
+                .starts_with(&format!("{{\"error\":\"{error}\",\"detail\":")),
+            "{raw:?}: {response:?}"
+        );
+        assert_request_id(&response);
+        assert!(exchange.closed, "{raw:?}: the connection stays open");
+    }
+
+    /// Asserts that nothing reached a backend outside the services, nor `guarded`'s.
+    fn assert_nothing_forwarded(&self) {
+        assert_eq!(
+            self.outside.connections(),
+            0,
+            "a backend outside every service was reached"
+        );
+        assert_eq!(
+            self.guarded.connections(),
+            0,
+            "a rejected request was forwarded"
+        );
+    }
+}
+
+fn assert_request_id(response: &Response) {
+    let id = response.header("x-request-id").unwrap_or_default();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "request id {id:?} in {response:?}"
+    );
+}
+
+#[test]
+fn no_request_reaches_a_backend_outside_the_named_service() {
+    let s = setup("");
+    let outside = format!("127.0.0.1:{}", s.outside.port);
+    // Absolute-form targets: routed by their path only.
+    let r = s.send(&format!(
+        "GET http://{outside}/ HTTP/1.1\r\nHost: {outside}\r\n\r\n"
+    ));
+    assert_eq!(r.response.map(|r| r.status), Some(404));
+    let r = s.send(&format!(
+        "GET http://{outside}/v1/proxy/product HTTP/1.1\r\nHost: {outside}\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(
+        r.response.as_ref().and_then(|r| r.served_by()),
+        Some(s.product.port),
+        "absolute-form with a proxy path goes to the service's backend: {r:?}"
+    );
+    // CONNECT is refused (by Pingora, before any hook: 405 without a body).
+    let r = s.send(&format!(
+        "CONNECT {outside} HTTP/1.1\r\nHost: {outside}\r\n\r\n"
+    ));
+    assert_eq!(r.response.map(|r| r.status), Some(405));
+    assert!(r.closed);
+    // Forged Host and X-Forwarded-Host change nothing about where the request goes.
+    for headers in [
+        format!("Host: {outside}"),
+        format!("Host: gateway\r\nX-Forwarded-Host: {outside}"),
+    ] {
+        let r = s.send(&format!(
+            "GET /v1/proxy/product HTTP/1.1\r\n{headers}\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(r.response.and_then(|r| r.served_by()), Some(s.product.port));
+    }
+    // Two Host headers are ambiguous: Pingora refuses them.
+    let r = s.send(&format!(
+        "GET /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nHost: {outside}\r\n\r\n"
+    ));
+    assert_eq!(r.response.map(|r| r.status), Some(400));
+    // Service names that are not names: 404, echoing nothing hostile.
+    let long = "a".repeat(5000);
+    for path in [
+        "/v1/proxy/..",
+        "/v1/proxy/../v1/proxy/product",
+        "/v1/proxy/%2e%2e/product",
+        "/v1/proxy/%2E%2E",
+        "/v1/proxy/prod%2Fuct",
+        "/v1/proxy/product%2F..%2F..",
+        "/v1/proxy/a%00b",
+        "/v1/proxy/a%0d%0aX-Injected:%20yes",
+        "/v1/proxy/",
+        "/v1/proxy//product",
+        &format!("/v1/proxy/{long}"),
+    ] {
+        let r = s.send(&format!(
+            "GET {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"
+        ));
+        let response = r
+            .response
+            .unwrap_or_else(|| panic!("no response for {path}"));
+        assert_eq!(response.status, 404, "{path}: {response:?}");
+        assert!(
+            !response.body.contains("Injected") && response.body.len() < 200,
+            "{path}"
+        );
+        assert_request_id(&response);
+    }
+    // A raw control character in the target never routes anywhere.
+    let r =
+        s.send("GET /v1/proxy/pro\x01duct HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        r.response.map(|r| r.status),
+        Some(404),
+        "Pingora escapes it; no such service"
+    );
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn ambiguous_framing_is_rejected_before_anything_is_forwarded() {
+    let s = setup("");
+    let post = "POST /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\n";
+    for raw in [
+        format!("{post}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("{post}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+        format!("{post}Content-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
+        format!("{post}Content-Length: 4, 4\r\n\r\nabcd"),
+        "POST /v1/proxy/guarded HTTP/1.1\nHost: gateway\nContent-Length: 4\n\nabcd".to_owned(),
+        "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\nX-A: b\r\n\r\n".to_owned(),
+    ] {
+        s.assert_rejected_with_json(&raw, 400, "bad_request");
+    }
+    // What Pingora's parser refuses itself, before any hook runs: a bare 400, connection closed.
+    for raw in [
+        format!("{post}Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"),
+        "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nX-Folded: a\r\n b\r\n\r\n".to_owned(),
+        format!("{post}Transfer-Encoding: gzip\r\n\r\nabcd"),
+        "POST /v1/proxy/guarded HTTP/1.0\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            .to_owned(),
+        format!("{post}Content-Length: -1\r\n\r\n"),
+    ] {
+        let r = s.send(&raw);
+        assert_eq!(r.response.map(|r| r.status), Some(400), "{raw:?}");
+        assert!(r.closed, "{raw:?}");
+    }
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn an_invalid_chunk_size_fails_the_request_and_reaches_no_other_backend() {
+    let s = setup("");
+    // The head is valid, so it is forwarded as it streams; the bad chunk ends the exchange.
+    s.assert_rejected_with_json(
+        "POST /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n",
+        400,
+        "bad_request",
+    );
+    assert_eq!(s.outside.connections(), 0);
+}
+
+#[test]
+fn limits_answer_431_and_413() {
+    let s = setup("  max_header_count: 20\n  max_header_size: 4KiB\n");
+    let many: String = (0..21).map(|i| format!("X-H{i}: v\r\n")).collect();
+    s.assert_rejected_with_json(
+        &format!("GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\n{many}\r\n"),
+        431,
+        "request_header_fields_too_large",
+    );
+    s.assert_rejected_with_json(
+        &format!(
+            "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(5000)
+        ),
+        431,
+        "request_header_fields_too_large",
+    );
+    // Declared too large: refused before connecting.
+    s.assert_rejected_with_json(
+        &format!(
+            "POST /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2000\r\n\r\n{}",
+            "x".repeat(2000)
+        ),
+        413,
+        "payload_too_large",
+    );
+    s.assert_nothing_forwarded();
+
+    // Chunked and too large: cut while streaming (product's limit is the 10 MiB default).
+    let small = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "small:\n  backends: [\"{}\"]\n  max_body_size: 1KiB\n",
+            small.url()
+        ),
+        "  status_log: false\n",
+    );
+    let chunk = format!("400\r\n{}\r\n", "y".repeat(1024));
+    let r = exchange(
+        gateway.port,
+        format!(
+            "POST /v1/proxy/small HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let response = r.response.expect("a response");
+    assert_eq!(response.status, 413, "{response:?}");
+    assert!(response.body.contains("payload_too_large"), "{response:?}");
+    assert!(r.closed);
+    // Within the limit: served.
+    let ok = request(gateway.port, "POST", "/v1/proxy/small", &[], &[b'z'; 1000]);
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn a_slow_client_does_not_hold_up_anyone_else() {
+    let s = setup("");
+    let mut slow = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+    slow.write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: gate")
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(s.gateway.get("/v1/proxy/product").status, 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(slow);
+}
+
+#[test]
+fn request_ids_tie_error_replies_to_log_lines_and_reach_the_backend() {
+    let mut dead = Mock::start(&[]);
+    dead.stop();
+    let live = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &(services_yaml("dead", &[dead.url()]) + &services_yaml("live", &[live.url()])),
+        "  status_log: false\n",
+    );
+    let response = gateway.get("/v1/proxy/dead");
+    assert_eq!(response.status, 502);
+    assert_request_id(&response);
+    let id = response.header("x-request-id").unwrap().to_owned();
+    gateway.wait_for_log(&format!("request id {id}"));
+
+    let served = request(
+        gateway.port,
+        "GET",
+        "/v1/proxy/live",
+        &[("X-Request-Id", "forged")],
+        b"",
+    );
+    let forwarded = served.header("x-echo-x-request-id").unwrap_or_default();
+    assert!(
+        forwarded.len() == 16 && forwarded != "forged",
+        "the backend gets the gateway's id: {served:?}"
+    );
+}
+
+#[test]
+fn a_trusted_forwarding_chain_is_kept_and_extended() {
+    let s = setup("  trust_forwarded_for: true\n");
+    let r = request(
+        s.gateway.port,
+        "GET",
+        "/v1/proxy/product",
+        &[("X-Forwarded-For", "203.0.113.7")],
+        b"",
+    );
+    assert_eq!(
+        r.header("x-echo-x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+}
