@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
 use crate::observability::LogFormat;
+use crate::resolver::{Resolver, SystemResolver};
 use crate::retry_budget::RetryBudgetSettings;
 
 /// Where the proxy listens when the conf does not say.
@@ -339,11 +340,22 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
     })
 }
 
-/// Parses the services file's `text`; `file` is only used in error messages.
+/// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
+/// only used in error messages.
 pub fn parse_services(
     file: &Path,
     text: &str,
     defaults: &ServiceDefaults,
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    parse_services_with(file, text, defaults, &SystemResolver)
+}
+
+/// [`parse_services`] with hosts resolved by `resolver`.
+pub fn parse_services_with(
+    file: &Path,
+    text: &str,
+    defaults: &ServiceDefaults,
+    resolver: &dyn Resolver,
 ) -> Result<Vec<ServiceConfig>, ConfigError> {
     let document: Value = serde_yaml::from_str(text)
         .map_err(|e| ConfigError::new(file, None, format!("invalid YAML: {e}")))?;
@@ -374,7 +386,7 @@ pub fn parse_services(
                 ))
             }
         };
-        let service = parse_service(&name, value, defaults)
+        let service = parse_service(&name, value, defaults, resolver)
             .map_err(|message| ConfigError::new(file, Some(&name), message))?;
         // One breaker per URL, shared by every service that lists it: its settings must agree.
         for backend in &service.backends {
@@ -403,6 +415,7 @@ fn parse_service(
     name: &str,
     value: Value,
     defaults: &ServiceDefaults,
+    resolver: &dyn Resolver,
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
     let (urls, settings) = match value {
@@ -438,7 +451,7 @@ fn parse_service(
         let Value::String(url) = url else {
             return Err(format!("backend {} is not a URL string", describe(&url)));
         };
-        let backend = parse_backend(&url)?;
+        let backend = parse_backend(&url, resolver)?;
         if let Some(twin) = backends.iter().find(|b| {
             b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
         }) {
@@ -485,7 +498,7 @@ pub fn is_service_name_byte(b: u8) -> bool {
 }
 
 /// Parses `http://host:port[/path]` and resolves the host.
-fn parse_backend(url: &str) -> Result<BackendConfig, String> {
+fn parse_backend(url: &str, resolver: &dyn Resolver) -> Result<BackendConfig, String> {
     let not_http = || format!("backend \"{url}\" is not an http://host:port[/path] URL");
     let scheme_end = url.find("://").ok_or_else(not_http)?;
     let scheme = &url[..scheme_end];
@@ -513,7 +526,7 @@ fn parse_backend(url: &str) -> Result<BackendConfig, String> {
         .ok()
         .filter(|&p| p != 0)
         .ok_or_else(|| format!("backend \"{url}\" has an invalid port \"{port}\""))?;
-    let addr = resolve(host, port).map_err(|e| format!("backend \"{url}\": {e}"))?;
+    let addr = resolve(resolver, host, port).map_err(|e| format!("backend \"{url}\": {e}"))?;
     let path_prefix = path.trim_end_matches('/');
     Ok(BackendConfig {
         url: format!("{}://{authority}{path_prefix}", scheme.to_ascii_lowercase()),
@@ -538,11 +551,10 @@ fn split_host_port(authority: &str) -> Option<(&str, &str)> {
     (!host.is_empty() && !port.is_empty()).then_some((host, port))
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?
-        .collect();
+fn resolve(resolver: &dyn Resolver, host: &str, port: u16) -> Result<SocketAddr, String> {
+    let addrs = resolver
+        .resolve(host, port)
+        .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?;
     addrs
         .iter()
         .find(|a| a.is_ipv4())

@@ -1,0 +1,164 @@
+//! Property tests (proptest): the path router, the request-head checks and the services-file
+//! loader never panic on arbitrary input; routing never yields a backend outside the service
+//! the path names; a services file either loads or gets an error naming the file and, when the
+//! problem is inside a service, that service.
+//!
+//! Hosts are resolved by `IpLiteralResolver`: no DNS lookups, so every case is fast and the
+//! same on every machine.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use gateway::breaker::{IgnoreTransitions, ManualClock};
+use gateway::config::{parse_services_with, HeaderLimits, ServiceDefaults};
+use gateway::request_checks::check_head;
+use gateway::resolver::IpLiteralResolver;
+use gateway::routing::{parse_proxy_path, upstream_path_and_query, ServiceTable};
+use proptest::prelude::*;
+
+const SERVICES: &str = "\
+a: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2/api\"]
+b: [\"http://127.0.0.2:1\"]
+c.d-e_f~: [\"http://[::1]:3\"]
+";
+
+/// The table from [`SERVICES`], and each service's backend URLs.
+fn table() -> (ServiceTable, HashMap<String, Vec<String>>) {
+    let services = parse_services_with(
+        Path::new("services.yaml"),
+        SERVICES,
+        &ServiceDefaults::default(),
+        &IpLiteralResolver,
+    )
+    .unwrap();
+    let urls = services
+        .iter()
+        .map(|s| {
+            let urls = s.backends.iter().map(|b| b.url.clone()).collect();
+            (s.name.clone(), urls)
+        })
+        .collect();
+    let table = ServiceTable::build(
+        &services,
+        Arc::new(ManualClock::new()),
+        Arc::new(IgnoreTransitions),
+        None,
+    );
+    (table, urls)
+}
+
+/// Paths that look like proxy paths often, and anything at all sometimes.
+fn paths() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC*",
+        "/v1/proxy/[a-z.~_%2FfEe/-]{0,12}(/[ -~]{0,16})?",
+        "(/v1/proxy/)?(a|b|c.d-e_f~|\\.\\.|%2e%2e|)(/|%2F|\\.\\.)?[ -~]{0,8}",
+    ]
+}
+
+/// Backend URLs: mostly valid, some near misses, some noise.
+fn urls() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "http://127\\.0\\.0\\.[0-9]{1,3}:[0-9]{1,5}(/[a-z]{0,4})?",
+        "(https?|ftp|HTTP)://(\\[::1\\]|10\\.0\\.0\\.1|[a-z]{1,6})(:[0-9]{0,6})?(/[ -~]{0,6})?",
+        "\\PC{0,20}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn routing_never_panics_nor_leaves_the_named_service(path in paths(), query in proptest::option::of("[ -~]{0,12}")) {
+        let (table, urls) = table();
+        if let Ok(route) = parse_proxy_path(&path) {
+            prop_assert!(!route.service.is_empty());
+            prop_assert!(!route.service.contains('/'));
+            prop_assert!(route.rest.is_empty() || route.rest.starts_with('/'));
+            prop_assert!(path.ends_with(route.rest));
+            let target = upstream_path_and_query("/api", route.rest, query.as_deref());
+            prop_assert!(target.starts_with("/api"));
+            if let Some(service) = table.get(route.service) {
+                prop_assert_eq!(service.name.as_str(), route.service);
+                for _ in 0..service.upstreams.len() {
+                    let pick = service.selector.pick(service.selector.ticket(), &[]);
+                    let pick = pick.expect("all breakers are Closed");
+                    prop_assert!(urls[route.service].contains(&service.upstreams[pick.index].url));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_checks_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..600), count in 0usize..300) {
+        let _ = check_head(&raw, count, &HeaderLimits::default());
+    }
+
+    #[test]
+    fn any_services_text_loads_or_names_the_file(text in "\\PC{0,300}") {
+        let parsed = parse_services_with(
+            Path::new("services.yaml"),
+            &text,
+            &ServiceDefaults::default(),
+            &IpLiteralResolver,
+        );
+        match parsed {
+            Ok(services) => prop_assert!(!services.is_empty()),
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(message.starts_with("services.yaml: "), "{}", message);
+                prop_assert!(message.len() > "services.yaml: ".len() + 5, "{}", message);
+            }
+        }
+    }
+
+    #[test]
+    fn structured_services_files_load_or_name_the_service(
+        services in proptest::collection::vec(
+            ("[a-z]{1,6}|[ -~]{0,8}", proptest::collection::vec(urls(), 0..4), proptest::option::of("[a-z_]{1,20}: [ -~]{0,8}")),
+            1..4,
+        ),
+    ) {
+        let mut text = String::new();
+        for (name, backends, field) in &services {
+            let backends: Vec<String> = backends.iter().map(|u| format!("{u:?}")).collect();
+            match field {
+                None => text.push_str(&format!("{name:?}: [{}]\n", backends.join(", "))),
+                Some(field) => text.push_str(&format!(
+                    "{name:?}:\n  backends: [{}]\n  {field}\n",
+                    backends.join(", ")
+                )),
+            }
+        }
+        let parsed = parse_services_with(
+            Path::new("services.yaml"),
+            &text,
+            &ServiceDefaults::default(),
+            &IpLiteralResolver,
+        );
+        match parsed {
+            Ok(loaded) => {
+                for service in &loaded {
+                    prop_assert!(!service.backends.is_empty());
+                    prop_assert!(service.backends.iter().all(|b| b.url.starts_with("http://")));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(message.starts_with("services.yaml: "), "{}", message);
+                let names_a_service = services.iter().any(|(name, _, _)| {
+                    message.starts_with(&format!("services.yaml: service \"{name}\": "))
+                });
+                // Only a document-level problem (bad YAML, no services) may name no service.
+                prop_assert!(
+                    names_a_service
+                        || message.contains("invalid YAML")
+                        || message.contains("no services")
+                        || message.contains("service name"),
+                    "{}\n{}", message, text
+                );
+            }
+        }
+    }
+}
