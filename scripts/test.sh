@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, then every unit and integration test
-# (the integration tests start the real gateway and mock backends on loopback ephemeral ports).
+# The whole test suite, as CI runs it: formatting, lints, every unit, integration and property
+# test (the integration tests start the real gateway and mock backends on loopback ephemeral
+# ports), then the Docker image and compose checks (scripts/docker-check.sh: podman, several
+# minutes on a fresh machine; `scripts/test.sh --no-docker` skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+docker=yes
+[ "${1:-}" = --no-docker ] && docker=no
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
@@ -12,3 +16,6 @@ cargo test --locked 2>&1 | tee "$log"
 # cargo prints one result line per test binary (the last is often the doc-tests' "0 passed"):
 # close with the totals.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+if [ "$docker" = yes ]; then
+  bash scripts/docker-check.sh
+fi

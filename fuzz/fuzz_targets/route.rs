@@ -1,0 +1,25 @@
+//! The path router and the request-head checks on arbitrary bytes: no panic, and a routed
+//! service segment is never empty and never holds a `/`.
+#![no_main]
+
+use gateway::config::HeaderLimits;
+use gateway::request_checks::check_head;
+use gateway::routing::{parse_proxy_path, upstream_path_and_query};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = check_head(data, data.len() / 8, &HeaderLimits::default());
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, query) = match text.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (text, None),
+    };
+    if let Ok(route) = parse_proxy_path(path) {
+        assert!(!route.service.is_empty() && !route.service.contains('/'));
+        assert!(route.rest.is_empty() || route.rest.starts_with('/'));
+        let target = upstream_path_and_query("/prefix", route.rest, query);
+        assert!(target.starts_with("/prefix"));
+    }
+});
