@@ -23,10 +23,16 @@
 //!   read_timeout: 5s
 //!   total_timeout: 20s
 //!   max_body_size: 1MiB          # larger request bodies get 413
+//! cart:                          # DNS discovery: every address of the host is a backend,
+//!   backends: [http://cart-headless.shop.svc.cluster.local:8080]
+//!   discovery: dns               # re-resolved every discovery_interval
+//!   discovery_interval: 10s
 //! ```
 //!
 //! Host names are resolved here, once, to a single address (the first IPv4 one if there is
-//! any), so `localhost` is one backend and not two, and no lookup happens per request.
+//! any), so `localhost` is one backend and not two, and no lookup happens per request. A
+//! service with `discovery: dns` instead gets one backend per address (see [`Discovery`]);
+//! the `discovery` module re-resolves them in the background.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -57,6 +63,8 @@ pub const MAX_SERVICE_NAME_LEN: usize = 64;
 pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
 /// Bytes of request head (request line and header fields) accepted when the conf does not say.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// How often DNS discovery re-resolves when the service does not say.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
@@ -120,6 +128,36 @@ pub struct ServiceConfig {
     pub retry_budget: RetryBudgetSettings,
     /// The largest request body the service accepts.
     pub max_body: BodyLimit,
+    /// Set when `backends` come from DNS discovery rather than from one address per URL.
+    pub discovery: Option<Discovery>,
+}
+
+/// DNS discovery of a service's backends: every address a configured URL's host resolves to
+/// is a backend of its own (its own breaker), named `http://<address>:<port>[/path]` and sent
+/// the configured `Host`. Re-resolved every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The configured URLs.
+    pub targets: Vec<BackendTarget>,
+    /// How often to re-resolve them.
+    pub interval: Duration,
+}
+
+/// A backend URL, parsed but not resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTarget {
+    /// The URL as written in the file, for messages.
+    pub written: String,
+    /// The URL, normalised: lower-case scheme, no trailing slash.
+    pub url: String,
+    /// The host, without brackets for IPv6.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// `host:port` as written: the `Host` header.
+    pub authority: String,
+    /// The path, without a trailing slash (often empty).
+    pub path_prefix: String,
 }
 
 /// The largest request body a service accepts, in bytes.
@@ -418,9 +456,10 @@ fn parse_service(
     resolver: &dyn Resolver,
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
-    let (urls, settings) = match value {
-        Value::Sequence(urls) => (urls, *defaults),
+    let (urls, settings, discovery_interval) = match value {
+        Value::Sequence(urls) => (urls, *defaults, None),
         Value::Mapping(mut fields) => {
+            let discovery_interval = parse_discovery(&mut fields)?;
             let urls = match fields.remove("backends") {
                 Some(Value::Sequence(urls)) => urls,
                 Some(other) => {
@@ -433,7 +472,7 @@ fn parse_service(
             };
             let overrides: RawOverrides =
                 serde_yaml::from_value(Value::Mapping(fields)).map_err(|e| e.to_string())?;
-            (urls, overrides.apply(*defaults)?)
+            (urls, overrides.apply(*defaults)?, discovery_interval)
         }
         other => {
             return Err(format!(
@@ -446,22 +485,20 @@ fn parse_service(
         return Err("no backends listed".to_owned());
     }
 
-    let mut backends: Vec<BackendConfig> = Vec::with_capacity(urls.len());
+    let mut targets = Vec::with_capacity(urls.len());
     for url in urls {
         let Value::String(url) = url else {
             return Err(format!("backend {} is not a URL string", describe(&url)));
         };
-        let backend = parse_backend(&url, resolver)?;
-        if let Some(twin) = backends.iter().find(|b| {
-            b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
-        }) {
-            return Err(format!(
-                "backend \"{url}\" is listed twice (same as \"{}\")",
-                twin.url
-            ));
-        }
-        backends.push(backend);
+        targets.push(parse_target(&url)?);
     }
+    let (backends, discovery) = match discovery_interval {
+        Some(interval) => (
+            discover(&targets, resolver)?,
+            Some(Discovery { targets, interval }),
+        ),
+        None => (resolve_each(&targets, resolver)?, None),
+    };
     Ok(ServiceConfig {
         name: name.to_owned(),
         backends,
@@ -469,7 +506,89 @@ fn parse_service(
         timeouts: settings.timeouts,
         retry_budget: settings.retry_budget,
         max_body: settings.max_body,
+        discovery,
     })
+}
+
+/// Takes `discovery` and `discovery_interval` out of a service's fields: the interval when
+/// discovery is on.
+fn parse_discovery(fields: &mut serde_yaml::Mapping) -> Result<Option<Duration>, String> {
+    let interval = match fields.remove("discovery_interval") {
+        None => None,
+        Some(value) => Some(
+            serde_yaml::from_value::<ConfigDuration>(value)
+                .map_err(|e| format!("discovery_interval: {e}"))?
+                .0,
+        ),
+    };
+    match fields.remove("discovery") {
+        None if interval.is_some() => Err("discovery_interval needs `discovery: dns`".to_owned()),
+        None => Ok(None),
+        Some(Value::String(kind)) if kind == "dns" => {
+            let interval = interval.unwrap_or(DEFAULT_DISCOVERY_INTERVAL);
+            if interval < Duration::from_millis(100) {
+                return Err("discovery_interval must be at least 100ms".to_owned());
+            }
+            Ok(Some(interval))
+        }
+        Some(other) => Err(format!(
+            "discovery {} is not supported; the one kind is \"dns\"",
+            describe(&other)
+        )),
+    }
+}
+
+/// One backend per target, at the first address of its host (IPv4 preferred). Two targets
+/// that come to the same backend are an error.
+fn resolve_each(
+    targets: &[BackendTarget],
+    resolver: &dyn Resolver,
+) -> Result<Vec<BackendConfig>, String> {
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let addrs = addresses(resolver, target)?;
+        let backend = BackendConfig {
+            url: target.url.clone(),
+            addr: addrs[0],
+            authority: target.authority.clone(),
+            path_prefix: target.path_prefix.clone(),
+        };
+        if let Some(twin) = backends.iter().find(|b| {
+            b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
+        }) {
+            return Err(format!(
+                "backend \"{}\" is listed twice (same as \"{}\")",
+                target.written, twin.url
+            ));
+        }
+        backends.push(backend);
+    }
+    Ok(backends)
+}
+
+/// One backend per address of every target's host (its IPv4 addresses, or its IPv6 ones if it
+/// has none), sorted by address; an address reached twice is one backend. Fails if a host
+/// does not resolve or resolves to nothing.
+pub fn discover(
+    targets: &[BackendTarget],
+    resolver: &dyn Resolver,
+) -> Result<Vec<BackendConfig>, String> {
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for target in targets {
+        for addr in addresses(resolver, target)? {
+            let url = format!("http://{addr}{}", target.path_prefix);
+            if backends.iter().all(|b| b.url != url) {
+                backends.push(BackendConfig {
+                    url,
+                    addr,
+                    authority: target.authority.clone(),
+                    path_prefix: target.path_prefix.clone(),
+                });
+            }
+        }
+    }
+    backends.sort_by(|a, b| (a.addr, &a.path_prefix).cmp(&(b.addr, &b.path_prefix)));
+    Ok(backends)
 }
 
 /// Service names become one path segment, so they are limited to URL-safe characters.
@@ -497,8 +616,8 @@ pub fn is_service_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
 }
 
-/// Parses `http://host:port[/path]` and resolves the host.
-fn parse_backend(url: &str, resolver: &dyn Resolver) -> Result<BackendConfig, String> {
+/// Parses `http://host:port[/path]`.
+fn parse_target(url: &str) -> Result<BackendTarget, String> {
     let not_http = || format!("backend \"{url}\" is not an http://host:port[/path] URL");
     let scheme_end = url.find("://").ok_or_else(not_http)?;
     let scheme = &url[..scheme_end];
@@ -526,11 +645,12 @@ fn parse_backend(url: &str, resolver: &dyn Resolver) -> Result<BackendConfig, St
         .ok()
         .filter(|&p| p != 0)
         .ok_or_else(|| format!("backend \"{url}\" has an invalid port \"{port}\""))?;
-    let addr = resolve(resolver, host, port).map_err(|e| format!("backend \"{url}\": {e}"))?;
     let path_prefix = path.trim_end_matches('/');
-    Ok(BackendConfig {
+    Ok(BackendTarget {
+        written: url.to_owned(),
         url: format!("{}://{authority}{path_prefix}", scheme.to_ascii_lowercase()),
-        addr,
+        host: host.to_owned(),
+        port,
         authority: authority.to_owned(),
         path_prefix: path_prefix.to_owned(),
     })
@@ -551,16 +671,21 @@ fn split_host_port(authority: &str) -> Option<(&str, &str)> {
     (!host.is_empty() && !port.is_empty()).then_some((host, port))
 }
 
-fn resolve(resolver: &dyn Resolver, host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs = resolver
-        .resolve(host, port)
-        .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?;
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| format!("host \"{host}\" resolves to no address"))
+/// The addresses of `target`'s host: its IPv4 ones, or its IPv6 ones if it has none; never
+/// empty.
+fn addresses(resolver: &dyn Resolver, target: &BackendTarget) -> Result<Vec<SocketAddr>, String> {
+    let (url, host) = (&target.written, &target.host);
+    let all = resolver
+        .resolve(host, target.port)
+        .map_err(|e| format!("backend \"{url}\": cannot resolve host \"{host}\": {e}"))?;
+    let (v4, v6): (Vec<SocketAddr>, Vec<SocketAddr>) = all.into_iter().partition(|a| a.is_ipv4());
+    let addrs = if v4.is_empty() { v6 } else { v4 };
+    if addrs.is_empty() {
+        return Err(format!(
+            "backend \"{url}\": host \"{host}\" resolves to no address"
+        ));
+    }
+    Ok(addrs)
 }
 
 fn read(file: &Path) -> Result<String, ConfigError> {
@@ -894,6 +1019,17 @@ mod tests {
                 "a: [\"http://localhost:1\"]\nb: {backends: [\"http://localhost:1\"], failure_threshold: 9}",
                 "also listed by service \"a\" with other breaker settings",
             ),
+            ("p: {backends: [\"http://localhost:1\"], max_body_size: 1TB}", "not a size"),
+            ("p: {backends: [\"http://localhost:1\"], max_body_size: -1}", "not a size"),
+            ("p: {backends: [\"http://localhost:1\"], discovery: consul}", "the one kind is \"dns\""),
+            (
+                "p: {backends: [\"http://localhost:1\"], discovery_interval: 5s}",
+                "discovery_interval needs `discovery: dns`",
+            ),
+            (
+                "p: {backends: [\"http://localhost:1\"], discovery: dns, discovery_interval: 1ms}",
+                "at least 100ms",
+            ),
         ];
         for (text, expected) in cases {
             let message = error(text);
@@ -908,6 +1044,86 @@ mod tests {
     fn a_url_shared_by_two_services_with_the_same_settings_is_fine() {
         let services = parse("a: [\"http://localhost:1\"]\nb: [\"http://localhost:1\"]").unwrap();
         assert_eq!(services.len(), 2);
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("64KiB"), Some(64 * 1024));
+        assert_eq!(parse_size("10MiB"), Some(10 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "10 MiB",
+            "10MB",
+            "-1",
+            "99999999999GiB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let services =
+            parse("p: {backends: [\"http://localhost:1\"], max_body_size: 2KiB}").unwrap();
+        assert_eq!(services[0].max_body, BodyLimit(2048));
+        assert_eq!(
+            parse("p: [\"http://localhost:1\"]").unwrap()[0].max_body,
+            BodyLimit::default()
+        );
+    }
+
+    #[test]
+    fn dns_discovery_makes_one_backend_per_address() {
+        let resolver = crate::resolver::ScriptedResolver::default();
+        resolver.answer("cart.svc", &["10.0.0.2", "10.0.0.1", "fd00::1"]);
+        let services = parse_services_with(
+            Path::new("services.yaml"),
+            "cart:\n  backends: [\"http://cart.svc:8080/api\"]\n  discovery: dns\n  discovery_interval: 2s\n",
+            &ServiceDefaults::default(),
+            &resolver,
+        )
+        .unwrap();
+        let cart = &services[0];
+        let urls: Vec<&str> = cart.backends.iter().map(|b| b.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            ["http://10.0.0.1:8080/api", "http://10.0.0.2:8080/api"],
+            "IPv4 only, sorted"
+        );
+        assert!(cart
+            .backends
+            .iter()
+            .all(|b| b.authority == "cart.svc:8080" && b.path_prefix == "/api"));
+        let discovery = cart.discovery.as_ref().unwrap();
+        assert_eq!(discovery.interval, Duration::from_secs(2));
+        assert_eq!(discovery.targets[0].host, "cart.svc");
+
+        resolver.answer("cart.svc", &[]);
+        assert!(discover(&discovery.targets, &resolver)
+            .unwrap_err()
+            .contains("resolves to no address"));
+        resolver.fail("cart.svc");
+        assert!(discover(&discovery.targets, &resolver)
+            .unwrap_err()
+            .contains("cannot resolve host \"cart.svc\""));
+
+        let static_service = parse_services_with(
+            Path::new("services.yaml"),
+            "s: [\"http://cart.svc:1\"]",
+            &ServiceDefaults::default(),
+            &{
+                let r = crate::resolver::ScriptedResolver::default();
+                r.answer("cart.svc", &["10.0.0.9", "10.0.0.8"]);
+                r
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            static_service[0].backends.len(),
+            1,
+            "without discovery: one address"
+        );
+        assert_eq!(static_service[0].discovery, None);
     }
 
     #[test]
