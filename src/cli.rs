@@ -17,10 +17,12 @@ use pingora_proxy::http_proxy_service_with_name;
 use crate::admin::{self, AdminApp};
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
+use crate::discovery::{DiscoveryService, DnsDiscovery};
 use crate::metrics::GatewayStats;
 use crate::observability;
 use crate::proxy::{GatewayProxy, ProxySettings};
 use crate::reload::{ReloadOnHangup, Reloader};
+use crate::resolver::SystemResolver;
 
 /// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
 pub const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
@@ -111,6 +113,13 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         server.add_service(admin::admin_service(app, admin_listen));
         info!("admin listening on {admin_listen}");
     }
+    server.add_service(background_service(
+        "DNS discovery",
+        DiscoveryService(Arc::new(DnsDiscovery::new(
+            reloader.clone(),
+            Arc::new(SystemResolver),
+        ))),
+    ));
     server.add_service(background_service(
         "reload on SIGHUP",
         ReloadOnHangup(reloader),

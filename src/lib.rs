@@ -8,6 +8,7 @@
 //! - [`admin`]: the admin listener: health, readiness, breaker status, metrics, overrides,
 //!   reload.
 //! - [`reload`]: the live routing table and its hot reload.
+//! - [`discovery`]: DNS discovery of backends, re-resolved in the background.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
 //! - [`metrics`]: per-backend and per-service counters, and the Prometheus text writer.
 //! - [`config`]: the YAML files, validated and resolved once.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod json;
 pub mod metrics;
 pub mod observability;

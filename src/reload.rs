@@ -11,6 +11,9 @@
 //! SIGTERM, SIGINT and SIGQUIT but not SIGHUP), and `POST /reload` on the admin listener.
 //! Only the services (and their settings) are reloaded; listeners and Pingora's own settings
 //! need a restart or a graceful upgrade.
+//!
+//! DNS discovery (see `discovery`) swaps tables the same way when a service's addresses
+//! change, through [`Reloader::update_backends`]; one lock orders it with reloads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +27,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::breaker::Clock;
-use crate::config::{self, GatewayConfig};
+use crate::config::{self, BackendConfig, Discovery, GatewayConfig};
 use crate::observability::CircuitLog;
 use crate::routing::ServiceTable;
 
@@ -34,6 +37,8 @@ pub struct Reloader {
     /// The proxy and admin addresses bound at start: a reload cannot move them.
     listeners: (SocketAddr, Option<SocketAddr>),
     table: Arc<ArcSwap<ServiceTable>>,
+    /// The config the table was built from. Its lock also orders table swaps.
+    config: Mutex<GatewayConfig>,
     clock: Arc<dyn Clock>,
     last_error: Mutex<Option<String>>,
 }
@@ -54,6 +59,7 @@ impl Reloader {
             conf_file,
             listeners: (config.listen, config.admin_listen),
             table: Arc::new(ArcSwap::from_pointee(table)),
+            config: Mutex::new(config.clone()),
             clock,
             last_error: Mutex::new(None),
         }
@@ -76,15 +82,15 @@ impl Reloader {
             if (config.listen, config.admin_listen) != self.listeners {
                 warn!("reload: listener addresses changed in the conf; they need a restart");
             }
-            let current = self.table.load_full();
-            let table = build_table(&config, self.clock.clone(), Some(&current));
-            self.table.store(Arc::new(table));
             info!(
                 "reloaded {} ({} services, {} backends)",
                 config.services_file.display(),
                 config.services.len(),
                 config.backend_count()
             );
+            let mut current = self.lock_config();
+            self.swap_table(&config);
+            *current = config;
         });
         let mut last_error = self
             .last_error
@@ -101,6 +107,54 @@ impl Reloader {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// Every service with DNS discovery, and how to discover its backends.
+    pub fn discovery_targets(&self) -> Vec<(String, Discovery)> {
+        self.lock_config()
+            .services
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.discovery.clone()?)))
+            .collect()
+    }
+
+    /// Gives service `name` the `backends` just discovered for `discovery`, swapping a new
+    /// table in if they differ from its current ones. Nothing happens if a reload has changed
+    /// the service's discovery since (the answer would be stale). Returns whether the table
+    /// changed.
+    pub fn update_backends(
+        &self,
+        name: &str,
+        discovery: &Discovery,
+        backends: Vec<BackendConfig>,
+    ) -> bool {
+        let mut config = self.lock_config();
+        let Some(service) = config
+            .services
+            .iter_mut()
+            .find(|s| s.name == name && s.discovery.as_ref() == Some(discovery))
+        else {
+            return false;
+        };
+        if service.backends == backends {
+            return false;
+        }
+        service.backends = backends;
+        self.swap_table(&config);
+        true
+    }
+
+    /// Builds a table for `config` from the current one and swaps it in (config lock held).
+    fn swap_table(&self, config: &GatewayConfig) {
+        let current = self.table.load_full();
+        let table = build_table(config, self.clock.clone(), Some(&current));
+        self.table.store(Arc::new(table));
+    }
+
+    fn lock_config(&self) -> std::sync::MutexGuard<'_, GatewayConfig> {
+        self.config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The error of the latest reload, if it failed.

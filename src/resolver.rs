@@ -39,8 +39,9 @@ impl Resolver for IpLiteralResolver {
     }
 }
 
-/// Answers from a table that its owner changes at will: names without an answer fail. For
-/// tests of discovery, which must not depend on the machine's DNS.
+/// Answers names from a table that its owner changes at will (names without an answer fail),
+/// and IP literals as themselves. For tests of discovery, which must not depend on the
+/// machine's DNS.
 #[derive(Debug, Default)]
 pub struct ScriptedResolver {
     answers: Mutex<HashMap<String, Vec<IpAddr>>>,
@@ -70,6 +71,9 @@ impl ScriptedResolver {
 
 impl Resolver for ScriptedResolver {
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
         let table = self.table();
         let ips = table.get(host).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "no answer scripted for this name")

@@ -122,3 +122,38 @@ fn reloads_under_load_fail_no_request() {
         "the added backend served: {load:?}"
     );
 }
+
+#[test]
+fn a_discovered_service_serves_from_every_address_of_its_host() {
+    let mock = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"http://localhost:{}\"]\n  discovery: dns\n  discovery_interval: 200ms\n",
+            mock.port
+        ),
+        "  status_log: false\n",
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            gateway.get("/v1/proxy/product").served_by(),
+            Some(mock.port)
+        );
+    }
+    let status = admin(&gateway, "GET", "/status").body;
+    assert!(
+        status.contains(&format!(
+            r#"{{"url":"http://127.0.0.1:{}","state":"Closed""#,
+            mock.port
+        )),
+        "named by address: {status}"
+    );
+    let echoed = gateway.get("/v1/proxy/product");
+    assert_eq!(
+        echoed.header("x-echo-host"),
+        Some(format!("localhost:{}", mock.port).as_str()),
+        "the backend gets the configured Host"
+    );
+    // Re-resolving the same answer changes nothing: no reload line, the same breaker.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(gateway.log_count("now has"), 0, "{}", gateway.log());
+}

@@ -1,0 +1,307 @@
+//! DNS discovery: services marked `discovery: dns` have one backend per address their hosts
+//! resolve to (a Kubernetes headless Service, say), and this background service re-resolves
+//! them every `discovery_interval`.
+//!
+//! A changed answer becomes a new routing table through the [`Reloader`], built from the
+//! current one as a reload is: an address that stays keeps its breaker and metrics, a new one
+//! starts Closed, one that went away disappears with its series. A lookup that fails, or
+//! answers with no address at all, changes nothing: the last good set keeps serving (a
+//! service with no backends would only answer 503), and the failure is logged once, with its
+//! recovery.
+//!
+//! Lookups go through a [`Resolver`], so tests script the answers instead of using the
+//! machine's DNS. They block (`getaddrinfo`), so they run on Tokio's blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::time::Instant;
+
+use crate::config::{self, Discovery};
+use crate::reload::Reloader;
+use crate::resolver::Resolver;
+
+/// How often the list of discovered services is looked at when none is due sooner: a reload
+/// may add one.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What one refresh of one service came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// The addresses changed; the service now has this many backends.
+    Changed(usize),
+    /// The same addresses as before.
+    Unchanged,
+    /// The lookup failed; the last good set stays.
+    Failed(String),
+}
+
+/// Re-resolves discovered services and swaps their new backends in.
+pub struct DnsDiscovery {
+    reloader: Arc<Reloader>,
+    resolver: Arc<dyn Resolver>,
+    /// Services whose latest lookup failed: their failure was logged, their recovery will be.
+    failing: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for DnsDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsDiscovery").finish_non_exhaustive()
+    }
+}
+
+impl DnsDiscovery {
+    /// Discovery for the services of `reloader`'s config, resolving with `resolver`.
+    pub fn new(reloader: Arc<Reloader>, resolver: Arc<dyn Resolver>) -> Self {
+        Self {
+            reloader,
+            resolver,
+            failing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Re-resolves service `name` now (blocking), applies the answer and logs what changed.
+    pub fn refresh(&self, name: &str, discovery: &Discovery) -> Refresh {
+        let outcome = match config::discover(&discovery.targets, self.resolver.as_ref()) {
+            Err(e) => Refresh::Failed(e),
+            Ok(backends) => {
+                let count = backends.len();
+                if self.reloader.update_backends(name, discovery, backends) {
+                    Refresh::Changed(count)
+                } else {
+                    Refresh::Unchanged
+                }
+            }
+        };
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &outcome {
+            Refresh::Failed(e) => {
+                if failing.insert(name.to_owned()) {
+                    warn!(
+                        "discovery for service \"{name}\" failed, keeping its last addresses: {e}"
+                    );
+                }
+            }
+            other => {
+                if failing.remove(name) {
+                    info!("discovery for service \"{name}\" works again");
+                }
+                if let Refresh::Changed(count) = other {
+                    info!("discovery: service \"{name}\" now has {count} backends");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Re-resolves every discovered service now (blocking); for tests and the first round.
+    pub fn refresh_all(&self) -> Vec<(String, Refresh)> {
+        self.reloader
+            .discovery_targets()
+            .into_iter()
+            .map(|(name, discovery)| {
+                let outcome = self.refresh(&name, &discovery);
+                (name, outcome)
+            })
+            .collect()
+    }
+}
+
+/// Runs discovery until the server shuts down.
+#[derive(Debug)]
+pub struct DiscoveryService(pub Arc<DnsDiscovery>);
+
+#[async_trait]
+impl BackgroundService for DiscoveryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // When each service is due next; services a reload removed are forgotten.
+        let mut due: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let now = Instant::now();
+            let services = self.0.reloader.discovery_targets();
+            due.retain(|name, _| services.iter().any(|(n, _)| n == name));
+            let mut next = now + IDLE_CHECK;
+            for (name, discovery) in services {
+                let at = *due.entry(name.clone()).or_insert(now + discovery.interval);
+                if at <= now {
+                    let discovery_service = self.0.clone();
+                    let service = name.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        discovery_service.refresh(&service, &discovery)
+                    })
+                    .await;
+                    let again = Instant::now() + discovery_interval(&self.0, &name);
+                    due.insert(name.clone(), again);
+                }
+                next = next.min(due[&name]);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// The current interval of service `name` (a reload may have changed it).
+fn discovery_interval(discovery: &DnsDiscovery, name: &str) -> Duration {
+    discovery
+        .reloader
+        .discovery_targets()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or(IDLE_CHECK, |(_, d)| d.interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::AdminApp;
+    use crate::breaker::{BreakerState, ManualClock, Outcome};
+    use crate::config::{parse_services_with, GatewayConfig, ServiceDefaults};
+    use crate::observability::LogFormat;
+    use crate::resolver::ScriptedResolver;
+    use std::path::Path;
+
+    const SERVICES: &str = "\
+product:
+  backends: [\"http://product.svc:9001\"]
+  discovery: dns
+  discovery_interval: 1s
+static: [\"http://10.9.9.9:1\"]
+";
+
+    struct Fixture {
+        resolver: Arc<ScriptedResolver>,
+        reloader: Arc<Reloader>,
+        discovery: DnsDiscovery,
+    }
+
+    fn fixture() -> Fixture {
+        let resolver = Arc::new(ScriptedResolver::default());
+        resolver.answer("product.svc", &["10.0.0.1", "10.0.0.2"]);
+        let services = parse_services_with(
+            Path::new("services.yaml"),
+            SERVICES,
+            &ServiceDefaults::default(),
+            resolver.as_ref(),
+        )
+        .unwrap();
+        let config = GatewayConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            admin_listen: None,
+            admin_token: None,
+            status_log: false,
+            log_format: LogFormat::Text,
+            services_file: "services.yaml".into(),
+            trust_forwarded_for: false,
+            header_limits: Default::default(),
+            services,
+        };
+        let reloader = Arc::new(Reloader::new(
+            "/nonexistent/gateway.yaml".into(),
+            &config,
+            Arc::new(ManualClock::new()),
+        ));
+        let discovery = DnsDiscovery::new(reloader.clone(), resolver.clone());
+        Fixture {
+            resolver,
+            reloader,
+            discovery,
+        }
+    }
+
+    fn urls(reloader: &Reloader) -> Vec<String> {
+        let table = reloader.current();
+        let product = table.get("product").unwrap();
+        product.upstreams.iter().map(|u| u.url.clone()).collect()
+    }
+
+    #[test]
+    fn addresses_that_stay_keep_their_breakers_new_ones_start_closed_gone_ones_vanish() {
+        let f = fixture();
+        assert_eq!(
+            urls(&f.reloader),
+            ["http://10.0.0.1:9001", "http://10.0.0.2:9001"]
+        );
+        let table = f.reloader.current();
+        let kept = table.get("product").unwrap().selector.breakers()[0].clone();
+        for _ in 0..3 {
+            kept.try_acquire().unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(kept.state(), BreakerState::Open);
+
+        f.resolver.answer("product.svc", &["10.0.0.3", "10.0.0.1"]);
+        assert_eq!(
+            f.discovery.refresh_all(),
+            [("product".to_owned(), Refresh::Changed(2))]
+        );
+        assert_eq!(
+            urls(&f.reloader),
+            ["http://10.0.0.1:9001", "http://10.0.0.3:9001"]
+        );
+        let table = f.reloader.current();
+        let product = table.get("product").unwrap();
+        assert!(Arc::ptr_eq(&product.selector.breakers()[0], &kept), "kept");
+        assert_eq!(product.selector.breakers()[0].state(), BreakerState::Open);
+        assert_eq!(product.selector.breakers()[1].state(), BreakerState::Closed);
+        assert!(
+            table.get("static").is_some(),
+            "other services are untouched"
+        );
+        assert_eq!(product.upstreams[1].authority, "product.svc:9001");
+
+        let app = AdminApp::new(f.reloader.clone(), Arc::default(), None);
+        let metrics = app.answer("GET", "/metrics", None).1;
+        assert!(metrics.contains("http://10.0.0.3:9001"));
+        assert!(
+            !metrics.contains("10.0.0.2"),
+            "a gone address has no series"
+        );
+
+        assert_eq!(
+            f.discovery.refresh_all(),
+            [("product".to_owned(), Refresh::Unchanged)]
+        );
+    }
+
+    #[test]
+    fn a_failed_or_empty_lookup_keeps_the_last_good_set() {
+        let f = fixture();
+        let before = f.reloader.current();
+        f.resolver.fail("product.svc");
+        let outcome = f.discovery.refresh_all();
+        assert!(
+            matches!(&outcome[0].1, Refresh::Failed(e) if e.contains("cannot resolve host")),
+            "{outcome:?}"
+        );
+        f.resolver.answer("product.svc", &[]);
+        assert!(matches!(f.discovery.refresh_all()[0].1, Refresh::Failed(_)));
+        assert!(Arc::ptr_eq(&before, &f.reloader.current()), "no new table");
+        assert_eq!(
+            urls(&f.reloader),
+            ["http://10.0.0.1:9001", "http://10.0.0.2:9001"]
+        );
+
+        f.resolver.answer("product.svc", &["10.0.0.2"]);
+        assert_eq!(f.discovery.refresh_all()[0].1, Refresh::Changed(1));
+        assert_eq!(urls(&f.reloader), ["http://10.0.0.2:9001"]);
+    }
+
+    #[test]
+    fn a_stale_answer_for_a_changed_service_is_dropped() {
+        let f = fixture();
+        let (name, mut discovery) = f.reloader.discovery_targets().remove(0);
+        discovery.interval = Duration::from_secs(99);
+        let backends = config::discover(&discovery.targets, f.resolver.as_ref()).unwrap();
+        assert!(!f.reloader.update_backends(&name, &discovery, backends));
+    }
+}
