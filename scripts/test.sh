@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every unit, integration and property
 # test (the integration tests start the real gateway and mock backends on loopback ephemeral
-# ports), then the Docker image and compose checks (scripts/docker-check.sh: podman, several
+# ports), the Kubernetes manifests against the API schemas, then the Docker image and compose checks (scripts/docker-check.sh: podman, several
 # minutes on a fresh machine; `scripts/test.sh --no-docker` skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ cargo test --locked 2>&1 | tee "$log"
 # cargo prints one result line per test binary (the last is often the doc-tests' "0 passed"):
 # close with the totals.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+bash scripts/validate-kubernetes.sh
 if [ "$docker" = yes ]; then
   bash scripts/docker-check.sh
 fi

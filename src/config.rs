@@ -274,6 +274,11 @@ impl std::error::Error for ConfigError {}
 /// Loads the `gateway:` section of the Pingora conf file at `conf_file` and the services file
 /// it names (relative paths are relative to the conf file's folder).
 pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
+    load_with(conf_file, &SystemResolver)
+}
+
+/// [`load`] with hosts resolved by `resolver`.
+pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayConfig, ConfigError> {
     let text = read(conf_file)?;
     let conf: RawConfFile = serde_yaml::from_str(&text)
         .map_err(|e| ConfigError::new(conf_file, None, format!("invalid YAML: {e}")))?;
@@ -363,7 +368,8 @@ pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
             .as_deref()
             .unwrap_or(Path::new(DEFAULT_SERVICES_FILE)),
     );
-    let services = parse_services(&services_file, &read(&services_file)?, &defaults)?;
+    let services =
+        parse_services_with(&services_file, &read(&services_file)?, &defaults, resolver)?;
 
     Ok(GatewayConfig {
         listen,
