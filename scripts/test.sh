@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every unit, integration and property
 # test (the integration tests start the real gateway and mock backends on loopback ephemeral
-# ports), the Kubernetes manifests against the API schemas, then the Docker image and compose checks (scripts/docker-check.sh: podman, several
-# minutes on a fresh machine; `scripts/test.sh --no-docker` skips them).
+# ports), the Kubernetes manifests against the API schemas, then the Docker image and compose
+# checks (scripts/docker-check.sh: podman, several minutes on a fresh machine;
+# `scripts/test.sh --no-docker` skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docker=yes
