@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what building the gateway needs beyond Rust itself: cmake and a C toolchain, for
-# Pingora's vendored zlib-ng. Idempotent; does nothing when they are already there.
+# Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
+# toolchain, for Pingora's vendored zlib-ng, and HAProxy, for the two-replica test.
+# Idempotent; does nothing when they are already there.
 set -euo pipefail
 
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v cc >/dev/null || missing+=(build-essential)
+# The two-replica test (tests/replicas.rs) runs two gateways behind HAProxy.
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
