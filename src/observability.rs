@@ -30,7 +30,9 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use log::{info, log, Level};
 
 use crate::breaker::{Breaker, BreakerState, Transition, TransitionObserver};
@@ -82,21 +84,30 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Logs every breaker transition, in the chosen format.
+///
+/// One log serves every routing table of the process: a breaker kept across reloads keeps its
+/// observer, so the services each backend belongs to are swapped in here at every rebuild
+/// rather than fixed when the breaker was made.
 #[derive(Debug, Default)]
 pub struct CircuitLog {
     format: LogFormat,
     /// The services that list each backend URL, for JSON events.
-    services_by_backend: HashMap<String, Vec<String>>,
+    services_by_backend: ArcSwap<HashMap<String, Vec<String>>>,
 }
 
 impl CircuitLog {
-    /// A transition log in `format`; `services_by_backend` names, for each backend URL, the
-    /// services that list it.
-    pub fn new(format: LogFormat, services_by_backend: HashMap<String, Vec<String>>) -> Self {
+    /// A transition log in `format`.
+    pub fn new(format: LogFormat) -> Self {
         Self {
             format,
-            services_by_backend,
+            services_by_backend: ArcSwap::default(),
         }
+    }
+
+    /// Names, for each backend URL, the services that list it now.
+    pub fn set_services(&self, services_by_backend: HashMap<String, Vec<String>>) {
+        self.services_by_backend
+            .store(Arc::new(services_by_backend));
     }
 }
 
@@ -109,8 +120,8 @@ impl TransitionObserver for CircuitLog {
         match self.format {
             LogFormat::Text => log!(level, "{}", transition_line(transition)),
             LogFormat::Json => {
-                let services = self
-                    .services_by_backend
+                let services_by_backend = self.services_by_backend.load();
+                let services = services_by_backend
                     .get(transition.breaker)
                     .map_or(&[][..], Vec::as_slice);
                 log!(target: EVENT_TARGET, level, "{}", transition_event(transition, services));

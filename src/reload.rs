@@ -37,6 +37,8 @@ pub struct Reloader {
     /// The proxy and admin addresses bound at start: a reload cannot move them.
     listeners: (SocketAddr, Option<SocketAddr>),
     table: Arc<ArcSwap<ServiceTable>>,
+    /// Logs the transitions of every table's breakers.
+    observer: Arc<CircuitLog>,
     /// The config the table was built from. Its lock also orders table swaps.
     config: Mutex<GatewayConfig>,
     clock: Arc<dyn Clock>,
@@ -54,11 +56,13 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// Builds the first table from `config`, loaded from `conf_file`.
     pub fn new(conf_file: PathBuf, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Self {
-        let table = build_table(config, clock.clone(), None);
+        let observer = Arc::new(CircuitLog::new(config.log_format));
+        let table = build_table(config, clock.clone(), &observer, None);
         Self {
             conf_file,
             listeners: (config.listen, config.admin_listen),
             table: Arc::new(ArcSwap::from_pointee(table)),
+            observer,
             config: Mutex::new(config.clone()),
             clock,
             last_error: Mutex::new(None),
@@ -147,7 +151,7 @@ impl Reloader {
     /// Builds a table for `config` from the current one and swaps it in (config lock held).
     fn swap_table(&self, config: &GatewayConfig) {
         let current = self.table.load_full();
-        let table = build_table(config, self.clock.clone(), Some(&current));
+        let table = build_table(config, self.clock.clone(), &self.observer, Some(&current));
         self.table.store(Arc::new(table));
     }
 
@@ -169,10 +173,11 @@ impl Reloader {
 fn build_table(
     config: &GatewayConfig,
     clock: Arc<dyn Clock>,
+    observer: &Arc<CircuitLog>,
     previous: Option<&ServiceTable>,
 ) -> ServiceTable {
-    let observer = CircuitLog::new(config.log_format, config.services_by_backend());
-    ServiceTable::build(&config.services, clock, Arc::new(observer), previous)
+    observer.set_services(config.services_by_backend());
+    ServiceTable::build(&config.services, clock, observer.clone(), previous)
 }
 
 /// Reloads on every `SIGHUP` until the server shuts down.

@@ -157,3 +157,28 @@ fn a_discovered_service_serves_from_every_address_of_its_host() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(gateway.log_count("now has"), 0, "{}", gateway.log());
 }
+
+#[test]
+fn json_transitions_name_the_services_of_the_current_table() {
+    let mut backend = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("old", &[backend.url()]),
+        "  status_log: false\n  log_format: json\n  defaults: {open_timeout: 1m}\n",
+    );
+    assert_eq!(gateway.get("/v1/proxy/old").status, 200);
+    rewrite_services(&gateway, &services_yaml("new", &[backend.url()]));
+    assert_eq!(admin(&gateway, "POST", "/reload").status, 200);
+    backend.stop();
+    let event = format!(
+        r#""backend":"{}","services":["new"],"from":"Closed","to":"Open""#,
+        backend.url()
+    );
+    assert!(
+        wait_until(DEADLINE, || {
+            gateway.get("/v1/proxy/new");
+            gateway.log().contains(&event)
+        }),
+        "{}",
+        gateway.log()
+    );
+}
