@@ -94,6 +94,21 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// A config with every gateway setting at its default, over `services`: for tests.
+    pub fn with_services(services: Vec<ServiceConfig>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address"),
+            admin_listen: None,
+            admin_token: None,
+            status_log: false,
+            log_format: LogFormat::Text,
+            services_file: DEFAULT_SERVICES_FILE.into(),
+            trust_forwarded_for: false,
+            header_limits: HeaderLimits::default(),
+            services,
+        }
+    }
+
     /// How many backends all services list together.
     pub fn backend_count(&self) -> usize {
         self.services.iter().map(|s| s.backends.len()).sum()

@@ -167,7 +167,6 @@ mod tests {
     use crate::admin::AdminApp;
     use crate::breaker::{BreakerState, ManualClock, Outcome};
     use crate::config::{parse_services_with, GatewayConfig, ServiceDefaults};
-    use crate::observability::LogFormat;
     use crate::resolver::ScriptedResolver;
     use std::path::Path;
 
@@ -195,17 +194,7 @@ static: [\"http://10.9.9.9:1\"]
             resolver.as_ref(),
         )
         .unwrap();
-        let config = GatewayConfig {
-            listen: "127.0.0.1:1".parse().unwrap(),
-            admin_listen: None,
-            admin_token: None,
-            status_log: false,
-            log_format: LogFormat::Text,
-            services_file: "services.yaml".into(),
-            trust_forwarded_for: false,
-            header_limits: Default::default(),
-            services,
-        };
+        let config = GatewayConfig::with_services(services);
         let reloader = Arc::new(Reloader::new(
             "/nonexistent/gateway.yaml".into(),
             &config,

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gateway::breaker::{IgnoreTransitions, ManualClock};
-use gateway::config::{parse_services_with, HeaderLimits, ServiceDefaults};
+use gateway::config::{
+    parse_services_with, ConfigError, HeaderLimits, ServiceConfig, ServiceDefaults,
+};
 use gateway::request_checks::check_head;
 use gateway::resolver::IpLiteralResolver;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query, ServiceTable};
@@ -23,15 +25,19 @@ b: [\"http://127.0.0.2:1\"]
 c.d-e_f~: [\"http://[::1]:3\"]
 ";
 
-/// The table from [`SERVICES`], and each service's backend URLs.
-fn table() -> (ServiceTable, HashMap<String, Vec<String>>) {
-    let services = parse_services_with(
+/// A services file's `text`, loaded with no DNS.
+fn load(text: &str) -> Result<Vec<ServiceConfig>, ConfigError> {
+    parse_services_with(
         Path::new("services.yaml"),
-        SERVICES,
+        text,
         &ServiceDefaults::default(),
         &IpLiteralResolver,
     )
-    .unwrap();
+}
+
+/// The table from [`SERVICES`], and each service's backend URLs.
+fn table() -> (ServiceTable, HashMap<String, Vec<String>>) {
+    let services = load(SERVICES).unwrap();
     let urls = services
         .iter()
         .map(|s| {
@@ -97,12 +103,7 @@ proptest! {
 
     #[test]
     fn any_services_text_loads_or_names_the_file(text in "\\PC{0,300}") {
-        let parsed = parse_services_with(
-            Path::new("services.yaml"),
-            &text,
-            &ServiceDefaults::default(),
-            &IpLiteralResolver,
-        );
+        let parsed = load(&text);
         match parsed {
             Ok(services) => prop_assert!(!services.is_empty()),
             Err(e) => {
@@ -131,12 +132,7 @@ proptest! {
                 )),
             }
         }
-        let parsed = parse_services_with(
-            Path::new("services.yaml"),
-            &text,
-            &ServiceDefaults::default(),
-            &IpLiteralResolver,
-        );
+        let parsed = load(&text);
         match parsed {
             Ok(loaded) => {
                 for service in &loaded {

@@ -291,7 +291,6 @@ mod tests {
     use super::*;
     use crate::breaker::{ManualClock, Outcome};
     use crate::config::{parse_services, GatewayConfig, ServiceDefaults};
-    use crate::observability::LogFormat;
     use std::path::Path;
 
     fn app() -> AdminApp {
@@ -305,23 +304,20 @@ mod tests {
             &ServiceDefaults::default(),
         )
         .unwrap();
-        let config = GatewayConfig {
-            listen: "127.0.0.1:1".parse().unwrap(),
-            admin_listen: None,
-            admin_token: None,
-            status_log: false,
-            log_format: LogFormat::Text,
-            services_file: "s.yaml".into(),
-            trust_forwarded_for: false,
-            header_limits: Default::default(),
-            services,
-        };
+        let config = GatewayConfig::with_services(services);
         let reloader = Reloader::new(
             "/nonexistent/gateway.yaml".into(),
             &config,
             Arc::new(ManualClock::new()),
         );
         AdminApp::new(Arc::new(reloader), Arc::default(), token.map(str::to_owned))
+    }
+
+    /// Opens `breaker` (threshold 3).
+    fn trip(breaker: &Arc<crate::breaker::Breaker>) {
+        for _ in 0..3 {
+            breaker.try_acquire().unwrap().record(Outcome::Failure);
+        }
     }
 
     #[test]
@@ -358,12 +354,7 @@ mod tests {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
-        for _ in 0..3 {
-            a.selector.breakers()[1]
-                .try_acquire()
-                .unwrap()
-                .record(Outcome::Failure);
-        }
+        trip(&a.selector.breakers()[1]);
         a.selector.breakers()[0]
             .try_acquire()
             .unwrap()
@@ -426,12 +417,7 @@ mod tests {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
-        for _ in 0..3 {
-            a.selector.breakers()[1]
-                .try_acquire()
-                .unwrap()
-                .record(Outcome::Failure);
-        }
+        trip(&a.selector.breakers()[1]);
         assert!(a.selector.breakers()[1].try_acquire().is_none());
         a.upstreams[0].stats.record(
             crate::metrics::AttemptOutcome::Success,

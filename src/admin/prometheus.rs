@@ -134,32 +134,29 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         }
     }
 
-    let name = "gateway_breaker_consecutive_failures";
-    text.family(
-        name,
-        "gauge",
-        "The current run of consecutive failures of a Closed breaker.",
-    );
-    for (service, upstream, breaker) in backends {
-        text.sample(
-            name,
-            &[("service", &service.name), ("backend", &upstream.url)],
-            f64::from(breaker.snapshot().consecutive_failures),
-        );
-    }
-
-    let name = "gateway_breaker_rejections_total";
-    text.family(
-        name,
-        "counter",
-        "Requests the breaker turned away: Open, Forced-Open, or Half-Open with its probe out.",
-    );
-    for (service, upstream, breaker) in backends {
-        text.sample(
-            name,
-            &[("service", &service.name), ("backend", &upstream.url)],
-            breaker.rejections() as f64,
-        );
+    for (name, kind, help, value) in [
+        (
+            "gateway_breaker_consecutive_failures",
+            "gauge",
+            "The current run of consecutive failures of a Closed breaker.",
+            (|b| f64::from(b.snapshot().consecutive_failures)) as fn(&Breaker) -> f64,
+        ),
+        (
+            "gateway_breaker_rejections_total",
+            "counter",
+            "Requests the breaker turned away: Open, Forced-Open, or Half-Open with its probe \
+             out.",
+            |b| b.rejections() as f64,
+        ),
+    ] {
+        text.family(name, kind, help);
+        for (service, upstream, breaker) in backends {
+            text.sample(
+                name,
+                &[("service", &service.name), ("backend", &upstream.url)],
+                value(breaker),
+            );
+        }
     }
 
     let name = "gateway_breaker_transitions_total";
