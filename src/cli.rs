@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use log::{info, warn};
 use pingora::prelude::{background_service, Opt, Server};
-use pingora_proxy::http_proxy_service_with_name;
+use pingora::services::listening::Service;
+use pingora_proxy::http_proxy;
 
 use crate::admin::{self, AdminApp};
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
+use crate::connection_guard::{ConnectionGuard, GuardSettings};
 use crate::discovery::{DiscoveryService, DnsDiscovery};
 use crate::metrics::GatewayStats;
 use crate::observability;
@@ -84,19 +86,24 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         Arc::new(MonotonicClock::new()),
     ));
     let stats = Arc::new(GatewayStats::default());
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        GatewayProxy::new(
-            reloader.table(),
-            stats.clone(),
-            ProxySettings {
-                status_log: config.status_log.then_some(config.log_format),
-                trust_forwarded_for: config.trust_forwarded_for,
-                header_limits: config.header_limits,
-            },
-        ),
-        "gateway proxy",
+    let gateway = GatewayProxy::new(
+        reloader.table(),
+        stats.clone(),
+        ProxySettings {
+            status_log: config.status_log.then_some(config.log_format),
+            trust_forwarded_for: config.trust_forwarded_for,
+            header_limits: config.header_limits,
+        },
     );
+    let limits = config.connection_limits;
+    let guarded = ConnectionGuard::new(
+        http_proxy(&server.configuration, gateway),
+        GuardSettings {
+            max_connections: limits.max_connections,
+            header_timeout: limits.request_header_timeout,
+        },
+    );
+    let mut proxy = Service::new("gateway proxy".to_owned(), guarded);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
     info!("gateway listening on {}", config.listen);

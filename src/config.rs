@@ -63,6 +63,10 @@ pub const MAX_SERVICE_NAME_LEN: usize = 64;
 pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
 /// Bytes of request head (request line and header fields) accepted when the conf does not say.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Connections the proxy listener serves at once when the conf does not say.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long a request head may take to arrive when the conf does not say.
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often DNS discovery re-resolves when the service does not say.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
@@ -89,6 +93,8 @@ pub struct GatewayConfig {
     pub trust_forwarded_for: bool,
     /// Limits on request heads.
     pub header_limits: HeaderLimits,
+    /// Limits on client connections.
+    pub connection_limits: ConnectionLimits,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -105,6 +111,7 @@ impl GatewayConfig {
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
             header_limits: HeaderLimits::default(),
+            connection_limits: ConnectionLimits::default(),
             services,
         }
     }
@@ -182,6 +189,24 @@ pub struct BodyLimit(pub u64);
 impl Default for BodyLimit {
     fn default() -> Self {
         Self(DEFAULT_MAX_BODY_BYTES)
+    }
+}
+
+/// Limits on the proxy listener's client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive, whole.
+    pub request_header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_header_timeout: DEFAULT_REQUEST_HEADER_TIMEOUT,
+        }
     }
 }
 
@@ -369,6 +394,24 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         ));
     }
 
+    let defaults_limits = ConnectionLimits::default();
+    let connection_limits = ConnectionLimits {
+        max_connections: section
+            .max_connections
+            .unwrap_or(defaults_limits.max_connections),
+        request_header_timeout: section
+            .request_header_timeout
+            .map_or(defaults_limits.request_header_timeout, |d| d.0),
+    };
+    if connection_limits.max_connections == 0 || connection_limits.request_header_timeout.is_zero()
+    {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.max_connections and gateway.request_header_timeout must be more than zero",
+        ));
+    }
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -395,6 +438,7 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         services_file,
         trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
         header_limits,
+        connection_limits,
         services,
     })
 }
@@ -745,6 +789,8 @@ struct RawGatewaySection {
     trust_forwarded_for: Option<bool>,
     max_header_count: Option<usize>,
     max_header_size: Option<ConfigSize>,
+    max_connections: Option<usize>,
+    request_header_timeout: Option<ConfigDuration>,
     defaults: Option<RawOverrides>,
 }
 

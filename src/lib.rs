@@ -4,6 +4,7 @@
 //! Where things live (dependencies point down this list, never up):
 //! - [`cli`]: start-up; Pingora's flags and the order of things.
 //! - [`proxy`]: the Pingora `ProxyHttp` hooks.
+//! - [`connection_guard`]: under Pingora: the connection cap and the request-head deadline.
 //! - [`request_checks`]: strict checks on request heads (smuggling, header limits).
 //! - [`admin`]: the admin listener: health, readiness, breaker status, metrics, overrides,
 //!   reload.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod connection_guard;
 pub mod discovery;
 pub mod json;
 pub mod metrics;

@@ -322,18 +322,113 @@ fn limits_answer_431_and_413() {
     assert_eq!(ok.status, 200);
 }
 
-#[test]
-fn a_slow_client_does_not_hold_up_anyone_else() {
-    let s = setup("");
-    let mut slow = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
-    slow.write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: gate")
-        .unwrap();
+/// Reads until the peer closes the connection; how long that took, or `None` if it stayed
+/// open for `patience`.
+fn closed_within(stream: &mut TcpStream, patience: Duration) -> Option<Duration> {
     let started = Instant::now();
-    for _ in 0..20 {
-        assert_eq!(s.gateway.get("/v1/proxy/product").status, 200);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < patience {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed())
+            }
+            Err(_) => {}
+        }
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
-    drop(slow);
+    None
+}
+
+#[test]
+fn a_request_head_that_trickles_in_is_cut_off_and_costs_no_one_else() {
+    let s = setup("  request_header_timeout: 500ms\n");
+    // The first head of a connection, a byte every 100 ms.
+    let mut slow = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+    let trickle = thread::spawn({
+        let mut slow = slow.try_clone().unwrap();
+        move || {
+            for &b in
+                b"GET /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa"
+            {
+                if slow.write_all(&[b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            s.gateway.get("/v1/proxy/product").status,
+            200,
+            "others are served"
+        );
+    }
+    let closed = closed_within(&mut slow, Duration::from_secs(5));
+    assert!(closed.is_some(), "the trickling connection stays open");
+    trickle.join().unwrap();
+
+    // The second head of a keep-alive connection: the deadline runs from its first byte, and
+    // an idle wait before it (longer than the deadline) is not held against it.
+    let mut client = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+    let request = b"GET /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    client.write_all(request).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(client.read(&mut buf).unwrap() > 0);
+    thread::sleep(Duration::from_millis(800));
+    client.write_all(request).unwrap();
+    let n = client.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "idle, then a whole head: served"
+    );
+    client
+        .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHo")
+        .unwrap();
+    assert!(
+        closed_within(&mut client, Duration::from_secs(5)).is_some(),
+        "a second head that stops halfway is cut off"
+    );
+    assert_eq!(s.outside.connections(), 0);
+}
+
+#[test]
+fn a_full_listener_answers_503_and_serves_again_once_a_connection_closes() {
+    let s = setup("  max_connections: 2\n");
+    let held: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut client = Client::new(s.gateway.port);
+            assert_eq!(
+                client.send("GET", "/v1/proxy/product", b"").unwrap().status,
+                200
+            );
+            client
+        })
+        .collect();
+    let refused = s.send("GET /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\n\r\n");
+    let response = refused.response.expect("an answer");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(
+        response.body.contains("too_many_connections"),
+        "{response:?}"
+    );
+    assert_request_id(&response);
+    assert!(refused.closed);
+    drop(held);
+    assert!(
+        wait_until(DEADLINE, || {
+            try_request(s.gateway.port, "GET", "/v1/proxy/product", &[], b"")
+                .is_ok_and(|r| r.status == 200)
+        }),
+        "slots are given back"
+    );
 }
 
 #[test]

@@ -161,6 +161,32 @@ impl ErrorReply {
         Self::new(status, &code, reason)
     }
 
+    /// 503: the listener serves as many connections as it may.
+    pub fn too_many_connections() -> Self {
+        Self::new(
+            503,
+            "too_many_connections",
+            "the gateway serves as many connections as it may; retry shortly",
+        )
+    }
+
+    /// The reply as a whole HTTP/1.1 response that closes the connection, for answers written
+    /// straight to a connection before Pingora has a session for it.
+    pub fn to_http1(&self, request_id: RequestId) -> Vec<u8> {
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n{}",
+            self.status,
+            self.body.len(),
+            self.body
+        )
+        .into_bytes()
+    }
+
     /// Whether the connection must close after this reply: the request's framing was not
     /// trusted, or its body was not read.
     pub fn closes_connection(&self) -> bool {
