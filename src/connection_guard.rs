@@ -10,6 +10,10 @@
 //! response) a deadline is armed; when the head's blank line has been read it is disarmed. A
 //! read still waiting at the deadline fails, and Pingora closes the connection. Idle
 //! keep-alive connections are left to Pingora's own keep-alive timeout.
+//!
+//! The same stream puts the gateway's JSON errors in place of the empty ones Pingora sends
+//! itself, before any hook runs, for request heads it cannot parse (400) and for `CONNECT`
+//! (405): every error a client gets from the gateway then has a body and a request id.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::debug;
+use log::info;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -124,6 +128,17 @@ pub struct GuardedStream {
     deadline: Pin<Box<Sleep>>,
     /// The last two bytes of the head read so far, to find its end across reads.
     last_two: [u8; 2],
+    /// The gateway's reply being written in place of one of Pingora's.
+    substitute: Option<Substitute>,
+}
+
+/// A reply written in place of another: its bytes, how many of them are out, and how long the
+/// replaced write was (what the writer is told was written).
+#[derive(Debug)]
+struct Substitute {
+    bytes: Vec<u8>,
+    written: usize,
+    replaces: usize,
 }
 
 impl GuardedStream {
@@ -135,6 +150,7 @@ impl GuardedStream {
             phase: Phase::Head,
             deadline: Box::pin(tokio::time::sleep(header_timeout)),
             last_two: [0; 2],
+            substitute: None,
         }
     }
 
@@ -191,8 +207,36 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.observe_write(buf);
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        if this.substitute.is_none() {
+            let Some(status) = pingora_error_status(buf) else {
+                this.observe_write(buf);
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            };
+            let request_id = RequestId::next();
+            info!(
+                "answered a request Pingora could not take with {status}, request id {request_id}"
+            );
+            this.substitute = Some(Substitute {
+                bytes: ErrorReply::unreadable_request(status).to_http1(request_id),
+                written: 0,
+                replaces: buf.len(),
+            });
+        }
+        let Some(substitute) = this.substitute.as_mut() else {
+            unreachable!("set above")
+        };
+        while substitute.written < substitute.bytes.len() {
+            let rest = &substitute.bytes[substitute.written..];
+            match Pin::new(&mut this.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => substitute.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let replaced = substitute.replaces;
+        this.substitute = None;
+        Poll::Ready(Ok(replaced))
     }
 
     fn poll_write_vectored(
@@ -278,6 +322,22 @@ impl Peek for GuardedStream {
     }
 }
 
+/// The status of `buf` if it is one of the empty error responses Pingora makes itself (a 4xx
+/// with `Server: Pingora`, `Content-Length: 0` and `Cache-Control: private, no-store`: the
+/// gateway's own replies carry none of these).
+fn pingora_error_status(buf: &[u8]) -> Option<u16> {
+    let status = buf.strip_prefix(b"HTTP/1.1 4")?;
+    let contains = |needle: &[u8]| buf.windows(needle.len()).any(|w| w == needle);
+    if !(contains(b"\r\nServer: Pingora\r\n")
+        && contains(b"\r\nContent-Length: 0\r\n")
+        && contains(b"\r\nCache-Control: private, no-store\r\n"))
+    {
+        return None;
+    }
+    let digits = std::str::from_utf8(status.get(..2)?).ok()?;
+    Some(400 + digits.parse::<u16>().ok()?)
+}
+
 /// Whether the head's blank line (CRLF CRLF, or a bare-LF one, which is refused later with an
 /// answer) is in `bytes`; `last_two` carries the bytes before them across reads.
 fn head_ends_in(last_two: &mut [u8; 2], bytes: &[u8]) -> bool {
@@ -294,8 +354,8 @@ fn head_ends_in(last_two: &mut [u8; 2], bytes: &[u8]) -> bool {
 /// Answers a connection the guard refuses, with a request id, and closes it.
 async fn refuse(mut stream: Stream, reply: ErrorReply) {
     let request_id = RequestId::next();
-    debug!(
-        "refusing a client connection with {}, request id {request_id}",
+    info!(
+        "refused a client connection with {}, request id {request_id}",
         reply.status
     );
     let response = reply.to_http1(request_id);
@@ -324,6 +384,22 @@ mod tests {
         assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
         assert_eq!(
             ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: \r\r\n"]),
+            None
+        );
+    }
+
+    #[test]
+    fn pingoras_own_error_responses_are_recognised() {
+        let pingora = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nDate: x\r\n\
+                        Content-Length: 0\r\nCache-Control: private, no-store\r\n\r\n";
+        assert_eq!(pingora_error_status(pingora), Some(400));
+        let connect =
+            String::from_utf8_lossy(pingora).replace("400 Bad Request", "405 Method Not Allowed");
+        assert_eq!(pingora_error_status(connect.as_bytes()), Some(405));
+        let ours = ErrorReply::unreadable_request(400).to_http1(RequestId::next());
+        assert_eq!(pingora_error_status(&ours), None);
+        assert_eq!(
+            pingora_error_status(b"HTTP/1.1 200 OK\r\nServer: Pingora\r\n"),
             None
         );
     }

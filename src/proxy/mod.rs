@@ -272,6 +272,14 @@ impl ProxyHttp for GatewayProxy {
             Ok(()) => return Ok(false),
             Err(reply) => reply,
         };
+        let request = session.req_header();
+        log::info!(
+            "answered {} to {} {}, request id {}",
+            reply.status,
+            request.method,
+            loggable_path(request.uri.path()),
+            ctx.request_id
+        );
         if reply.closes_connection() {
             session.set_keepalive(None);
         }
@@ -574,6 +582,19 @@ fn failure_outcome(e: &Error, connecting: bool) -> AttemptOutcome {
     } else {
         AttemptOutcome::BrokenResponse
     }
+}
+
+/// A client's path, fit for a log line: at most 100 characters, control characters escaped.
+fn loggable_path(path: &str) -> String {
+    let mut out: String = path
+        .chars()
+        .take(100)
+        .flat_map(char::escape_debug)
+        .collect();
+    if path.len() > 100 {
+        out.push_str("...");
+    }
+    out
 }
 
 fn is_timeout(e: &Error) -> bool {

@@ -161,6 +161,20 @@ impl ErrorReply {
         Self::new(status, &code, reason)
     }
 
+    /// What Pingora answers itself, before the gateway sees the request: 400 for a head it
+    /// cannot parse, 405 for `CONNECT`, anything else by its reason.
+    pub fn unreadable_request(status: u16) -> Self {
+        match status {
+            400 => Self::new(400, "bad_request", "the request head could not be parsed"),
+            405 => Self::new(
+                405,
+                "method_not_allowed",
+                "CONNECT is not served: the gateway is not a forward proxy",
+            ),
+            other => Self::other(other),
+        }
+    }
+
     /// 503: the listener serves as many connections as it may.
     pub fn too_many_connections() -> Self {
         Self::new(
