@@ -124,8 +124,11 @@ pub struct GuardedStream {
     inner: Stream,
     header_timeout: Duration,
     phase: Phase,
-    /// When the current head must be in; only armed in [`Phase::Head`].
-    deadline: Pin<Box<Sleep>>,
+    /// When the current head must be in (meaningful in [`Phase::Head`]).
+    deadline: Instant,
+    /// A timer for `deadline`, set and polled only when a head takes more than one read:
+    /// registering a timer for every request would cost more than the rest of the guard.
+    timer: Pin<Box<Sleep>>,
     /// The last two bytes of the head read so far, to find its end across reads.
     last_two: [u8; 2],
     /// The gateway's reply being written in place of one of Pingora's.
@@ -148,7 +151,8 @@ impl GuardedStream {
             inner,
             header_timeout,
             phase: Phase::Head,
-            deadline: Box::pin(tokio::time::sleep(header_timeout)),
+            deadline: Instant::now() + header_timeout,
+            timer: Box::pin(tokio::time::sleep(header_timeout)),
             last_two: [0; 2],
             substitute: None,
         }
@@ -162,8 +166,7 @@ impl GuardedStream {
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
             self.last_two = [0; 2];
-            let deadline = Instant::now() + self.header_timeout;
-            self.deadline.as_mut().reset(deadline);
+            self.deadline = Instant::now() + self.header_timeout;
         }
         if self.phase == Phase::Head && head_ends_in(&mut self.last_two, bytes) {
             self.phase = Phase::Body;
@@ -185,11 +188,16 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.phase == Phase::Head && this.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request head did not arrive within request_header_timeout",
-            )));
+        if this.phase == Phase::Head {
+            if this.timer.deadline() != this.deadline {
+                this.timer.as_mut().reset(this.deadline);
+            }
+            if this.timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request head did not arrive within request_header_timeout",
+                )));
+            }
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
