@@ -17,16 +17,16 @@ bash scripts/docker/verify-image.sh "$tag"
 # shellcheck source=docker/env.sh
 source scripts/docker/env.sh
 
-if ! command -v podman-compose >/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check podman-compose==1.3.0
-fi
+# Run as a module: a freshly pip-installed command may not be on PATH yet (pyenv shims).
+python3 -c 'import podman_compose' 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check podman-compose==1.3.0
 if [ ! -x /usr/lib/cni/dnsname ]; then
   # Name resolution between compose services on podman's CNI networks.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-github-containernetworking-plugin-dnsname >/dev/null
 fi
 
 containers=(gateway-check-9001 gateway-check-9002 gateway-check)
-compose() { podman-compose -p gateway-check "$@"; }
+compose() { python3 -m podman_compose -p gateway-check "$@"; }
 cleanup() {
   podman rm -f "${containers[@]}" >/dev/null 2>&1 || true
   compose down >/dev/null 2>&1 || true

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kubernetes_version=1.37.0
-command -v kubernetes-validate >/dev/null \
+# Run as a module: a freshly pip-installed command may not be on PATH yet (pyenv shims).
+python3 -c 'import kubernetes_validate' 2>/dev/null \
   || python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
 if ! command -v kubectl >/dev/null; then
   sudo=""
@@ -21,6 +22,6 @@ for dir in deploy/kubernetes/base deploy/kubernetes/overlays/demo; do
   # kustomize warns that `bases` is deprecated; the overlay keeps it for old kustomize versions.
   kubectl kustomize "$dir" >"$rendered" 2>"$out/kustomize.log" \
     || { cat "$out/kustomize.log" >&2; exit 1; }
-  kubernetes-validate --strict --quiet -k "$kubernetes_version" "$rendered"
+  python3 -m kubernetes_validate --strict --quiet -k "$kubernetes_version" "$rendered"
   echo "kubernetes: $dir: $(grep -c '^kind:' "$rendered") objects valid against Kubernetes $kubernetes_version"
 done
