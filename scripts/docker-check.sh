@@ -22,6 +22,7 @@ python3 -c 'import podman_compose' 2>/dev/null \
   || python3 -m pip install -q --disable-pip-version-check podman-compose==1.3.0
 if [ ! -x /usr/lib/cni/dnsname ]; then
   # Name resolution between compose services on podman's CNI networks.
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-github-containernetworking-plugin-dnsname >/dev/null
 fi
 
