@@ -14,13 +14,22 @@
 //! The same stream puts the gateway's JSON errors in place of the empty ones Pingora sends
 //! itself, before any hook runs, for request heads it cannot parse (400) and for `CONNECT`
 //! (405): every error a client gets from the gateway then has a body and a request id.
+//!
+//! And it checks chunked request bodies before anything is forwarded: when a head declares
+//! `Transfer-Encoding: chunked`, the read that completes the head is held back from Pingora
+//! (which cannot route what it has not parsed) while the guard reads the body ahead, up to
+//! [`CHUNKED_LOOKAHEAD`], through a strict [`ChunkedCheck`]. A valid body is then released
+//! to Pingora as if just read; an invalid one is answered 400 and the connection closed, so
+//! neither its head nor any chunk reaches a backend. A body longer than the lookahead is
+//! released unchecked past it (Pingora still refuses bad framing while streaming); a request
+//! that expects `100 Continue` is not held, since its client waits for Pingora's answer.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,7 +44,15 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::chunked::{ChunkedCheck, Framing};
 use crate::proxy::{ErrorReply, RequestId};
+
+/// How much of a chunked request body the guard reads ahead and checks before Pingora sees
+/// the request.
+pub const CHUNKED_LOOKAHEAD: usize = 64 * 1024;
+
+/// The longest request head the guard keeps a copy of, to look for `Transfer-Encoding`.
+const HEAD_COPY_LIMIT: usize = 64 * 1024;
 
 /// What the guard enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +133,10 @@ enum Phase {
     Head,
     /// The head is in; body bytes may follow until the response starts.
     Body,
+    /// The read that completed a chunked head is held back while the body is checked.
+    Checking,
+    /// Held-back bytes are being handed to Pingora.
+    Releasing,
 }
 
 /// A client connection whose request heads must each arrive within a deadline.
@@ -131,6 +152,13 @@ pub struct GuardedStream {
     timer: Pin<Box<Sleep>>,
     /// The last two bytes of the head read so far, to find its end across reads.
     last_two: [u8; 2],
+    /// The current head as read so far (up to [`HEAD_COPY_LIMIT`]).
+    head: Vec<u8>,
+    /// Bytes read but held back from Pingora, and how many of them it has been given.
+    held: Vec<u8>,
+    released: usize,
+    /// The check of the chunked body being read ahead.
+    chunked: ChunkedCheck,
     /// The gateway's reply being written in place of one of Pingora's.
     substitute: Option<Substitute>,
 }
@@ -154,23 +182,85 @@ impl GuardedStream {
             deadline: Instant::now() + header_timeout,
             timer: Box::pin(tokio::time::sleep(header_timeout)),
             last_two: [0; 2],
+            head: Vec::new(),
+            held: Vec::new(),
+            released: 0,
+            chunked: ChunkedCheck::default(),
             substitute: None,
         }
     }
 
-    /// Follows the bytes just read: a head starts, or ends.
-    fn observe_read(&mut self, bytes: &[u8]) {
+    /// Follows the bytes just read: a head starts, or ends. Returns where the body starts in
+    /// `bytes` when they complete the head of a request whose chunked body is to be checked.
+    fn observe_read(&mut self, bytes: &[u8]) -> Option<usize> {
         if bytes.is_empty() {
-            return;
+            return None;
         }
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
             self.last_two = [0; 2];
+            self.head.clear();
             self.deadline = Instant::now() + self.header_timeout;
         }
-        if self.phase == Phase::Head && head_ends_in(&mut self.last_two, bytes) {
-            self.phase = Phase::Body;
+        if self.phase != Phase::Head {
+            return None;
         }
+        let end = head_end_in(&mut self.last_two, bytes);
+        let copied = end.unwrap_or(bytes.len());
+        if self.head.len() + copied <= HEAD_COPY_LIMIT {
+            self.head.extend_from_slice(&bytes[..copied]);
+        }
+        let end = end?;
+        self.phase = Phase::Body;
+        let complete = self.head.len() < HEAD_COPY_LIMIT;
+        (complete && has_chunked_body_to_check(&self.head)).then_some(end)
+    }
+
+    /// Reads the held-back body further and decides: release, or refuse. Returns the error
+    /// for Pingora once a refusal is written.
+    fn poll_check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(substitute) = self.substitute.as_mut() {
+                // A refusal is being written: finish it, then fail Pingora's read.
+                ready!(poll_write_all(&mut self.inner, cx, substitute))?;
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                self.substitute = None;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "invalid chunked request body, answered 400",
+                )));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+            let bytes = read.filled();
+            if bytes.is_empty() {
+                // The client stopped sending: let Pingora see what there is, then the end.
+                self.phase = Phase::Releasing;
+                return Poll::Ready(Ok(()));
+            }
+            self.held.extend_from_slice(bytes);
+            match self.chunked.feed(bytes) {
+                Framing::Incomplete if self.held.len() <= CHUNKED_LOOKAHEAD => {}
+                Framing::Incomplete | Framing::Complete(_) => {
+                    self.phase = Phase::Releasing;
+                    return Poll::Ready(Ok(()));
+                }
+                Framing::Invalid(why) => self.refuse_chunked(why),
+            }
+        }
+    }
+
+    /// Starts answering 400 for a chunked body that failed the check.
+    fn refuse_chunked(&mut self, why: &str) {
+        let request_id = RequestId::next();
+        info!("answered 400 to a request with an invalid chunked body ({why}), request id {request_id}");
+        let reply = ErrorReply::ambiguous_request(&format!("invalid chunked body: {why}"));
+        self.substitute = Some(Substitute {
+            bytes: reply.to_http1(request_id),
+            written: 0,
+            replaces: 0,
+        });
     }
 
     /// Follows bytes being written: a response (not an interim 1xx one) ends the request.
@@ -188,24 +278,99 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.phase == Phase::Checking {
+            ready!(this.arm_and_poll_deadline(cx))?;
+            ready!(this.poll_check(cx))?;
+        }
+        if this.phase == Phase::Releasing {
+            let rest = &this.held[this.released..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.released += n;
+            if this.released == this.held.len() {
+                this.held.clear();
+                this.released = 0;
+                this.phase = Phase::Body;
+            }
+            return Poll::Ready(Ok(()));
+        }
         if this.phase == Phase::Head {
-            if this.timer.deadline() != this.deadline {
-                this.timer.as_mut().reset(this.deadline);
-            }
-            if this.timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the request head did not arrive within request_header_timeout",
-                )));
-            }
+            ready!(this.arm_and_poll_deadline(cx))?;
         }
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            this.observe_read(&buf.filled()[before..]);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let Some(body_start) = this.observe_read(&buf.filled()[before..]) else {
+            return Poll::Ready(Ok(()));
+        };
+        // A chunked head just completed: take this read back from Pingora and check the body.
+        let read = &buf.filled()[before..];
+        this.held.clear();
+        this.held.extend_from_slice(read);
+        this.released = 0;
+        this.chunked = ChunkedCheck::default();
+        let framing = this.chunked.feed(&read[body_start..]);
+        buf.set_filled(before);
+        this.phase = Phase::Checking;
+        match framing {
+            Framing::Incomplete => {}
+            Framing::Complete(_) => this.phase = Phase::Releasing,
+            Framing::Invalid(why) => this.refuse_chunked(why),
         }
-        result
+        // Come back through the phases above with what has been decided so far.
+        Pin::new(this).poll_read(cx, buf)
     }
+}
+
+impl GuardedStream {
+    /// Fails once the current head's deadline has passed; sets the timer when a head takes
+    /// more than one read.
+    fn arm_and_poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.timer.deadline() != self.deadline {
+            self.timer.as_mut().reset(self.deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request did not arrive within request_header_timeout",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes the rest of `substitute` to `inner`.
+fn poll_write_all(
+    inner: &mut Stream,
+    cx: &mut Context<'_>,
+    substitute: &mut Substitute,
+) -> Poll<io::Result<()>> {
+    while substitute.written < substitute.bytes.len() {
+        let rest = &substitute.bytes[substitute.written..];
+        match ready!(Pin::new(&mut *inner).poll_write(cx, rest))? {
+            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            n => substitute.written += n,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Whether the head declares a chunked body that the guard should check before Pingora sees
+/// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
+fn has_chunked_body_to_check(head: &[u8]) -> bool {
+    let mut chunked = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].to_ascii_lowercase());
+        let contains = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") && contains(b"chunked") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"expect") && contains(b"100-continue") {
+            return false;
+        }
+    }
+    chunked
 }
 
 impl AsyncWrite for GuardedStream {
@@ -233,15 +398,7 @@ impl AsyncWrite for GuardedStream {
         let Some(substitute) = this.substitute.as_mut() else {
             unreachable!("set above")
         };
-        while substitute.written < substitute.bytes.len() {
-            let rest = &substitute.bytes[substitute.written..];
-            match Pin::new(&mut this.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => substitute.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        ready!(poll_write_all(&mut this.inner, cx, substitute))?;
         let replaced = substitute.replaces;
         this.substitute = None;
         Poll::Ready(Ok(replaced))
@@ -346,17 +503,18 @@ fn pingora_error_status(buf: &[u8]) -> Option<u16> {
     Some(400 + digits.parse::<u16>().ok()?)
 }
 
-/// Whether the head's blank line (CRLF CRLF, or a bare-LF one, which is refused later with an
-/// answer) is in `bytes`; `last_two` carries the bytes before them across reads.
-fn head_ends_in(last_two: &mut [u8; 2], bytes: &[u8]) -> bool {
-    for &b in bytes {
+/// Where in `bytes` the head ends (just past its blank line: CRLF CRLF, or a bare-LF one,
+/// which is refused later with an answer), if it does; `last_two` carries the bytes before
+/// them across reads.
+fn head_end_in(last_two: &mut [u8; 2], bytes: &[u8]) -> Option<usize> {
+    for (i, &b) in bytes.iter().enumerate() {
         let [before, last] = *last_two;
         *last_two = [last, b];
         if b == b'\n' && (last == b'\n' || (last == b'\r' && before == b'\n')) {
-            return true;
+            return Some(i + 1);
         }
     }
-    false
+    None
 }
 
 /// Answers a connection the guard refuses, with a request id, and closes it.
@@ -382,7 +540,9 @@ mod tests {
     fn the_end_of_a_head_is_found_across_reads() {
         let ends = |chunks: &[&[u8]]| {
             let mut last_two = [0; 2];
-            chunks.iter().position(|c| head_ends_in(&mut last_two, c))
+            chunks
+                .iter()
+                .position(|c| head_end_in(&mut last_two, c).is_some())
         };
         assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]), Some(0));
         assert_eq!(
@@ -409,6 +569,27 @@ mod tests {
         assert_eq!(
             pingora_error_status(b"HTTP/1.1 200 OK\r\nServer: Pingora\r\n"),
             None
+        );
+    }
+
+    #[test]
+    fn only_chunked_heads_without_expect_continue_are_held() {
+        assert!(has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST /transfer-encoding:chunked HTTP/1.1\r\n\r\n"
+        ));
+        let mut last_two = [0; 2];
+        assert_eq!(
+            head_end_in(&mut last_two, b"GET / HTTP/1.1\r\n\r\nbody"),
+            Some(18)
         );
     }
 

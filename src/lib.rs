@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod chunked;
 pub mod cli;
 pub mod config;
 pub mod connection_guard;

@@ -259,15 +259,69 @@ fn ambiguous_framing_is_rejected_before_anything_is_forwarded() {
 }
 
 #[test]
-fn an_invalid_chunk_size_fails_the_request_and_reaches_no_other_backend() {
+fn malformed_chunked_bodies_are_refused_before_anything_is_forwarded() {
     let s = setup("");
-    // The head is valid, so it is forwarded as it streams; the bad chunk ends the exchange.
-    s.assert_rejected_with_json(
-        "POST /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n",
-        400,
-        "bad_request",
+    let head =
+        "POST /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for body in [
+        "zz\r\nabcd\r\n0\r\n\r\n",
+        "4\nabcd\r\n0\r\n\r\n",
+        "4\r\nabcdef\r\n0\r\n\r\n",
+        "4 \r\nabcd\r\n0\r\n\r\n",
+        "4\r\nabcd\r\n0\r\n\n",
+    ] {
+        s.assert_rejected_with_json(&format!("{head}{body}"), 400, "bad_request");
+    }
+    // A bad chunk that arrives a while after the head is refused just the same.
+    let mut client = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(b"4\r\nab").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    client.write_all(b"cd\r\nxyz\r\n").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
     );
-    assert_eq!(s.outside.connections(), 0);
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn valid_chunked_bodies_arrive_whole_however_they_are_split() {
+    let s = setup("");
+    let mut client = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+    client
+        .write_all(b"POST /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhel")
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    client.write_all(b"lo\r\n6\r\n world\r\n0\r\n\r\n").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut raw = Vec::new();
+    client.read_to_end(&mut raw).unwrap();
+    let response = parse_response(&raw).unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.body.ends_with("hello world"), "{response:?}");
+
+    // Longer than the guard's look-ahead: checked in part, then streamed through whole.
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "q".repeat(16 * 1024));
+    let body: String = chunk.repeat(12) + "0\r\n\r\n";
+    let r = exchange(
+        s.gateway.port,
+        format!(
+            "POST /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"
+        )
+        .as_bytes(),
+    );
+    let response = r.response.expect("a response");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body.matches('q').count(),
+        12 * 16 * 1024,
+        "the whole body reached the backend"
+    );
 }
 
 #[test]
