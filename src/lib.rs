@@ -4,7 +4,9 @@
 //! Where things live (dependencies point down this list, never up):
 //! - [`cli`]: start-up; Pingora's flags and the order of things.
 //! - [`proxy`]: the Pingora `ProxyHttp` hooks.
-//! - [`connection_guard`]: under Pingora: the connection cap and the request-head deadline.
+//! - [`connection_guard`]: under Pingora: the connection cap, the request-head deadline, the
+//!   chunked-body check.
+//! - [`chunked`]: a strict, incremental check of chunked framing.
 //! - [`request_checks`]: strict checks on request heads (smuggling, header limits).
 //! - [`admin`]: the admin listener: health, readiness, breaker status, metrics, overrides,
 //!   reload.

@@ -1,7 +1,9 @@
-//! The path router and the request-head checks on arbitrary bytes: no panic, and a routed
-//! service segment is never empty and never holds a `/`.
+//! The path router, the request-head checks and the chunked-body check on arbitrary bytes: no
+//! panic; a routed service segment is never empty and never holds a `/`; the chunked check
+//! gives the same answer however its input is split.
 #![no_main]
 
+use gateway::chunked::{ChunkedCheck, Framing};
 use gateway::config::HeaderLimits;
 use gateway::request_checks::check_head;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
@@ -9,6 +11,17 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = check_head(data, data.len() / 8, &HeaderLimits::default());
+    let whole = ChunkedCheck::default().feed(data);
+    let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let mut check = ChunkedCheck::default();
+    let in_two = match check.feed(&data[..split]) {
+        Framing::Incomplete => match check.feed(&data[split..]) {
+            Framing::Complete(at) => Framing::Complete(split + at),
+            other => other,
+        },
+        decided => decided,
+    };
+    assert_eq!(whole, in_two);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
