@@ -198,8 +198,10 @@ impl BackgroundService for ReloadOnHangup {
             tokio::select! {
                 _ = hangups.recv() => {
                     info!("SIGHUP: reloading");
-                    // The outcome is logged by reload().
-                    let _ = self.0.reload();
+                    // Reading the files and resolving hosts blocks: off the async threads. The
+                    // outcome is logged by reload().
+                    let reloader = self.0.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
                 }
                 _ = shutdown.changed() => return,
             }

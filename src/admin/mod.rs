@@ -31,6 +31,7 @@ mod prometheus;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
@@ -39,6 +40,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
+use crate::connection_guard::{ConnectionGuard, GuardSettings};
 use crate::json::json_string;
 use crate::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 use crate::reload::Reloader;
@@ -157,6 +159,10 @@ impl ServeHttp for AdminApp {
 }
 
 const BACKENDS_PREFIX: &str = "/backends/";
+/// Connections the admin listener serves at once (probes, scrapers, operators).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// How long an admin request head may take to arrive.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const METRICS_PATH: &str = "/metrics";
 
 impl AdminApp {
@@ -227,9 +233,20 @@ impl AdminApp {
     }
 }
 
-/// The admin listener as a Pingora service, listening on `listen`.
-pub fn admin_service(app: AdminApp, listen: SocketAddr) -> Service<HttpServer<AdminApp>> {
-    let mut service = Service::new("gateway admin".to_owned(), HttpServer::new_app(app));
+/// The admin listener as a Pingora service, listening on `listen`, behind the same connection
+/// guard as the proxy listener with small limits: it serves operators, not traffic.
+pub fn admin_service(
+    app: AdminApp,
+    listen: SocketAddr,
+) -> Service<ConnectionGuard<HttpServer<AdminApp>>> {
+    let guarded = ConnectionGuard::new(
+        HttpServer::new_app(app),
+        GuardSettings {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            header_timeout: ADMIN_HEADER_TIMEOUT,
+        },
+    );
+    let mut service = Service::new("gateway admin".to_owned(), guarded);
     service.add_tcp(&listen.to_string());
     service
 }

@@ -64,12 +64,24 @@ pub fn simultaneous_gets(
         .collect()
 }
 
-/// A free loopback port (bound, read, released: the window for a clash is tiny).
+/// A free loopback port that this test process has not handed out before.
+///
+/// Ports come from a counter in 10000..32000 (below the kernel's ephemeral range, which
+/// outgoing connections and `bind(0)` use), starting at a per-process offset. A port is never
+/// handed out twice by one process, so a backend a test stopped keeps refusing connections:
+/// with `bind(0)`, a test running alongside could be given the freed port and answer in its
+/// place.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 10_000 + (std::process::id() as usize % 100) * 220;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(10_000 + (base - 10_000 + offset) % 22_000)
+            .expect("ports stay below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A scratch folder, removed when dropped.
@@ -112,12 +124,12 @@ pub struct Mock {
 }
 
 impl Mock {
-    /// Starts a mock on a free port with extra `args` (e.g. `--fail`).
+    /// Starts a mock on a port from [`free_port`] with extra `args` (e.g. `--fail`).
     pub fn start(args: &[&str]) -> Mock {
-        Self::start_on(0, args)
+        Self::start_on(free_port(), args)
     }
 
-    /// Starts a mock on `port` (0 = any), retrying while the port is still being released.
+    /// Starts a mock on `port`, retrying while the port is still being released.
     pub fn start_on(port: u16, args: &[&str]) -> Mock {
         let end = Instant::now() + DEADLINE;
         loop {
