@@ -223,7 +223,7 @@ impl GuardedStream {
             if let Some(substitute) = self.substitute.as_mut() {
                 // A refusal is being written: finish it, then fail Pingora's read.
                 ready!(poll_write_all(&mut self.inner, cx, substitute))?;
-                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
                 self.substitute = None;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,

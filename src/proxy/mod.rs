@@ -591,7 +591,7 @@ fn loggable_path(path: &str) -> String {
         .take(100)
         .flat_map(char::escape_debug)
         .collect();
-    if path.len() > 100 {
+    if path.chars().nth(100).is_some() {
         out.push_str("...");
     }
     out
