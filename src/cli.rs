@@ -18,7 +18,7 @@ use pingora_proxy::http_proxy;
 use crate::admin::{self, AdminApp};
 use crate::breaker::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
-use crate::connection_guard::{ConnectionGuard, GuardSettings};
+use crate::connection_guard::ConnectionGuard;
 use crate::discovery::{DiscoveryService, DnsDiscovery};
 use crate::metrics::GatewayStats;
 use crate::observability;
@@ -95,13 +95,9 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             header_limits: config.header_limits,
         },
     );
-    let limits = config.connection_limits;
     let guarded = ConnectionGuard::new(
         http_proxy(&server.configuration, gateway),
-        GuardSettings {
-            max_connections: limits.max_connections,
-            header_timeout: limits.request_header_timeout,
-        },
+        config.connection_limits,
     );
     let mut proxy = Service::new("gateway proxy".to_owned(), guarded);
     proxy.add_tcp(&config.listen.to_string());

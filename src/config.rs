@@ -192,12 +192,13 @@ impl Default for BodyLimit {
     }
 }
 
-/// Limits on the proxy listener's client connections.
+/// Limits on a listener's client connections, enforced by the connection guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Connections served at once.
+    /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
-    /// How long a request head may take to arrive, whole.
+    /// How long a request head may take to arrive, whole: from the accept for a connection's
+    /// first request, from its first byte for the next ones.
     pub request_header_timeout: Duration,
 }
 

@@ -45,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::chunked::{ChunkedCheck, Framing};
+use crate::config::ConnectionLimits;
 use crate::proxy::{ErrorReply, RequestId};
 
 /// How much of a chunked request body the guard reads ahead and checks before Pingora sees
@@ -54,30 +55,20 @@ pub const CHUNKED_LOOKAHEAD: usize = 64 * 1024;
 /// The longest request head the guard keeps a copy of, to look for `Transfer-Encoding`.
 const HEAD_COPY_LIMIT: usize = 64 * 1024;
 
-/// What the guard enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardSettings {
-    /// Connections served at once; more are answered 503 and closed.
-    pub max_connections: usize,
-    /// How long a request head may take to arrive, whole: from the accept for a connection's
-    /// first request, from its first byte for the next ones.
-    pub header_timeout: Duration,
-}
-
 /// A [`ServerApp`] that guards `A` (Pingora's HTTP proxy app).
 #[derive(Debug)]
 pub struct ConnectionGuard<A> {
     app: Arc<A>,
-    settings: GuardSettings,
+    limits: ConnectionLimits,
     active: AtomicUsize,
 }
 
 impl<A> ConnectionGuard<A> {
-    /// Guards `app` with `settings`.
-    pub fn new(app: A, settings: GuardSettings) -> Self {
+    /// Guards `app` with `limits`.
+    pub fn new(app: A, limits: ConnectionLimits) -> Self {
         Self {
             app: Arc::new(app),
-            settings,
+            limits,
             active: AtomicUsize::new(0),
         }
     }
@@ -90,12 +81,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let Some(_slot) = Slot::take(&self.active, self.settings.max_connections) else {
+        let Some(_slot) = Slot::take(&self.active, self.limits.max_connections) else {
             refuse(stream, ErrorReply::too_many_connections()).await;
             return None;
         };
         // Pingora serves every request of an HTTP/1 connection in this one call.
-        let guarded = GuardedStream::new(stream, self.settings.header_timeout);
+        let guarded = GuardedStream::new(stream, self.limits.request_header_timeout);
         self.app.process_new(Box::new(guarded), shutdown).await
     }
 
@@ -253,11 +244,9 @@ impl GuardedStream {
 
     /// Starts answering 400 for a chunked body that failed the check.
     fn refuse_chunked(&mut self, why: &str) {
-        let request_id = RequestId::next();
-        info!("answered 400 to a request with an invalid chunked body ({why}), request id {request_id}");
         let reply = ErrorReply::ambiguous_request(&format!("invalid chunked body: {why}"));
         self.substitute = Some(Substitute {
-            bytes: reply.to_http1(request_id),
+            bytes: wire_reply(&reply, "a request with an invalid chunked body"),
             written: 0,
             replaces: 0,
         });
@@ -385,12 +374,9 @@ impl AsyncWrite for GuardedStream {
                 this.observe_write(buf);
                 return Pin::new(&mut this.inner).poll_write(cx, buf);
             };
-            let request_id = RequestId::next();
-            info!(
-                "answered a request Pingora could not take with {status}, request id {request_id}"
-            );
+            let reply = ErrorReply::unreadable_request(status);
             this.substitute = Some(Substitute {
-                bytes: ErrorReply::unreadable_request(status).to_http1(request_id),
+                bytes: wire_reply(&reply, "a request Pingora could not take"),
                 written: 0,
                 replaces: buf.len(),
             });
@@ -517,14 +503,19 @@ fn head_end_in(last_two: &mut [u8; 2], bytes: &[u8]) -> Option<usize> {
     None
 }
 
-/// Answers a connection the guard refuses, with a request id, and closes it.
-async fn refuse(mut stream: Stream, reply: ErrorReply) {
+/// `reply` as a whole HTTP/1.1 response under a new request id, logged with `what` it answers.
+fn wire_reply(reply: &ErrorReply, what: &str) -> Vec<u8> {
     let request_id = RequestId::next();
     info!(
-        "refused a client connection with {}, request id {request_id}",
+        "answered {} to {what}, request id {request_id}",
         reply.status
     );
-    let response = reply.to_http1(request_id);
+    reply.to_http1(request_id)
+}
+
+/// Answers a connection the guard refuses, and closes it.
+async fn refuse(mut stream: Stream, reply: ErrorReply) {
+    let response = wire_reply(&reply, "a connection over the limit");
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&response).await?;
         stream.flush().await

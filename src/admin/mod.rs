@@ -40,7 +40,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
-use crate::connection_guard::{ConnectionGuard, GuardSettings};
+use crate::config::ConnectionLimits;
+use crate::connection_guard::ConnectionGuard;
 use crate::json::json_string;
 use crate::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 use crate::reload::Reloader;
@@ -241,9 +242,9 @@ pub fn admin_service(
 ) -> Service<ConnectionGuard<HttpServer<AdminApp>>> {
     let guarded = ConnectionGuard::new(
         HttpServer::new_app(app),
-        GuardSettings {
+        ConnectionLimits {
             max_connections: ADMIN_MAX_CONNECTIONS,
-            header_timeout: ADMIN_HEADER_TIMEOUT,
+            request_header_timeout: ADMIN_HEADER_TIMEOUT,
         },
     );
     let mut service = Service::new("gateway admin".to_owned(), guarded);

@@ -144,10 +144,8 @@ impl GatewayProxy {
 pub struct RequestContext {
     /// Names the request in error replies, logs and towards the backend.
     request_id: RequestId,
-    /// Request body bytes seen so far.
+    /// Request body bytes seen so far (over the service's limit: the answer is 413).
     body_bytes: u64,
-    /// Whether the request body went over the service's limit.
-    body_too_large: bool,
     /// The routed service.
     service: Option<Arc<Service>>,
     /// Where the forwarded rest of the path starts in the request path.
@@ -194,7 +192,6 @@ impl RequestContext {
         Self {
             request_id: RequestId::next(),
             body_bytes: 0,
-            body_too_large: false,
             service: None,
             rest_start: 0,
             ticket: None,
@@ -299,7 +296,6 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.body_bytes += chunk.len() as u64;
         if ctx.body_bytes > service.max_body.0 {
-            ctx.body_too_large = true;
             return Error::e_explain(HTTPStatus(413), "the request body is over the limit");
         }
         Ok(())
@@ -605,7 +601,7 @@ fn is_timeout(e: &Error) -> bool {
 fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     let service = ctx.service.as_deref();
     let service_name = service.map_or("", |s| s.name.as_str());
-    if let (true, Some(service)) = (ctx.body_too_large, service) {
+    if let Some(service) = service.filter(|s| ctx.body_bytes > s.max_body.0) {
         return Some(ErrorReply::body_too_large(service.max_body.0));
     }
     match (ctx.refusal, service) {
