@@ -6,6 +6,8 @@ RUN apt-get update \
 WORKDIR /src
 # Dependencies first, in a layer of their own that survives source changes.
 COPY Cargo.toml Cargo.lock ./
+# pingora-proxy with the gateway's patch (see vendor/README.md).
+COPY vendor vendor
 RUN mkdir -p src mock benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > mock/main.rs \
     && echo 'fn main() {}' > benches/hot_path.rs \

@@ -7,13 +7,15 @@
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
-//!              [--reset | --close | --hang] [--flap-ms N] [--slow-body-ms N] [--log] PORT
+//!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
+//!              [--log] PORT
 //! ```
 //!
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
 //! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
-//! starting healthy. `--slow-body-ms N` sends the body in five parts, N ms apart.
+//! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
+//! `--slow-body-ms N` sends the body in five parts, N ms apart.
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
 //! It uses only the standard library (one thread per connection, keep-alive), so it builds in
@@ -28,7 +30,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
-                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-body-ms N] [--log] PORT";
+                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
+                     [--slow-body-ms N] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -45,6 +48,8 @@ struct Behaviour {
     fault: Option<ConnectionFault>,
     /// Alternate between healthy and broken periods of this length.
     flap: Option<Duration>,
+    /// Send the response head a line at a time, this far apart.
+    slow_head: Option<Duration>,
     /// Send the body in parts, this far apart.
     slow_body: Option<Duration>,
     /// Print one line per request.
@@ -126,6 +131,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         delay: Duration::ZERO,
         fault: None,
         flap: None,
+        slow_head: None,
         slow_body: None,
         log: false,
     };
@@ -153,12 +159,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                     .filter(|r| (0.0..=1.0).contains(r))
                     .ok_or("--fail-rate takes a number from 0 to 1")?
             }
-            "--delay-ms" => {
-                let ms: u64 = value("--delay-ms")?
-                    .parse()
-                    .map_err(|_| "--delay-ms takes whole milliseconds")?;
-                behaviour.delay = Duration::from_millis(ms);
-            }
+            "--delay-ms" => behaviour.delay = millis("--delay-ms", &value("--delay-ms")?)?,
             "--reset" => behaviour.fault = Some(ConnectionFault::Reset),
             "--close" => behaviour.fault = Some(ConnectionFault::Close),
             "--hang" => behaviour.fault = Some(ConnectionFault::Hang),
@@ -170,11 +171,11 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                     .ok_or("--flap-ms takes a positive number of milliseconds")?;
                 behaviour.flap = Some(Duration::from_millis(ms));
             }
+            "--slow-head-ms" => {
+                behaviour.slow_head = Some(millis("--slow-head-ms", &value("--slow-head-ms")?)?)
+            }
             "--slow-body-ms" => {
-                let ms: u64 = value("--slow-body-ms")?
-                    .parse()
-                    .map_err(|_| "--slow-body-ms takes whole milliseconds")?;
-                behaviour.slow_body = Some(Duration::from_millis(ms));
+                behaviour.slow_body = Some(millis("--slow-body-ms", &value("--slow-body-ms")?)?)
             }
             "--log" => behaviour.log = true,
             "-h" | "--help" => return Err("help".to_owned()),
@@ -189,6 +190,14 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         }
     }
     Ok((bind, port.ok_or("the port is missing")?, behaviour))
+}
+
+/// The value of `flag`, whole milliseconds.
+fn millis(flag: &str, value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{flag} takes whole milliseconds"))
 }
 
 /// One request as read off the wire.
@@ -284,7 +293,16 @@ fn serve(
             head.push_str("Connection: close\r\n");
         }
         head.push_str("\r\n");
-        writer.write_all(head.as_bytes())?;
+        match behaviour.slow_head {
+            Some(pause) => {
+                for line in head.split_inclusive("\r\n") {
+                    writer.write_all(line.as_bytes())?;
+                    writer.flush()?;
+                    thread::sleep(pause);
+                }
+            }
+            None => writer.write_all(head.as_bytes())?,
+        }
         if request.method != "HEAD" {
             match behaviour.slow_body {
                 Some(pause) => {

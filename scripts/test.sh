@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, every unit, integration and property
+# The whole test suite, as CI runs it: the vendored pingora-proxy against its release and patch,
+# formatting, lints, every unit, integration and property
 # test (the integration tests start the real gateway and mock backends on loopback ephemeral
 # ports), the Kubernetes manifests against the API schemas, then the Docker image and compose
 # checks (scripts/docker-check.sh: podman, several minutes on a fresh machine;
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 docker=yes
 [ "${1:-}" = --no-docker ] && docker=no
 bash scripts/setup.sh
+bash scripts/check-vendor.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp)

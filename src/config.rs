@@ -20,7 +20,8 @@
 //!   retry_budget_percent: 20       # failovers allowed per 100 requests
 //!   retry_budget_min_per_second: 10
 //!   connect_timeout: 500ms
-//!   read_timeout: 5s
+//!   response_header_timeout: 10s # the whole response header; default: read_timeout
+//!   read_timeout: 5s             # each body read (idle between chunks), each write
 //!   total_timeout: 20s
 //!   max_body_size: 1MiB          # larger request bodies get 413
 //! cart:                          # DNS discovery: every address of the host is a backend,
@@ -234,17 +235,31 @@ impl Default for HeaderLimits {
 pub struct UpstreamTimeouts {
     /// Establishing the TCP connection.
     pub connect: Duration,
-    /// Waiting for any read (response headers, each body chunk) or write to complete.
+    /// The whole response header, from when the request has been sent; `None` follows
+    /// `read` (see [`UpstreamTimeouts::response_header`]).
+    pub response_header: Option<Duration>,
+    /// Each read of the response body (the idle time between two chunks) and each write of
+    /// the request.
     pub read: Duration,
     /// The whole exchange, across failovers: no attempt starts after it, each attempt's
-    /// timeouts are cut to what is left of it, and a body still streaming is cut when it ends.
+    /// timeouts are cut to what is left of it, and a response still arriving is cut when it
+    /// ends.
     pub total: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// How long the whole response header may take: as configured, else `read` (so a conf
+    /// from before the two were apart keeps its meaning).
+    pub fn response_header(&self) -> Duration {
+        self.response_header.unwrap_or(self.read)
+    }
 }
 
 impl Default for UpstreamTimeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(1),
+            response_header: None,
             read: Duration::from_secs(30),
             total: Duration::from_secs(60),
         }
@@ -806,6 +821,7 @@ struct RawOverrides {
     retry_budget_percent: Option<u32>,
     retry_budget_min_per_second: Option<u32>,
     connect_timeout: Option<ConfigDuration>,
+    response_header_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
     total_timeout: Option<ConfigDuration>,
     max_body_size: Option<ConfigSize>,
@@ -838,26 +854,26 @@ impl RawOverrides {
         if let Some(ConfigDuration(max)) = self.open_timeout_max {
             out.breaker.open_timeout_max = Some(max);
         }
-        for (name, value, slot) in [
-            (
-                "open_timeout",
-                self.open_timeout,
-                &mut out.breaker.open_timeout,
-            ),
-            (
-                "connect_timeout",
-                self.connect_timeout,
-                &mut out.timeouts.connect,
-            ),
-            ("read_timeout", self.read_timeout, &mut out.timeouts.read),
-            ("total_timeout", self.total_timeout, &mut out.timeouts.total),
-        ] {
-            if let Some(ConfigDuration(d)) = value {
-                if d.is_zero() {
-                    return Err(format!("{name} must be longer than zero"));
-                }
-                *slot = d;
+        let positive = |name: &str, value: Option<ConfigDuration>| match value {
+            Some(ConfigDuration(d)) if d.is_zero() => {
+                Err(format!("{name} must be longer than zero"))
             }
+            other => Ok(other.map(|ConfigDuration(d)| d)),
+        };
+        if let Some(d) = positive("open_timeout", self.open_timeout)? {
+            out.breaker.open_timeout = d;
+        }
+        if let Some(d) = positive("connect_timeout", self.connect_timeout)? {
+            out.timeouts.connect = d;
+        }
+        if let Some(d) = positive("response_header_timeout", self.response_header_timeout)? {
+            out.timeouts.response_header = Some(d);
+        }
+        if let Some(d) = positive("read_timeout", self.read_timeout)? {
+            out.timeouts.read = d;
+        }
+        if let Some(d) = positive("total_timeout", self.total_timeout)? {
+            out.timeouts.total = d;
         }
         if let Some(max) = out.breaker.open_timeout_max {
             if max < out.breaker.open_timeout {
@@ -1024,6 +1040,19 @@ mod tests {
     }
 
     #[test]
+    fn the_response_header_timeout_follows_read_timeout_unless_set() {
+        let services = parse(
+            "a: {backends: [\"http://127.0.0.1:1\"], read_timeout: 5s}\n\
+             b: {backends: [\"http://127.0.0.1:2\"], read_timeout: 5s, response_header_timeout: 2s}\n",
+        )
+        .unwrap();
+        let timeouts = |name: &str| services.iter().find(|s| s.name == name).unwrap().timeouts;
+        assert_eq!(timeouts("a").response_header(), Duration::from_secs(5));
+        assert_eq!(timeouts("b").response_header(), Duration::from_secs(2));
+        assert_eq!(timeouts("b").read, Duration::from_secs(5));
+    }
+
+    #[test]
     fn ipv6_literals_work() {
         let services = parse("v6: [\"http://[::1]:9001\"]").unwrap();
         assert_eq!(services[0].backends[0].addr, "[::1]:9001".parse().unwrap());
@@ -1072,6 +1101,10 @@ mod tests {
             ("p: {backends: [\"http://localhost:1\"], failure_threshold: 0}", "at least 1"),
             ("p: {backends: [\"http://localhost:1\"], open_timeout: 10}", "has no unit"),
             ("p: {backends: [\"http://localhost:1\"], open_timeout: 0s}", "longer than zero"),
+            (
+                "p: {backends: [\"http://localhost:1\"], response_header_timeout: 0s}",
+                "response_header_timeout must be longer than zero",
+            ),
             ("p: {backends: [\"http://localhost:1\"], open_timeout: ten}", "not a duration"),
             ("p: {backends: [\"http://localhost:1\"], retries: 2}", "unknown field `retries`"),
             ("p: {failure_threshold: 2}", "needs a `backends` list"),

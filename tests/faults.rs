@@ -343,9 +343,11 @@ fn the_total_timeout_bounds_the_wait_across_failovers() {
 }
 
 #[test]
-fn a_body_still_streaming_when_the_total_timeout_ends_is_cut() {
-    let slow = Mock::start(&["--slow-body-ms", "200"]);
-    let gateway = gateway_over(&[&slow], "{total_timeout: 300ms}");
+fn a_body_still_streaming_when_the_total_timeout_ends_is_cut_right_then() {
+    // The body's next part is a second away, well within the read timeout: the total timeout
+    // cuts the wait for it, not the arrival of the part.
+    let slow = Mock::start(&["--slow-body-ms", "1000"]);
+    let gateway = gateway_over(&[&slow], "{read_timeout: 5s, total_timeout: 300ms}");
     let started = Instant::now();
     let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"");
     let took = started.elapsed();
@@ -356,5 +358,78 @@ fn a_body_still_streaming_when_the_total_timeout_ends_is_cut() {
             .map_or(true, |r| r.status == 200 && r.body.len() < full.len()),
         "{response:?}"
     );
-    assert!(took < Duration::from_millis(300 + 200 + 250), "{took:?}");
+    assert!(took < Duration::from_millis(300 + 250), "{took:?}");
+}
+
+#[test]
+fn a_response_header_may_take_longer_than_the_read_timeout_within_its_own() {
+    let slow = Mock::start(&["--delay-ms", "500"]);
+    let gateway = gateway_over(
+        &[&slow],
+        "{response_header_timeout: 3s, read_timeout: 150ms, open_timeout: 1m}",
+    );
+    let response = gateway.get("/v1/proxy/product");
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+#[test]
+fn a_response_header_trickling_in_is_cut_at_its_timeout_and_fails_over() {
+    // A line of the head every 150 ms: no single read waits long, the whole head takes
+    // seconds. The header timeout bounds the whole head, not each read.
+    let (trickling, healthy) = (Mock::start(&["--slow-head-ms", "150"]), Mock::start(&[]));
+    let gateway = gateway_over(
+        &[&trickling, &healthy],
+        "{response_header_timeout: 300ms, read_timeout: 1s, open_timeout: 1m}",
+    );
+    for _ in 0..6 {
+        let started = Instant::now();
+        let response = gateway.get("/v1/proxy/product");
+        let took = started.elapsed();
+        assert_eq!(response.served_by(), Some(healthy.port), "{response:?}");
+        assert!(took < Duration::from_millis(300 + 500), "{took:?}");
+    }
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (threshold reached)",
+        trickling.url()
+    ));
+}
+
+#[test]
+fn a_body_stalling_longer_than_the_read_timeout_is_cut_and_counts_as_a_failure() {
+    let stalling = Mock::start(&["--slow-body-ms", "1000"]);
+    let gateway = gateway_over(
+        &[&stalling],
+        "{response_header_timeout: 5s, read_timeout: 200ms, open_timeout: 1m}",
+    );
+    let full = format!("Hello from {}\n", stalling.port);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"");
+        let took = started.elapsed();
+        assert!(
+            response
+                .as_ref()
+                .map_or(true, |r| r.status == 200 && r.body.len() < full.len()),
+            "{response:?}"
+        );
+        assert!(took < Duration::from_millis(200 + 500), "{took:?}");
+    }
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (threshold reached)",
+        stalling.url()
+    ));
+}
+
+#[test]
+fn a_body_streaming_longer_than_the_header_timeout_is_served_whole() {
+    // Five parts 150 ms apart: each gap within the read timeout, the whole body well past
+    // the header timeout, which ended its work at the head.
+    let streaming = Mock::start(&["--slow-body-ms", "150"]);
+    let gateway = gateway_over(
+        &[&streaming],
+        "{response_header_timeout: 100ms, read_timeout: 500ms}",
+    );
+    let response = gateway.get("/v1/proxy/product");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, format!("Hello from {}\n", streaming.port));
 }

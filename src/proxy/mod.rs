@@ -9,8 +9,8 @@
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
 //! | `upstream_request_filter`   | rewrites the path, `Host`, `X-Forwarded-*`, `X-Request-Id` |
+//! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline |
 //! | `upstream_response_filter`  | remembers the backend's status                             |
-//! | `upstream_response_body_filter` | cuts a body still streaming when the total timeout ends |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
@@ -36,7 +36,7 @@ use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
 
 pub use reply::ErrorReply;
 pub use request_id::RequestId;
@@ -411,19 +411,19 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    fn upstream_response_body_filter(
+    fn upstream_response_timeouts(
         &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestContext,
-    ) -> Result<Option<Duration>> {
-        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
-            let mut e = Error::explain(ReadTimedout, "the total timeout ended mid-body");
-            e.esource = ErrorSource::Upstream;
-            return Err(e);
-        }
-        Ok(None)
+        _session: &Session,
+        ctx: &RequestContext,
+    ) -> UpstreamResponseTimeouts {
+        let Some(service) = &ctx.service else {
+            return UpstreamResponseTimeouts::default();
+        };
+        UpstreamResponseTimeouts::new(
+            Some(service.timeouts.response_header()),
+            Some(service.timeouts.read),
+            ctx.deadline,
+        )
     }
 
     fn fail_to_connect(
@@ -540,6 +540,10 @@ impl ProxyHttp for GatewayProxy {
 
 /// A peer for one attempt at `upstream`, with the service's timeouts cut to `remaining`, what
 /// is left of the request's total timeout.
+///
+/// It sets no read timeout: reads are bounded by `upstream_response_timeouts` instead (the
+/// whole response header once the request is sent, each body read, the total deadline), so a
+/// client slowly sending its body does not count against the backend's header time.
 fn upstream_peer(
     upstream: &Upstream,
     timeouts: &UpstreamTimeouts,
@@ -547,7 +551,6 @@ fn upstream_peer(
 ) -> HttpPeer {
     let mut peer = HttpPeer::new(&upstream.backend, false, String::new());
     peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
-    peer.options.read_timeout = Some(timeouts.read.min(remaining));
     peer.options.write_timeout = Some(timeouts.read.min(remaining));
     peer
 }

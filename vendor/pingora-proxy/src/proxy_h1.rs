@@ -126,6 +126,8 @@ where
             }
         }
 
+        let response_timeouts = self.inner.upstream_response_timeouts(session, ctx);
+
         let mut downstream_custom_message_writer = session
             .downstream_session
             .as_custom_mut()
@@ -159,7 +161,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                response_timeouts,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +259,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        timeouts: UpstreamResponseTimeouts,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -261,14 +270,37 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // The final response header's deadline, armed once the request has been sent.
+        let mut header_deadline = None;
+        let mut header_done = false;
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
+            if request_done && !header_done && header_deadline.is_none() {
+                header_deadline = timeouts.header.map(|t| std::time::Instant::now() + t);
+            }
+            let read_deadline = earliest_deadline(
+                header_deadline
+                    .filter(|_| !header_done)
+                    .map(|d| (d, "the upstream response header did not arrive in time")),
+                timeouts
+                    .deadline
+                    .map(|d| (d, "the upstream response deadline passed")),
+            );
             tokio::select! {
-                res = client_session.read_response_task(), if !response_done => {
+                res = read_response_task_before(client_session, read_deadline), if !response_done => {
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
+                            if let HttpTask::Header(header, _) = &task {
+                                let status = header.status.as_u16();
+                                if !header_done && (status == 101 || !(100..200).contains(&status)) {
+                                    header_done = true;
+                                    if timeouts.body_read.is_some() {
+                                        client_session.read_timeout = timeouts.body_read;
+                                    }
+                                }
+                            }
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
@@ -1154,6 +1186,32 @@ pub(crate) async fn send_body_to1(
         }
     } else {
         Ok(false)
+    }
+}
+
+/// The earlier of two labelled deadlines.
+fn earliest_deadline(
+    a: Option<(std::time::Instant, &'static str)>,
+    b: Option<(std::time::Instant, &'static str)>,
+) -> Option<(std::time::Instant, &'static str)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Reads the next response task; past `deadline`, fails with `ReadTimedout` and its label.
+async fn read_response_task_before(
+    client_session: &mut HttpSessionV1,
+    deadline: Option<(std::time::Instant, &'static str)>,
+) -> Result<HttpTask> {
+    let Some((deadline, label)) = deadline else {
+        return client_session.read_response_task().await;
+    };
+    let deadline = tokio::time::Instant::from_std(deadline);
+    match tokio::time::timeout_at(deadline, client_session.read_response_task()).await {
+        Ok(result) => result,
+        Err(_) => Error::e_explain(ReadTimedout, label),
     }
 }
 

@@ -22,6 +22,38 @@ use proxy_cache::range_filter::{self};
 use std::any::Any;
 use std::time::Duration;
 
+/// Deadlines for reading one upstream response, returned by
+/// [`ProxyHttp::upstream_response_timeouts`]. Each is off when `None`. When one passes, the
+/// read in progress fails with a `ReadTimedout` upstream error, as a read timeout does.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct UpstreamResponseTimeouts {
+    /// How long the whole response header (after any 1xx) may take, counted from when the
+    /// request, body included, has been sent. Unlike a read timeout it does not restart when
+    /// a part of the header arrives.
+    pub header: Option<Duration>,
+    /// The read timeout once the response header has arrived: the longest wait for each
+    /// piece of the body. Replaces `peer.options.read_timeout` from then on.
+    pub body_read: Option<Duration>,
+    /// When reading the response must end, header and body alike.
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl UpstreamResponseTimeouts {
+    /// Timeouts for the whole header, each body read, and the whole response.
+    pub fn new(
+        header: Option<Duration>,
+        body_read: Option<Duration>,
+        deadline: Option<std::time::Instant>,
+    ) -> Self {
+        Self {
+            header,
+            body_read,
+            deadline,
+        }
+    }
+}
+
 /// Context for proxy warning logs that can be suppressed by
 /// [`ProxyHttp::suppress_proxy_warn_log`].
 ///
@@ -329,6 +361,19 @@ pub trait ProxyHttp {
         Self::CTX: Send + Sync,
     {
         Ok(())
+    }
+
+    /// Deadlines for reading this attempt's HTTP/1 upstream response, on top of
+    /// `peer.options.read_timeout` (which the proxy applies to each read).
+    ///
+    /// Called once per HTTP/1 attempt, after the request header went to the upstream.
+    /// See [`UpstreamResponseTimeouts`]. Not applied to HTTP/2 or custom upstreams.
+    fn upstream_response_timeouts(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+    ) -> UpstreamResponseTimeouts {
+        UpstreamResponseTimeouts::default()
     }
 
     /// Adjust upstream modules before they process the response header.
