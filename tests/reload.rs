@@ -182,3 +182,35 @@ fn json_transitions_name_the_services_of_the_current_table() {
         gateway.log()
     );
 }
+
+#[test]
+fn probes_are_answered_while_a_reload_waits_on_its_file() {
+    let a = Mock::start(&[]);
+    let gateway = start(&[&a]);
+    // A reload that blocks until it can read: the services file becomes a FIFO no one writes.
+    let services = gateway.dir.path().join("services.yaml");
+    std::fs::remove_file(&services).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&services)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let admin_port = gateway.admin_port;
+    let reload = std::thread::spawn(move || request(admin_port, "POST", "/reload", &[], b""));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    // Many probes, on fresh connections, so some land on every admin thread.
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(admin(&gateway, "GET", "/healthz").status, 200);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "a probe waited {:?} behind the reload",
+            started.elapsed()
+        );
+    }
+    assert!(!reload.is_finished(), "the reload did not wait on its file");
+
+    std::fs::write(&services, services_yaml("product", &[a.url()])).unwrap();
+    assert_eq!(reload.join().unwrap().status, 200);
+}

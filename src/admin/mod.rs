@@ -97,16 +97,7 @@ impl AdminApp {
                     self.reloader.last_error().is_some(),
                 ),
             ),
-            ("POST", "/reload") => match self.reloader.reload() {
-                Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
-                Err(e) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        r#"{{"error":"invalid_config","detail":{}}}"#,
-                        json_string(&e)
-                    ),
-                ),
-            },
+            ("POST", "/reload") => reload_reply(self.reloader.reload()),
             (method, path) if path.starts_with(BACKENDS_PREFIX) => {
                 self.backend_override(method, path)
             }
@@ -136,7 +127,19 @@ impl ServeHttp for AdminApp {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         let path = request.uri.path();
-        let (status, body) = self.answer(request.method.as_str(), path, authorization);
+        let method = request.method.as_str();
+        let (status, body) =
+            if (method, path) == ("POST", "/reload") && self.authorized(authorization) {
+                // Reading the files and resolving hosts blocks: off this listener's async threads,
+                // so probes and scrapes are answered while a slow reload runs.
+                let reloader = Arc::clone(&self.reloader);
+                let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+                reload_reply(outcome)
+            } else {
+                self.answer(method, path, authorization)
+            };
         let content_type = if path == METRICS_PATH && status == StatusCode::OK {
             PROMETHEUS_CONTENT_TYPE
         } else {
@@ -156,6 +159,20 @@ impl ServeHttp for AdminApp {
         );
         headers.insert(header::CONTENT_LENGTH, length.into());
         response
+    }
+}
+
+/// The answer to `POST /reload`, by its outcome.
+fn reload_reply(outcome: Result<(), String>) -> (StatusCode, String) {
+    match outcome {
+        Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                r#"{{"error":"invalid_config","detail":{}}}"#,
+                json_string(&e)
+            ),
+        ),
     }
 }
 
