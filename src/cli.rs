@@ -145,4 +145,13 @@ fn log_loaded(conf_file: &Path, config: &GatewayConfig) {
         config.backend_count(),
         config.services_file.display()
     );
+    for service in &config.services {
+        if service.discovery.is_some() && service.backends.is_empty() {
+            warn!(
+                "service \"{}\": its hosts resolve to no address yet; it answers 503 until DNS \
+                 discovery finds one",
+                service.name
+            );
+        }
+    }
 }

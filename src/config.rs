@@ -32,8 +32,9 @@
 //!
 //! Host names are resolved here, once, to a single address (the first IPv4 one if there is
 //! any), so `localhost` is one backend and not two, and no lookup happens per request. A
-//! service with `discovery: dns` instead gets one backend per address (see [`Discovery`]);
-//! the `discovery` module re-resolves them in the background.
+//! service with `discovery: dns` instead gets one backend per address (see [`Discovery`]),
+//! or none while its hosts do not resolve; the `discovery` module re-resolves them in the
+//! background.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -574,8 +575,10 @@ fn parse_service(
         targets.push(parse_target(&url)?);
     }
     let (backends, discovery) = match discovery_interval {
+        // A discovered host may not resolve yet (its pods still starting, say): the service
+        // starts with no backends, answering 503, and discovery fills it in.
         Some(interval) => (
-            discover(&targets, resolver)?,
+            discover(&targets, resolver).unwrap_or_default(),
             Some(Discovery { targets, interval }),
         ),
         None => (resolve_each(&targets, resolver)?, None),

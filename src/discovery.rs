@@ -85,9 +85,17 @@ impl DnsDiscovery {
         match &outcome {
             Refresh::Failed(e) => {
                 if failing.insert(name.to_owned()) {
-                    warn!(
-                        "discovery for service \"{name}\" failed, keeping its last addresses: {e}"
-                    );
+                    if self.reloader.backend_count(name) == 0 {
+                        warn!(
+                            "discovery for service \"{name}\" failed; it has no backends and \
+                             answers 503 until a lookup succeeds: {e}"
+                        );
+                    } else {
+                        warn!(
+                            "discovery for service \"{name}\" failed, keeping its last \
+                             addresses: {e}"
+                        );
+                    }
                 }
             }
             other => {
@@ -130,7 +138,14 @@ impl BackgroundService for DiscoveryService {
             due.retain(|name, _| services.iter().any(|(n, _)| n == name));
             let mut next = now + IDLE_CHECK;
             for (name, discovery) in services {
-                let at = *due.entry(name.clone()).or_insert(now + discovery.interval);
+                // A service that starts without backends (its hosts did not resolve) is looked
+                // up at once, which also logs why; the others were resolved a moment ago.
+                let first = if self.0.reloader.backend_count(&name) == 0 {
+                    now
+                } else {
+                    now + discovery.interval
+                };
+                let at = *due.entry(name.clone()).or_insert(first);
                 if at <= now {
                     let discovery_service = self.0.clone();
                     let service = name.clone();
@@ -283,6 +298,30 @@ static: [\"http://10.9.9.9:1\"]
         f.resolver.answer("product.svc", &["10.0.0.2"]);
         assert_eq!(f.discovery.refresh_all()[0].1, Refresh::Changed(1));
         assert_eq!(urls(&f.reloader), ["http://10.0.0.2:9001"]);
+    }
+
+    #[test]
+    fn a_service_whose_host_does_not_resolve_yet_starts_empty_and_is_filled_in() {
+        let resolver = Arc::new(ScriptedResolver::default());
+        let services = parse_services_with(
+            Path::new("services.yaml"),
+            SERVICES,
+            &ServiceDefaults::default(),
+            resolver.as_ref(),
+        )
+        .expect("an unresolved discovered host is not a config error");
+        let reloader = Arc::new(Reloader::new(
+            "/nonexistent/gateway.yaml".into(),
+            &GatewayConfig::with_services(services),
+            Arc::new(ManualClock::new()),
+        ));
+        let discovery = DnsDiscovery::new(reloader.clone(), resolver.clone());
+        assert_eq!(reloader.backend_count("product"), 0);
+        assert!(matches!(discovery.refresh_all()[0].1, Refresh::Failed(_)));
+
+        resolver.answer("product.svc", &["10.0.0.7"]);
+        assert_eq!(discovery.refresh_all()[0].1, Refresh::Changed(1));
+        assert_eq!(urls(&reloader), ["http://10.0.0.7:9001"]);
     }
 
     #[test]

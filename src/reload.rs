@@ -82,17 +82,18 @@ impl Reloader {
     /// Re-reads the conf and services files and swaps the new table in. On error nothing
     /// changes; the error is logged, kept for `/status`, and returned.
     pub fn reload(&self) -> Result<(), String> {
-        let result = config::load(&self.conf_file).map(|config| {
+        let result = config::load(&self.conf_file).map(|mut config| {
             if (config.listen, config.admin_listen) != self.listeners {
                 warn!("reload: listener addresses changed in the conf; they need a restart");
             }
+            let mut current = self.lock_config();
+            keep_undiscovered_backends(&mut config, &current);
             info!(
                 "reloaded {} ({} services, {} backends)",
                 config.services_file.display(),
                 config.services.len(),
                 config.backend_count()
             );
-            let mut current = self.lock_config();
             self.swap_table(&config);
             *current = config;
         });
@@ -111,6 +112,11 @@ impl Reloader {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// How many backends service `name` has now (0 for an unknown service).
+    pub fn backend_count(&self, name: &str) -> usize {
+        self.current().get(name).map_or(0, |s| s.upstreams.len())
     }
 
     /// Every service with DNS discovery, and how to discover its backends.
@@ -170,6 +176,22 @@ impl Reloader {
     }
 }
 
+/// A discovered service whose hosts did not resolve during the reload keeps the backends it
+/// had, as after a failed discovery refresh, if it discovers the same URLs as before.
+fn keep_undiscovered_backends(new: &mut GatewayConfig, old: &GatewayConfig) {
+    let targets = |discovery: &Option<Discovery>| discovery.as_ref().map(|d| d.targets.clone());
+    for service in &mut new.services {
+        if service.discovery.is_none() || !service.backends.is_empty() {
+            continue;
+        }
+        if let Some(old) = old.services.iter().find(|old| {
+            old.name == service.name && targets(&old.discovery) == targets(&service.discovery)
+        }) {
+            service.backends = old.backends.clone();
+        }
+    }
+}
+
 fn build_table(
     config: &GatewayConfig,
     clock: Arc<dyn Clock>,
@@ -206,5 +228,49 @@ impl BackgroundService for ReloadOnHangup {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_services_with, ServiceDefaults};
+    use crate::resolver::ScriptedResolver;
+    use std::path::Path;
+
+    fn config(services: &str, resolver: &ScriptedResolver) -> GatewayConfig {
+        GatewayConfig::with_services(
+            parse_services_with(
+                Path::new("services.yaml"),
+                services,
+                &ServiceDefaults::default(),
+                resolver,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_reload_that_cannot_resolve_a_discovered_host_keeps_its_backends() {
+        let services = "cart: {backends: [\"http://cart.svc:80\"], discovery: dns}\n";
+        let resolver = ScriptedResolver::default();
+        resolver.answer("cart.svc", &["10.0.0.1", "10.0.0.2"]);
+        let old = config(services, &resolver);
+        resolver.fail("cart.svc");
+
+        let mut same_targets = config(services, &resolver);
+        assert!(same_targets.services[0].backends.is_empty());
+        keep_undiscovered_backends(&mut same_targets, &old);
+        assert_eq!(same_targets.services[0].backends, old.services[0].backends);
+
+        let mut other_targets = config(
+            "cart: {backends: [\"http://cart.svc:81\"], discovery: dns}\n",
+            &resolver,
+        );
+        keep_undiscovered_backends(&mut other_targets, &old);
+        assert!(
+            other_targets.services[0].backends.is_empty(),
+            "other URLs: the old addresses do not apply"
+        );
     }
 }

@@ -214,3 +214,31 @@ fn probes_are_answered_while_a_reload_waits_on_its_file() {
     std::fs::write(&services, services_yaml("product", &[a.url()])).unwrap();
     assert_eq!(reload.join().unwrap().status, 200);
 }
+
+#[test]
+fn a_discovered_service_whose_host_does_not_resolve_starts_and_answers_503() {
+    let gateway = Gateway::start(
+        "cart:\n  backends: [\"http://no-such-host.invalid:80\"]\n  discovery: dns\n  discovery_interval: 200ms\n",
+        "  status_log: false\n",
+    );
+    gateway.wait_for_log("discovery for service \"cart\" failed; it has no backends");
+    let response = gateway.get("/v1/proxy/cart");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(
+        response.body.contains(r#""error":"no_backends""#),
+        "{}",
+        response.body
+    );
+    assert_eq!(response.header("retry-after"), Some("1"));
+    let status = admin(&gateway, "GET", "/status").body;
+    assert!(
+        status.contains(r#"{"name":"cart","backends":[]}"#),
+        "{status}"
+    );
+    assert_eq!(
+        gateway.log_count("answers 503 until"),
+        2,
+        "said once at start and once by discovery, not per request or per lookup: {}",
+        gateway.log()
+    );
+}

@@ -246,6 +246,8 @@ impl RequestContext {
 enum Refusal {
     /// Every backend is Open: fail fast with 503.
     AllOpen,
+    /// The service has no backends (DNS discovery has found none yet): 503.
+    NoBackends,
     /// Every backend that could take it was tried and failed.
     NoBackendLeft,
     /// The service's total timeout ended before another attempt could start.
@@ -342,6 +344,10 @@ impl ProxyHttp for GatewayProxy {
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started: now });
                 Ok(Box::new(peer))
+            }
+            None if service.upstreams.is_empty() => {
+                *refusal = Some(Refusal::NoBackends);
+                Error::e_explain(HTTPStatus(503), "the service has no backends")
             }
             None if tried.is_empty() => {
                 *refusal = Some(Refusal::AllOpen);
@@ -505,9 +511,10 @@ impl ProxyHttp for GatewayProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestContext, e: &Error) -> bool {
-        // Failing fast while every breaker is open is the breaker working, and a client that
-        // hangs up is the client's business: neither is a gateway error worth an ERROR line.
-        if ctx.refusal == Some(Refusal::AllOpen) {
+        // Failing fast while every breaker is open is the breaker working, a service without
+        // backends is logged by discovery, and a client that hangs up is the client's
+        // business: none is a gateway error worth an ERROR line per request.
+        if matches!(ctx.refusal, Some(Refusal::AllOpen | Refusal::NoBackends)) {
             return true;
         }
         let client_gone = *e.esource() == ErrorSource::Downstream
@@ -609,6 +616,7 @@ fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     }
     match (ctx.refusal, service) {
         (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
+        (Some(Refusal::NoBackends), _) => return Some(ErrorReply::no_backends(service_name)),
         (Some(Refusal::DeadlinePassed), _) => {
             return Some(ErrorReply::gateway_timeout(service_name))
         }

@@ -128,6 +128,22 @@ impl ErrorReply {
         }
     }
 
+    /// 503: the service has no backends at all: DNS discovery has not found an address for
+    /// it yet. `Retry-After: 1`: discovery keeps looking.
+    pub fn no_backends(service: &str) -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                503,
+                "no_backends",
+                &format!(
+                    "service \"{service}\" has no backends yet: DNS discovery has found no \
+                     address for it"
+                ),
+            )
+        }
+    }
+
     /// 502: no backend could take the request.
     pub fn bad_gateway(service: &str) -> Self {
         Self::new(
