@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -430,4 +431,31 @@ fn a_body_streaming_longer_than_the_header_timeout_is_served_whole() {
     let response = gateway.get("/v1/proxy/product");
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body, format!("Hello from {}\n", streaming.port));
+}
+
+#[test]
+fn a_client_too_slow_to_send_its_body_within_the_total_timeout_costs_the_backend_nothing() {
+    let backend = Mock::start(&[]);
+    let gateway = gateway_over(
+        &[&backend],
+        "{failure_threshold: 1, total_timeout: 300ms, open_timeout: 1m}",
+    );
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    client
+        .write_all(
+            b"POST /v1/proxy/product HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .unwrap();
+    // The other 90 bytes never come: the total timeout ends while the backend waits for them.
+    thread::sleep(Duration::from_millis(600));
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = client.read_to_end(&mut raw);
+    let response = parse_response(&raw).unwrap();
+    assert_eq!(response.status, 504, "{response:?}");
+
+    // With a threshold of 1, one failure would have opened the only backend's breaker.
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    assert_eq!(gateway.log_count("[CIRCUIT] "), 0, "{}", gateway.log());
 }

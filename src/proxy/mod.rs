@@ -12,7 +12,7 @@
 //! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline |
 //! | `upstream_response_filter`  | remembers the backend's status                             |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
-//! | `error_while_proxy`         | before any response byte: fails an idempotent request over |
+//! | `error_while_proxy`         | before any response byte: fails an idempotent request over; a client too slow with its body is nobody's failure |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
 //! | `fail_to_proxy`             | answers errors with JSON (502, 503 + `Retry-After`, 504, 413) |
 //! | `request_summary`           | names the request id in Pingora's error log lines          |
@@ -456,7 +456,15 @@ impl ProxyHttp for GatewayProxy {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
-        let retry = if client_reused && matches!(e.retry, RetryType::ReusedOnly) {
+        let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+        let retry = if deadline_passed && !session.is_body_done() {
+            // The total timeout ended while the client was still sending its body: that says
+            // nothing about the backend, whose breaker must not pay for a slow client.
+            if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
+                attempt.settle(service, AttemptOutcome::Cancelled);
+            }
+            false
+        } else if client_reused && matches!(e.retry, RetryType::ReusedOnly) {
             // The backend had closed this idle pooled connection: not its fault. A replayable
             // request goes again on a fresh connection (upstream_peer drops the unrecorded
             // attempt as neutral); any other gets a 502 without blaming the backend.
