@@ -18,8 +18,9 @@
 //! `--slow-body-ms N` sends the body in five parts, N ms apart.
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
-//! It uses only the standard library (one thread per connection, keep-alive), so it builds in
-//! seconds and has nothing to hide.
+//! It serves with the standard library alone (one thread per connection, keep-alive), so it
+//! has nothing to hide; Tokio only waits for SIGTERM, which it exits on (also as a container's
+//! PID 1).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -104,6 +105,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = exit_on_sigterm() {
+        eprintln!("mock-backend: cannot handle SIGTERM: {e}");
+        return ExitCode::from(1);
+    }
     println!("mock-backend listening on {local}");
     let _ = io::stdout().flush();
 
@@ -120,6 +125,22 @@ fn main() -> ExitCode {
         });
     }
     ExitCode::SUCCESS
+}
+
+/// Exits 0 on SIGTERM, from the moment it returns. A process's default action would do, but
+/// not as PID 1 of a container (`docker stop`, a Kubernetes pod ending), where an unhandled
+/// SIGTERM is ignored and the mock would wait to be killed.
+fn exit_on_sigterm() -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut terminate = runtime.block_on(async { signal(SignalKind::terminate()) })?;
+    thread::spawn(move || {
+        runtime.block_on(terminate.recv());
+        std::process::exit(0);
+    });
+    Ok(())
 }
 
 fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {

@@ -156,3 +156,10 @@ fn daemon_mode_detaches_writes_its_pid_and_serves() {
     let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert!(log.contains("[CIRCUIT STATUS]"), "daemon log: {log}");
 }
+
+#[test]
+fn the_mock_backend_exits_0_on_sigterm() {
+    // As a container's PID 1 an unhandled SIGTERM would be ignored: the mock handles it.
+    let mut mock = Mock::start(&[]);
+    assert!(mock.terminate().success());
+}

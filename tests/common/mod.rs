@@ -172,6 +172,13 @@ impl Mock {
         }
     }
 
+    /// Sends it SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the mock is running");
+        signal(child.id(), "TERM");
+        child.wait().expect("wait for mock-backend")
+    }
+
     /// Starts it again on the same port, with `args`.
     pub fn restart(&mut self, args: &[&str]) {
         self.stop();
