@@ -81,19 +81,19 @@ fn a_hanging_backend_times_out_fails_over_and_opens() {
     let (healthy, hanging) = (Mock::start(&[]), Mock::start(&["--hang"]));
     let gateway = gateway_over(
         &[&healthy, &hanging],
-        "{read_timeout: 300ms, open_timeout: 1m}",
+        "{response_header_timeout: 300ms, open_timeout: 1m}",
     );
     let load = run_load(gateway.port, 8, 25, "GET", "/v1/proxy/product");
     assert_eq!(load.failures(), 0, "{load:?}");
     assert!(
         load.slowest < Duration::from_millis(300 * 2 + 500),
-        "no request waits much beyond one read timeout: {load:?}"
+        "no request waits much beyond one response-header timeout: {load:?}"
     );
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
         hanging.url()
     ));
-    report("hangs (300 ms read timeout)", &gateway, &load);
+    report("hangs (300 ms response-header timeout)", &gateway, &load);
 }
 
 #[test]
