@@ -15,7 +15,6 @@
 //! DNS discovery (see `discovery`) swaps tables the same way when a service's addresses
 //! change, through [`Reloader::update_backends`]; one lock orders it with reloads.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -34,8 +33,9 @@ use crate::routing::ServiceTable;
 /// The routing table shared by the proxy and the admin listener, and the means to replace it.
 pub struct Reloader {
     conf_file: PathBuf,
-    /// The proxy and admin addresses bound at start: a reload cannot move them.
-    listeners: (SocketAddr, Option<SocketAddr>),
+    /// The config the process started with: its gateway-wide settings are the ones in force
+    /// (a reload applies only services).
+    at_start: GatewayConfig,
     table: Arc<ArcSwap<ServiceTable>>,
     /// Logs the transitions of every table's breakers.
     observer: Arc<CircuitLog>,
@@ -60,7 +60,7 @@ impl Reloader {
         let table = build_table(config, clock.clone(), &observer, None);
         Self {
             conf_file,
-            listeners: (config.listen, config.admin_listen),
+            at_start: config.clone(),
             table: Arc::new(ArcSwap::from_pointee(table)),
             observer,
             config: Mutex::new(config.clone()),
@@ -83,8 +83,13 @@ impl Reloader {
     /// changes; the error is logged, kept for `/status`, and returned.
     pub fn reload(&self) -> Result<(), String> {
         let result = config::load(&self.conf_file).map(|mut config| {
-            if (config.listen, config.admin_listen) != self.listeners {
-                warn!("reload: listener addresses changed in the conf; they need a restart");
+            let ignored = start_only_changes(&self.at_start, &config);
+            if !ignored.is_empty() {
+                warn!(
+                    "reload: {} changed in the conf; only services are reloaded, a restart or \
+                     a graceful upgrade applies the rest",
+                    ignored.join(", ")
+                );
             }
             let mut current = self.lock_config();
             keep_undiscovered_backends(&mut config, &current);
@@ -176,6 +181,34 @@ impl Reloader {
     }
 }
 
+/// The gateway-wide settings that differ between `running` and `loaded`: a reload cannot
+/// apply them (listeners are bound, the others are read once at start).
+fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'static str> {
+    let differs = [
+        ("listen", running.listen != loaded.listen),
+        ("admin_listen", running.admin_listen != loaded.admin_listen),
+        ("admin_token", running.admin_token != loaded.admin_token),
+        ("status_log", running.status_log != loaded.status_log),
+        ("log_format", running.log_format != loaded.log_format),
+        (
+            "trust_forwarded_for",
+            running.trust_forwarded_for != loaded.trust_forwarded_for,
+        ),
+        (
+            "max_header_count/max_header_size",
+            running.header_limits != loaded.header_limits,
+        ),
+        (
+            "max_connections/request_header_timeout",
+            running.connection_limits != loaded.connection_limits,
+        ),
+    ];
+    differs
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
 /// A discovered service whose hosts did not resolve during the reload keeps the backends it
 /// had, as after a failed discovery refresh, if it discovers the same URLs as before.
 fn keep_undiscovered_backends(new: &mut GatewayConfig, old: &GatewayConfig) {
@@ -248,6 +281,22 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn gateway_wide_settings_a_reload_cannot_apply_are_named() {
+        let resolver = ScriptedResolver::default();
+        let running = config("a: [\"http://10.0.0.1:1\"]", &resolver);
+        let mut loaded = running.clone();
+        assert!(start_only_changes(&running, &loaded).is_empty());
+        loaded.status_log = !running.status_log;
+        loaded.connection_limits.max_connections += 1;
+        loaded.services = config("b: [\"http://10.0.0.2:1\"]", &resolver).services;
+        assert_eq!(
+            start_only_changes(&running, &loaded),
+            ["status_log", "max_connections/request_header_timeout"],
+            "services are not among them"
+        );
     }
 
     #[test]
