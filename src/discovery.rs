@@ -264,7 +264,11 @@ static: [\"http://10.9.9.9:1\"]
         assert_eq!(product.upstreams[1].authority, "product.svc:9001");
 
         let app = AdminApp::new(f.reloader.clone(), Arc::default(), None);
-        let metrics = app.answer("GET", "/metrics", None).1;
+        let metrics = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(app.answer("GET", "/metrics", None))
+            .1;
         assert!(metrics.contains("http://10.0.0.3:9001"));
         assert!(
             !metrics.contains("10.0.0.2"),

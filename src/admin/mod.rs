@@ -68,7 +68,7 @@ impl AdminApp {
 
     /// The status code and body for `method path`, sent with the `authorization` header: JSON,
     /// but for a successful `GET /metrics`.
-    pub fn answer(
+    pub async fn answer(
         &self,
         method: &str,
         path: &str,
@@ -97,7 +97,15 @@ impl AdminApp {
                     self.reloader.last_error().is_some(),
                 ),
             ),
-            ("POST", "/reload") => reload_reply(self.reloader.reload()),
+            ("POST", "/reload") => {
+                // Reading the files and resolving hosts blocks: off this listener's async
+                // threads, so probes and scrapes are answered while a slow reload runs.
+                let reloader = Arc::clone(&self.reloader);
+                let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+                reload_reply(outcome)
+            }
             (method, path) if path.starts_with(BACKENDS_PREFIX) => {
                 self.backend_override(method, path)
             }
@@ -127,19 +135,9 @@ impl ServeHttp for AdminApp {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         let path = request.uri.path();
-        let method = request.method.as_str();
-        let (status, body) =
-            if (method, path) == ("POST", "/reload") && self.authorized(authorization) {
-                // Reading the files and resolving hosts blocks: off this listener's async threads,
-                // so probes and scrapes are answered while a slow reload runs.
-                let reloader = Arc::clone(&self.reloader);
-                let outcome = tokio::task::spawn_blocking(move || reloader.reload())
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
-                reload_reply(outcome)
-            } else {
-                self.answer(method, path, authorization)
-            };
+        let (status, body) = self
+            .answer(request.method.as_str(), path, authorization)
+            .await;
         let content_type = if path == METRICS_PATH && status == StatusCode::OK {
             PROMETHEUS_CONTENT_TYPE
         } else {
@@ -355,11 +353,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn with_a_token_everything_but_the_probes_needs_it() {
+    #[tokio::test]
+    async fn with_a_token_everything_but_the_probes_needs_it() {
         let app = app_with_token(Some("s3cret"));
-        assert_eq!(app.answer("GET", "/healthz", None).0, StatusCode::OK);
-        assert_eq!(app.answer("GET", "/readyz", None).0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/healthz", None).await.0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/readyz", None).await.0, StatusCode::OK);
         for authorization in [
             None,
             Some(&b"Bearer wrong!"[..]),
@@ -367,25 +365,28 @@ mod tests {
             Some(&b"s3cret"[..]),
         ] {
             assert_eq!(
-                app.answer("GET", "/status", authorization).0,
+                app.answer("GET", "/status", authorization).await.0,
                 StatusCode::UNAUTHORIZED
             );
             assert_eq!(
                 app.answer("POST", "/backends/127.0.0.1:1/open", authorization)
+                    .await
                     .0,
                 StatusCode::UNAUTHORIZED
             );
         }
         let good = Some(&b"Bearer s3cret"[..]);
-        assert_eq!(app.answer("GET", "/status", good).0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/status", good).await.0, StatusCode::OK);
         assert_eq!(
-            app.answer("POST", "/backends/127.0.0.1:1/open", good).0,
+            app.answer("POST", "/backends/127.0.0.1:1/open", good)
+                .await
+                .0,
             StatusCode::OK
         );
     }
 
-    #[test]
-    fn status_lists_every_service_and_backend_with_its_breaker() {
+    #[tokio::test]
+    async fn status_lists_every_service_and_backend_with_its_breaker() {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
@@ -394,7 +395,7 @@ mod tests {
             .try_acquire()
             .unwrap()
             .record(Outcome::Success);
-        let (status, body) = app.answer("GET", "/status", None);
+        let (status, body) = app.answer("GET", "/status", None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
@@ -409,10 +410,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn backends_are_taken_out_and_put_back_by_hand() {
+    #[tokio::test]
+    async fn backends_are_taken_out_and_put_back_by_hand() {
         let app = app();
-        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/open", None);
+        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/open", None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
@@ -423,11 +424,15 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(a.selector.pick(a.selector.ticket(), &[]).unwrap().index, 0);
         }
-        let (status, body) = app.answer("POST", "/backends/127.0.0.1:2/close", None);
+        let (status, body) = app
+            .answer("POST", "/backends/127.0.0.1:2/close", None)
+            .await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains(r#""state":"Closed""#), "{body}");
         assert_eq!(
-            app.answer("POST", "/backends/127.0.0.1:2/reset", None).0,
+            app.answer("POST", "/backends/127.0.0.1:2/reset", None)
+                .await
+                .0,
             StatusCode::OK
         );
         for path in [
@@ -436,19 +441,21 @@ mod tests {
             "/backends/open",
         ] {
             assert_eq!(
-                app.answer("POST", path, None).0,
+                app.answer("POST", path, None).await.0,
                 StatusCode::NOT_FOUND,
                 "{path}"
             );
         }
         assert_eq!(
-            app.answer("GET", "/backends/127.0.0.1:2/open", None).0,
+            app.answer("GET", "/backends/127.0.0.1:2/open", None)
+                .await
+                .0,
             StatusCode::METHOD_NOT_ALLOWED
         );
     }
 
-    #[test]
-    fn metrics_cover_every_backend_with_its_breaker_and_counters() {
+    #[tokio::test]
+    async fn metrics_cover_every_backend_with_its_breaker_and_counters() {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
@@ -458,7 +465,7 @@ mod tests {
             crate::metrics::AttemptOutcome::Success,
             std::time::Duration::from_millis(3),
         );
-        let (status, body) = app.answer("GET", "/metrics", None);
+        let (status, body) = app.answer("GET", "/metrics", None).await;
         assert_eq!(status, StatusCode::OK);
         let b1 = r#"service="a",backend="http://127.0.0.1:1""#;
         let b2 = r#"service="a",backend="http://127.0.0.1:2""#;
@@ -493,17 +500,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn health_readiness_and_errors() {
+    #[tokio::test]
+    async fn health_readiness_and_errors() {
         let app = app();
-        assert_eq!(app.answer("GET", "/healthz", None).0, StatusCode::OK);
-        assert_eq!(app.answer("GET", "/readyz", None).0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/healthz", None).await.0, StatusCode::OK);
+        assert_eq!(app.answer("GET", "/readyz", None).await.0, StatusCode::OK);
         assert_eq!(
-            app.answer("POST", "/status", None).0,
+            app.answer("POST", "/status", None).await.0,
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(
-            app.answer("GET", "/v1/proxy/a", None).0,
+            app.answer("GET", "/v1/proxy/a", None).await.0,
             StatusCode::NOT_FOUND
         );
     }
