@@ -129,6 +129,8 @@ pub enum ServiceEvent {
     Request,
     /// Answered 503 at once because every backend's breaker was open.
     AllOpen,
+    /// Answered 503 at once because the service had no backends (discovery found none).
+    NoBackends,
     /// Failed over to another backend.
     Retry,
     /// Not failed over because the retry budget was spent.
@@ -137,9 +139,10 @@ pub enum ServiceEvent {
 
 impl ServiceEvent {
     /// Every event, in the order they are stored.
-    pub const ALL: [ServiceEvent; 4] = [
+    pub const ALL: [ServiceEvent; 5] = [
         ServiceEvent::Request,
         ServiceEvent::AllOpen,
+        ServiceEvent::NoBackends,
         ServiceEvent::Retry,
         ServiceEvent::RetryBudgetExhausted,
     ];

@@ -235,6 +235,17 @@ fn a_discovered_service_whose_host_does_not_resolve_starts_and_answers_503() {
         status.contains(r#"{"name":"cart","backends":[]}"#),
         "{status}"
     );
+    let metrics = admin(&gateway, "GET", "/metrics").body;
+    for line in [
+        r#"gateway_service_backends{service="cart"} 0"#,
+        r#"gateway_service_no_backends_total{service="cart"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in
+{metrics}"
+        );
+    }
     assert_eq!(
         gateway.log_count("answers 503 until"),
         2,

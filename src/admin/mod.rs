@@ -489,6 +489,9 @@ mod tests {
                 .to_owned(),
             r#"gateway_service_requests_total{service="a"} 0"#.to_owned(),
             r#"gateway_service_all_open_total{service="b"} 0"#.to_owned(),
+            r#"gateway_service_no_backends_total{service="b"} 0"#.to_owned(),
+            "# TYPE gateway_service_backends gauge".to_owned(),
+            r#"gateway_service_backends{service="a"} 2"#.to_owned(),
             "gateway_not_found_total 0".to_owned(),
             "gateway_config_reload_failed 0".to_owned(),
         ] {

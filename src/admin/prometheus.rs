@@ -188,6 +188,19 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
 }
 
 fn service_metrics(text: &mut PrometheusText, services: &[&Arc<Service>]) {
+    let name = "gateway_service_backends";
+    text.family(
+        name,
+        "gauge",
+        "Backends the service has now (with DNS discovery: the addresses found).",
+    );
+    for service in services {
+        text.sample(
+            name,
+            &[("service", &service.name)],
+            service.upstreams.len() as f64,
+        );
+    }
     for (event, name, help) in [
         (
             ServiceEvent::Request,
@@ -198,6 +211,11 @@ fn service_metrics(text: &mut PrometheusText, services: &[&Arc<Service>]) {
             ServiceEvent::AllOpen,
             "gateway_service_all_open_total",
             "Requests answered 503 at once because every backend's breaker was open.",
+        ),
+        (
+            ServiceEvent::NoBackends,
+            "gateway_service_no_backends_total",
+            "Requests answered 503 at once because the service had no backends.",
         ),
         (
             ServiceEvent::Retry,

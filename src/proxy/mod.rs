@@ -347,6 +347,7 @@ impl ProxyHttp for GatewayProxy {
             }
             None if service.upstreams.is_empty() => {
                 *refusal = Some(Refusal::NoBackends);
+                service.stats.count(ServiceEvent::NoBackends);
                 Error::e_explain(HTTPStatus(503), "the service has no backends")
             }
             None if tried.is_empty() => {
