@@ -69,6 +69,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long a request head may take to arrive when the conf does not say.
 pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle client connection is kept open for its next request when the conf does
+/// not say (Pingora's own default).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often DNS discovery re-resolves when the service does not say.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
@@ -93,6 +96,8 @@ pub struct GatewayConfig {
     /// Whether an incoming `X-Forwarded-For` chain is kept (the peer appended) rather than
     /// replaced by the peer address.
     pub trust_forwarded_for: bool,
+    /// How long an idle client connection waits for its next request; whole seconds.
+    pub keepalive_timeout: Duration,
     /// Limits on request heads.
     pub header_limits: HeaderLimits,
     /// Limits on client connections.
@@ -112,6 +117,7 @@ impl GatewayConfig {
             log_format: LogFormat::Text,
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             header_limits: HeaderLimits::default(),
             connection_limits: ConnectionLimits::default(),
             services,
@@ -429,6 +435,18 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         ));
     }
 
+    let keepalive_timeout = section
+        .keepalive_timeout
+        .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0);
+    // Pingora counts it in whole seconds, and takes 0 for "forever".
+    if keepalive_timeout.subsec_nanos() != 0 || keepalive_timeout.is_zero() {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.keepalive_timeout must be whole seconds, at least 1s",
+        ));
+    }
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -454,6 +472,7 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         log_format,
         services_file,
         trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
+        keepalive_timeout,
         header_limits,
         connection_limits,
         services,
@@ -810,6 +829,7 @@ struct RawGatewaySection {
     max_header_size: Option<ConfigSize>,
     max_connections: Option<usize>,
     request_header_timeout: Option<ConfigDuration>,
+    keepalive_timeout: Option<ConfigDuration>,
     defaults: Option<RawOverrides>,
 }
 
@@ -1259,6 +1279,7 @@ mod tests {
         );
         assert!(config.status_log);
         assert_eq!(config.services_file, dir.join("config.yaml"));
+        assert_eq!(config.keepalive_timeout, DEFAULT_KEEPALIVE_TIMEOUT);
 
         std::fs::write(
             dir.join("custom.yaml"),
@@ -1296,6 +1317,14 @@ mod tests {
             (
                 "gateway:\n  defaults:\n    failure_threshold: 0\n",
                 "gateway.defaults: failure_threshold",
+            ),
+            (
+                "gateway:\n  keepalive_timeout: 1500ms\n",
+                "gateway.keepalive_timeout must be whole seconds, at least 1s",
+            ),
+            (
+                "gateway:\n  keepalive_timeout: 0s\n",
+                "gateway.keepalive_timeout must be whole seconds, at least 1s",
             ),
             (
                 "gateway:\n  services: missing.yaml\n",

@@ -195,6 +195,10 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
             running.trust_forwarded_for != loaded.trust_forwarded_for,
         ),
         (
+            "keepalive_timeout",
+            running.keepalive_timeout != loaded.keepalive_timeout,
+        ),
+        (
             "max_header_count/max_header_size",
             running.header_limits != loaded.header_limits,
         ),

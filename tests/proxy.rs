@@ -3,7 +3,9 @@
 
 mod common;
 
+use std::io::{BufRead, Read, Write};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -595,4 +597,48 @@ fn metrics_count_outcomes_breaker_states_and_gateway_answers() {
             metrics.body
         );
     }
+}
+
+#[test]
+fn an_idle_client_connection_is_closed_after_the_keepalive_timeout() {
+    let mock = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  status_log: false\n  keepalive_timeout: 1s\n",
+    );
+    let stream = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut conn = std::io::BufReader::new(stream);
+    let mut get = || {
+        conn.get_mut()
+            .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            assert!(
+                conn.read_until(b'\n', &mut head).unwrap() > 0,
+                "closed early"
+            );
+        }
+        let response = parse_response(&head).unwrap();
+        let length: usize = response.header("content-length").unwrap().parse().unwrap();
+        conn.read_exact(&mut vec![0; length]).unwrap();
+        response.status
+    };
+    assert_eq!(get(), 200);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(),
+        200,
+        "within the timeout the connection serves the next request"
+    );
+
+    // Idle past it, the gateway closes the connection (Pingora's default would wait 60 s).
+    let idle = Instant::now();
+    assert_eq!(conn.read(&mut [0; 1]).unwrap(), 0, "closed by the gateway");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }

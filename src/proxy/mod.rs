@@ -61,12 +61,14 @@ pub struct GatewayProxy {
 }
 
 /// How the proxy treats requests, beyond what each service says.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ProxySettings {
     /// Log the status block of the serving backend after each request, in this format.
     pub status_log: Option<LogFormat>,
     /// Keep an incoming `X-Forwarded-For` chain (and append the peer) instead of replacing it.
     pub trust_forwarded_for: bool,
+    /// How long an idle client connection waits for its next request (whole seconds).
+    pub keepalive_timeout: Duration,
     /// Limits on request heads.
     pub header_limits: HeaderLimits,
 }
@@ -267,6 +269,9 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
+        // Carried to the connection's next request (Pingora keeps it across requests); a
+        // `Connection: close` request still closes.
+        session.set_keepalive(Some(self.settings.keepalive_timeout.as_secs()));
         let reply = match self.route(session, ctx) {
             Ok(()) => return Ok(false),
             Err(reply) => reply,
