@@ -636,9 +636,8 @@ fn an_idle_client_connection_is_closed_after_the_keepalive_timeout() {
     // Idle past it, the gateway closes the connection (Pingora's default would wait 60 s).
     let idle = Instant::now();
     assert_eq!(conn.read(&mut [0; 1]).unwrap(), 0, "closed by the gateway");
+    // Well before Pingora's 60 s; no lower bound: a loaded machine may hand this client the
+    // response late, and the reuse at 300 ms above already shows the connection was kept.
     let waited = idle.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
