@@ -249,6 +249,28 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
 }
 
 #[test]
+fn idle_keep_alive_connections_are_closed_as_soon_as_shutdown_begins() {
+    let backend = Mock::start(&[]);
+    let mut gateway = gateway_over(&[&backend], "{}");
+    // A connection that has served a request and waits for the next: closed at SIGTERM, not
+    // at the end of the grace period or of its keep-alive time, so its client moves on.
+    let mut client = Client::new(gateway.port);
+    assert_eq!(
+        client.send("GET", "/v1/proxy/product", b"").unwrap().status,
+        200
+    );
+    let mut idle = client.take_connection().expect("kept alive");
+    signal(gateway.pid(), "TERM");
+    let started = Instant::now();
+    assert_eq!(idle.read(&mut [0; 1]).unwrap(), 0, "closed by the gateway");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "before the 1 s grace period ends"
+    );
+    assert_eq!(gateway.wait_exit(), Some(0));
+}
+
+#[test]
 fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
     let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
     let gateway = gateway_over(&[&a, &b], "{open_timeout: 400ms}");

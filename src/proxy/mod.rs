@@ -269,9 +269,16 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        // Carried to the connection's next request (Pingora keeps it across requests); a
-        // `Connection: close` request still closes.
-        session.set_keepalive(Some(self.settings.keepalive_timeout.as_secs()));
+        // Pingora carries it to the connection's next request, so this sets it once per
+        // connection. Keep-alive that Pingora turned off (`Connection: close`, shutting down)
+        // stays off.
+        let keepalive = self.settings.keepalive_timeout.as_secs();
+        if session
+            .get_keepalive()
+            .is_some_and(|current| current != keepalive)
+        {
+            session.set_keepalive(Some(keepalive));
+        }
         let reply = match self.route(session, ctx) {
             Ok(()) => return Ok(false),
             Err(reply) => reply,

@@ -469,6 +469,11 @@ impl Client {
         }
     }
 
+    /// The open keep-alive connection, taken out of the client, to watch it idle.
+    pub fn take_connection(&mut self) -> Option<TcpStream> {
+        self.conn.take().map(BufReader::into_inner)
+    }
+
     fn send_once(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         if self.conn.is_none() {
             let stream = TcpStream::connect(("127.0.0.1", self.port))?;
