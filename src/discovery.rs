@@ -229,8 +229,8 @@ static: [\"http://10.9.9.9:1\"]
         product.upstreams.iter().map(|u| u.url.clone()).collect()
     }
 
-    #[test]
-    fn addresses_that_stay_keep_their_breakers_new_ones_start_closed_gone_ones_vanish() {
+    #[tokio::test]
+    async fn addresses_that_stay_keep_their_breakers_new_ones_start_closed_gone_ones_vanish() {
         let f = fixture();
         assert_eq!(
             urls(&f.reloader),
@@ -264,11 +264,7 @@ static: [\"http://10.9.9.9:1\"]
         assert_eq!(product.upstreams[1].authority, "product.svc:9001");
 
         let app = AdminApp::new(f.reloader.clone(), Arc::default(), None);
-        let metrics = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(app.answer("GET", "/metrics", None))
-            .1;
+        let metrics = app.answer("GET", "/metrics", None).await.1;
         assert!(metrics.contains("http://10.0.0.3:9001"));
         assert!(
             !metrics.contains("10.0.0.2"),

@@ -26,7 +26,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::breaker::Clock;
-use crate::config::{self, BackendConfig, Discovery, GatewayConfig};
+use crate::config::{self, BackendConfig, BackendTarget, Discovery, GatewayConfig, ServiceConfig};
 use crate::observability::CircuitLog;
 use crate::routing::ServiceTable;
 
@@ -216,17 +216,21 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
 /// A discovered service whose hosts did not resolve during the reload keeps the backends it
 /// had, as after a failed discovery refresh, if it discovers the same URLs as before.
 fn keep_undiscovered_backends(new: &mut GatewayConfig, old: &GatewayConfig) {
-    let targets = |discovery: &Option<Discovery>| discovery.as_ref().map(|d| d.targets.clone());
     for service in &mut new.services {
         if service.discovery.is_none() || !service.backends.is_empty() {
             continue;
         }
         if let Some(old) = old.services.iter().find(|old| {
-            old.name == service.name && targets(&old.discovery) == targets(&service.discovery)
+            old.name == service.name && discovered_urls(old) == discovered_urls(service)
         }) {
             service.backends = old.backends.clone();
         }
     }
+}
+
+/// The URLs a service discovers its backends from, if it uses discovery.
+fn discovered_urls(service: &ServiceConfig) -> Option<&[BackendTarget]> {
+    service.discovery.as_ref().map(|d| d.targets.as_slice())
 }
 
 fn build_table(

@@ -104,7 +104,16 @@ impl AdminApp {
                 let outcome = tokio::task::spawn_blocking(move || reloader.reload())
                     .await
                     .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
-                reload_reply(outcome)
+                match outcome {
+                    Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
+                    Err(e) => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            r#"{{"error":"invalid_config","detail":{}}}"#,
+                            json_string(&e)
+                        ),
+                    ),
+                }
             }
             (method, path) if path.starts_with(BACKENDS_PREFIX) => {
                 self.backend_override(method, path)
@@ -157,20 +166,6 @@ impl ServeHttp for AdminApp {
         );
         headers.insert(header::CONTENT_LENGTH, length.into());
         response
-    }
-}
-
-/// The answer to `POST /reload`, by its outcome.
-fn reload_reply(outcome: Result<(), String>) -> (StatusCode, String) {
-    match outcome {
-        Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                r#"{{"error":"invalid_config","detail":{}}}"#,
-                json_string(&e)
-            ),
-        ),
     }
 }
 
