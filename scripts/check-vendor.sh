@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# Checks that vendor/pingora-proxy is the published pingora-proxy release plus
-# vendor/pingora-proxy.patch and nothing else (see vendor/README.md): a local edit to the
-# vendored crate fails here instead of hiding in a copy of someone else's code.
+# Checks that each vendored Pingora crate (vendor/pingora-core, vendor/pingora-proxy) is the
+# published release plus vendor/<crate>.patch and nothing else (see vendor/README.md): a local
+# edit to a vendored crate fails here instead of hiding in a copy of someone else's code.
+#
+# The releases come through cargo itself (a throwaway manifest that depends on the exact
+# versions, then `cargo fetch`), so this works wherever cargo's own registry settings do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' vendor/pingora-proxy/Cargo.toml | head -n1)
+crates=(pingora-core pingora-proxy)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-curl -sSfL --retry 3 --max-time 60 \
-  "https://static.crates.io/crates/pingora-proxy/pingora-proxy-$version.crate" | tar -xz -C "$work"
-release="$work/pingora-proxy-$version"
-rm -f "$release/.cargo-ok" "$release/Cargo.lock"
-patch --quiet -p1 -d "$release" < vendor/pingora-proxy.patch
-if ! diff -r "$release" vendor/pingora-proxy; then
-  echo "vendor/pingora-proxy is not pingora-proxy $version plus vendor/pingora-proxy.patch" >&2
-  exit 1
-fi
-echo "vendor: pingora-proxy $version plus vendor/pingora-proxy.patch, nothing else"
+
+mkdir -p "$work/fetch/src"
+touch "$work/fetch/src/lib.rs"
+{
+  printf '[package]\nname = "vendor-check"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n'
+  for crate in "${crates[@]}"; do
+    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "vendor/$crate/Cargo.toml" | head -n1)
+    printf '%s = "=%s"\n' "$crate" "$version"
+  done
+} >"$work/fetch/Cargo.toml"
+# Start from the project's lock so that only the two releases themselves are new to cargo.
+cp Cargo.lock "$work/fetch/Cargo.lock"
+cargo fetch --quiet --manifest-path "$work/fetch/Cargo.toml"
+
+cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+for crate in "${crates[@]}"; do
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "vendor/$crate/Cargo.toml" | head -n1)
+  archive=$(find "$cache" -name "$crate-$version.crate" -print -quit)
+  if [ -z "$archive" ]; then
+    echo "check-vendor: cargo fetched no $crate-$version.crate under $cache" >&2
+    exit 1
+  fi
+  tar -xzf "$archive" -C "$work"
+  release="$work/$crate-$version"
+  rm -f "$release/.cargo-ok" "$release/Cargo.lock"
+  patch --quiet -p1 -d "$release" <"vendor/$crate.patch"
+  if ! diff -r "$release" "vendor/$crate"; then
+    echo "vendor/$crate is not $crate $version plus vendor/$crate.patch" >&2
+    exit 1
+  fi
+  echo "vendor: $crate $version plus vendor/$crate.patch, nothing else"
+done

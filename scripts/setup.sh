@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
-# toolchain, for Pingora's vendored zlib-ng; HAProxy, for the two-replica test; curl and patch,
-# for the vendored pingora-proxy's check.
+# toolchain, for Pingora's vendored zlib-ng; HAProxy, for the two-replica test; curl, for the
+# image checks; patch, for the vendored Pingora crates' check.
 # Idempotent; does nothing when they are already there.
 set -euo pipefail
 
@@ -10,7 +10,8 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v cc >/dev/null || missing+=(build-essential)
 # The two-replica test (tests/replicas.rs) runs two gateways behind HAProxy.
 command -v haproxy >/dev/null || missing+=(haproxy)
-# scripts/check-vendor.sh fetches the pingora-proxy release and applies the patch to it.
+# scripts/docker-check.sh asks the gateway in the image; scripts/check-vendor.sh applies the
+# patches to the Pingora releases.
 command -v curl >/dev/null || missing+=(curl)
 command -v patch >/dev/null || missing+=(patch)
 if [ ${#missing[@]} -gt 0 ]; then

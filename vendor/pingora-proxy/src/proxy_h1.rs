@@ -356,6 +356,14 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    if response_done && !client_session.was_upgraded() {
+                        // The upstream answered in full before the request body was sent:
+                        // what is left of the body must not reach this connection, where it
+                        // would read as a next request. Drop it, and the connection with it.
+                        upstream_can_reuse = false;
+                        request_done = body.as_ref().is_none_or(HttpTask::is_end);
+                        continue;
+                    }
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;

@@ -1528,8 +1528,25 @@ impl HttpSession {
         if end_stream {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
+        } else {
+            self.flush_unfinished_response().await?;
         }
         Ok(end_stream || self.body_writer.finished())
+    }
+
+    /// A proxied response whose body is not finished may not see its next bytes for a long
+    /// time (a slow upstream, a stream): send what is buffered now rather than hold it until
+    /// the next write. `Content-Length` bodies and their headers are otherwise buffered until
+    /// the body ends.
+    async fn flush_unfinished_response(&mut self) -> Result<()> {
+        if self.response_written.is_some() && !self.body_writer.finished() {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing response")
+                .map_err(|e| e.into_down())?;
+        }
+        Ok(())
     }
 
     fn buffer_body_data(&mut self, data: Option<Bytes>, upgraded: bool) {
@@ -1591,6 +1608,8 @@ impl HttpSession {
         if end_stream {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
+        } else {
+            self.flush_unfinished_response().await?;
         }
         Ok(end_stream || self.body_writer.finished())
     }
