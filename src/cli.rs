@@ -92,6 +92,7 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         ProxySettings {
             status_log: config.status_log.then_some(config.log_format),
             trust_forwarded_for: config.trust_forwarded_for,
+            underscores_in_headers: config.underscores_in_headers,
             keepalive_timeout: config.keepalive_timeout,
             header_limits: config.header_limits,
         },

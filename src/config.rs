@@ -96,6 +96,8 @@ pub struct GatewayConfig {
     /// Whether an incoming `X-Forwarded-For` chain is kept (the peer appended) rather than
     /// replaced by the peer address.
     pub trust_forwarded_for: bool,
+    /// Whether request header names with `_` are forwarded (they are dropped otherwise).
+    pub underscores_in_headers: bool,
     /// How long an idle client connection waits for its next request; whole seconds.
     pub keepalive_timeout: Duration,
     /// Limits on request heads.
@@ -117,6 +119,7 @@ impl GatewayConfig {
             log_format: LogFormat::Text,
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
+            underscores_in_headers: false,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             header_limits: HeaderLimits::default(),
             connection_limits: ConnectionLimits::default(),
@@ -472,6 +475,7 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         log_format,
         services_file,
         trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
+        underscores_in_headers: section.underscores_in_headers.unwrap_or(false),
         keepalive_timeout,
         header_limits,
         connection_limits,
@@ -825,6 +829,7 @@ struct RawGatewaySection {
     services: Option<PathBuf>,
     status_log: Option<bool>,
     trust_forwarded_for: Option<bool>,
+    underscores_in_headers: Option<bool>,
     max_header_count: Option<usize>,
     max_header_size: Option<ConfigSize>,
     max_connections: Option<usize>,

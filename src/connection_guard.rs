@@ -11,6 +11,11 @@
 //! read still waiting at the deadline fails, and Pingora closes the connection. Idle
 //! keep-alive connections are left to Pingora's own keep-alive timeout.
 //!
+//! It also turns an absolute-form request target (`GET http://host/v1/proxy/...`) into origin
+//! form before Pingora parses it: the gateway routes by path alone and is no forward proxy, and
+//! Pingora 0.9 refuses such a target whose authority differs from `Host` (stricter than RFC
+//! 9112 §3.2.2). The client's `Host` stays as sent.
+//!
 //! The same stream puts the gateway's JSON errors in place of the empty ones Pingora sends
 //! itself, before any hook runs, for request heads it cannot parse (400) and for `CONNECT`
 //! (405): every error a client gets from the gateway then has a body and a request id.
@@ -287,7 +292,13 @@ impl AsyncRead for GuardedStream {
             ready!(this.arm_and_poll_deadline(cx))?;
         }
         let before = buf.filled().len();
+        let starts_head =
+            this.phase == Phase::Idle || (this.phase == Phase::Head && this.head.is_empty());
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if starts_head {
+            let kept = origin_form(&mut buf.filled_mut()[before..]);
+            buf.set_filled(before + kept);
+        }
         let Some(body_start) = this.observe_read(&buf.filled()[before..]) else {
             return Poll::Ready(Ok(()));
         };
@@ -489,6 +500,45 @@ fn pingora_error_status(buf: &[u8]) -> Option<u16> {
     Some(400 + digits.parse::<u16>().ok()?)
 }
 
+/// Rewrites a request line at the start of `bytes` whose target is in absolute form
+/// (`http://authority/path?query`, any method but `CONNECT`) into origin form (`/path?query`)
+/// in place; returns how many bytes are left. Anything else, or a request line not whole in
+/// `bytes`, is left as it is.
+fn origin_form(bytes: &mut [u8]) -> usize {
+    let len = bytes.len();
+    let Some(line_end) = bytes.iter().position(|&b| b == b'\n') else {
+        return len;
+    };
+    let line = &bytes[..line_end];
+    let Some(method_end) = line.iter().position(|&b| b == b' ') else {
+        return len;
+    };
+    if &line[..method_end] == b"CONNECT" {
+        return len;
+    }
+    let target_start = method_end + 1;
+    let target = &line[target_start..];
+    let scheme = [&b"http://"[..], b"https://"].into_iter().find(|scheme| {
+        target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    });
+    let Some(scheme) = scheme else {
+        return len;
+    };
+    let authority_end = target[scheme.len()..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b' '))
+        .map_or(target.len(), |i| scheme.len() + i);
+    // What is cut: the scheme and authority, less one byte kept for a `/` when the target
+    // has no path of its own.
+    let mut cut = authority_end;
+    if target.get(authority_end) != Some(&b'/') {
+        cut -= 1;
+        bytes[target_start + cut] = b'/';
+    }
+    bytes.copy_within(target_start + cut.., target_start);
+    len - cut
+}
+
 /// Where in `bytes` the head ends (just past its blank line: CRLF CRLF, or a bare-LF one,
 /// which is refused later with an answer), if it does; `last_two` carries the bytes before
 /// them across reads.
@@ -545,6 +595,35 @@ mod tests {
             ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: \r\r\n"]),
             None
         );
+    }
+
+    #[test]
+    fn absolute_form_targets_become_origin_form() {
+        let rewritten = |line: &str| {
+            let mut bytes = line.as_bytes().to_vec();
+            let kept = origin_form(&mut bytes);
+            String::from_utf8(bytes[..kept].to_vec()).unwrap()
+        };
+        for (line, expected) in [
+            (
+                "GET http://example.com/v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+                "GET /v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+            ),
+            ("GET HTTPS://h:1 HTTP/1.1\r\n", "GET / HTTP/1.1\r\n"),
+            ("GET http://h?q HTTP/1.1\r\n", "GET /?q HTTP/1.1\r\n"),
+            (
+                "GET /v1/proxy/a HTTP/1.1\r\n",
+                "GET /v1/proxy/a HTTP/1.1\r\n",
+            ),
+            (
+                "CONNECT http://h:1 HTTP/1.1\r\n",
+                "CONNECT http://h:1 HTTP/1.1\r\n",
+            ),
+            ("GET http://h/a HTTP/1.1", "GET http://h/a HTTP/1.1"),
+            ("GET ftp://h/a HTTP/1.1\r\n", "GET ftp://h/a HTTP/1.1\r\n"),
+        ] {
+            assert_eq!(rewritten(line), expected, "{line:?}");
+        }
     }
 
     #[test]

@@ -195,6 +195,10 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
             running.trust_forwarded_for != loaded.trust_forwarded_for,
         ),
         (
+            "underscores_in_headers",
+            running.underscores_in_headers != loaded.underscores_in_headers,
+        ),
+        (
             "keepalive_timeout",
             running.keepalive_timeout != loaded.keepalive_timeout,
         ),

@@ -7,7 +7,8 @@
 //! smuggled: it accepts bare LF line endings, collapses repeated identical `Content-Length`
 //! values, and when both `Content-Length` and `Transfer-Encoding` are present it drops the
 //! length and carries on. This module looks at the raw head Pingora parsed and refuses all
-//! three, and enforces the configured header limits.
+//! three, refuses transfer codings other than a lone `chunked` (Pingora would drop them and
+//! forward still-encoded bytes as plain), and enforces the configured header limits.
 
 use crate::config::HeaderLimits;
 
@@ -18,6 +19,10 @@ pub enum HeadRejection {
     Ambiguous(&'static str),
     /// 431: more header fields or bytes than the limits allow.
     TooLarge(&'static str),
+    /// 414: the request line alone is longer than the head may be.
+    UriTooLong,
+    /// 501: a transfer coding other than a lone `chunked`.
+    UnsupportedCoding,
 }
 
 /// Checks the raw request head (request line and header fields, up to the blank line) and the
@@ -31,10 +36,15 @@ pub fn check_head(
         return Err(HeadRejection::TooLarge("too many header fields"));
     }
     if raw.len() > limits.max_bytes {
+        let request_line = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+        if request_line > limits.max_bytes {
+            return Err(HeadRejection::UriTooLong);
+        }
         return Err(HeadRejection::TooLarge("the request head is too large"));
     }
     let mut content_lengths = 0;
-    let mut transfer_encoding = false;
+    let mut transfer_encodings = 0;
+    let mut only_chunked = true;
     // Every line ends with CRLF, the blank line that ends the head included; so splitting at
     // LF leaves exactly one empty piece, after the last LF.
     let mut lines = raw.split(|&b| b == b'\n').peekable();
@@ -55,16 +65,20 @@ pub fn check_head(
                 return Err(HeadRejection::Ambiguous("Content-Length must be one value"));
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
+            transfer_encodings += 1;
+            only_chunked &= value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         }
     }
     if content_lengths > 1 {
         return Err(HeadRejection::Ambiguous("Content-Length must appear once"));
     }
-    if content_lengths == 1 && transfer_encoding {
+    if content_lengths == 1 && transfer_encodings > 0 {
         return Err(HeadRejection::Ambiguous(
             "Content-Length and Transfer-Encoding must not both be sent",
         ));
+    }
+    if transfer_encodings > 1 || !only_chunked {
+        return Err(HeadRejection::UnsupportedCoding);
     }
     Ok(())
 }
@@ -106,6 +120,40 @@ mod tests {
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn transfer_codings_other_than_a_lone_chunked_are_not_implemented() {
+        for raw in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(check(raw), Err(HeadRejection::UnsupportedCoding), "{raw:?}");
+        }
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nTransfer-Encoding:  CHUNKED \r\n\r\n"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_request_line_over_the_head_limit_is_414() {
+        let limits = HeaderLimits {
+            max_count: 10,
+            max_bytes: 64,
+        };
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(64));
+        assert_eq!(
+            check_head(long_target.as_bytes(), 1, &limits),
+            Err(HeadRejection::UriTooLong)
+        );
+        let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64));
+        assert!(matches!(
+            check_head(long_header.as_bytes(), 1, &limits),
+            Err(HeadRejection::TooLarge(_))
+        ));
     }
 
     #[test]

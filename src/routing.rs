@@ -5,9 +5,14 @@
 //! segment is compared byte for byte with the configured names, which are limited to URL-safe
 //! characters: percent-encoding is not decoded, so `%2F` or `%2E%2E` can never name a service.
 //!
+//! The rest of the path is forwarded with its dot segments resolved (RFC 3986 §5.2.4,
+//! percent-encoded ones such as `%2e%2e` too), so a backend that resolves `..` itself can never
+//! be led above its configured prefix; a `..` that would climb above the rest's root is refused.
+//!
 //! The table is built once from the validated config. Backends listed by several services share
 //! one breaker, keyed by URL, as in the original design.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +57,69 @@ pub fn parse_proxy_path(path: &str) -> Result<ProxyPath<'_>, RouteError> {
         return Err(RouteError::MissingService);
     }
     Ok(ProxyPath { service, rest })
+}
+
+/// A `..` segment that would climb above the root of the forwarded path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClimbsAboveRoot;
+
+/// `rest` (empty, or starting with `/`) with its `.` and `..` segments resolved, plain or
+/// percent-encoded; borrowed when it has none. A trailing dot segment leaves a trailing `/`.
+pub fn resolve_dot_segments(rest: &str) -> Result<Cow<'_, str>, ClimbsAboveRoot> {
+    let maybe_dots = rest.contains("/.") || rest.contains("%2e") || rest.contains("%2E");
+    if !maybe_dots || !rest.split('/').any(|s| dot_segment(s).is_some()) {
+        return Ok(Cow::Borrowed(rest));
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_in_directory = false;
+    for segment in rest.split('/').skip(1) {
+        ends_in_directory = true;
+        match dot_segment(segment) {
+            Some(DotSegment::Current) => {}
+            Some(DotSegment::Parent) => {
+                kept.pop().ok_or(ClimbsAboveRoot)?;
+            }
+            None => {
+                kept.push(segment);
+                ends_in_directory = false;
+            }
+        }
+    }
+    let mut resolved = String::with_capacity(rest.len());
+    for segment in kept {
+        resolved.push('/');
+        resolved.push_str(segment);
+    }
+    if ends_in_directory || resolved.is_empty() {
+        resolved.push('/');
+    }
+    Ok(Cow::Owned(resolved))
+}
+
+enum DotSegment {
+    Current,
+    Parent,
+}
+
+/// Whether `segment` is `.` or `..`, with any dot percent-encoded as `%2e` or `%2E`.
+fn dot_segment(segment: &str) -> Option<DotSegment> {
+    let mut dots = 0;
+    let mut bytes = segment.as_bytes();
+    while !bytes.is_empty() {
+        bytes = if let Some(after) = bytes.strip_prefix(b".") {
+            after
+        } else if bytes.len() >= 3 && bytes[..3].eq_ignore_ascii_case(b"%2e") {
+            &bytes[3..]
+        } else {
+            return None;
+        };
+        dots += 1;
+    }
+    match dots {
+        1 => Some(DotSegment::Current),
+        2 => Some(DotSegment::Parent),
+        _ => None,
+    }
 }
 
 /// The path and query a backend receives: its prefix, then `rest`, then the original query.
@@ -235,6 +303,40 @@ mod tests {
             parse_proxy_path("/v1/proxy//x"),
             Err(RouteError::MissingService)
         );
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_under_the_root() {
+        let resolved = |rest| resolve_dot_segments(rest).map(Cow::into_owned);
+        for (rest, expected) in [
+            ("", ""),
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/.%2E/b", "/b"),
+            ("/a/%2E/b", "/a/b"),
+            ("/a/.../b", "/a/.../b"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/a%2eb/c", "/a%2eb/c"),
+            ("/a//../b", "/a/b"),
+        ] {
+            assert_eq!(resolved(rest).as_deref(), Ok(expected), "{rest}");
+        }
+        for rest in [
+            "/..",
+            "/../echo",
+            "/a/../../echo",
+            "/%2e%2e/echo",
+            "/a/%2E%2e/..",
+        ] {
+            assert_eq!(resolved(rest), Err(ClimbsAboveRoot), "{rest}");
+        }
+        assert!(matches!(resolve_dot_segments("/a/b"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]

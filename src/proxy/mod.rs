@@ -5,12 +5,12 @@
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
-//! | `request_filter`            | strict head checks (400, 431); routes `/v1/proxy/{service}` (404); body limit by `Content-Length` (413) |
+//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); resolves dot segments (400 above the root); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
-//! | `upstream_request_filter`   | rewrites the path, `Host`, `X-Forwarded-*`, `X-Request-Id` |
+//! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
 //! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline |
-//! | `upstream_response_filter`  | remembers the backend's status                             |
+//! | `upstream_response_filter`  | remembers the backend's status; one `Content-Length` of identical repeats |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over; a client too slow with its body is nobody's failure |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
@@ -26,6 +26,8 @@
 mod reply;
 mod request_id;
 
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +48,7 @@ use crate::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 use crate::observability::{self, LogFormat};
 use crate::request_checks::{self, HeadRejection};
 use crate::retry_budget::Spend;
-use crate::routing::{self, RouteError, Service, ServiceTable, Upstream};
+use crate::routing::{self, ClimbsAboveRoot, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
 
 /// How long the rest of a request body is read before closing a connection after an error.
@@ -65,8 +67,12 @@ pub struct GatewayProxy {
 pub struct ProxySettings {
     /// Log the status block of the serving backend after each request, in this format.
     pub status_log: Option<LogFormat>,
-    /// Keep an incoming `X-Forwarded-For` chain (and append the peer) instead of replacing it.
+    /// Keep an incoming `X-Forwarded-For` chain and `Forwarded` list (and append the peer)
+    /// instead of replacing them.
     pub trust_forwarded_for: bool,
+    /// Forward request header names that contain `_` (dropped otherwise: CGI-style backends
+    /// read `X_Forwarded_For` as `X-Forwarded-For`).
+    pub underscores_in_headers: bool,
     /// How long an idle client connection waits for its next request (whole seconds).
     pub keepalive_timeout: Duration,
     /// Limits on request heads.
@@ -104,6 +110,8 @@ impl GatewayProxy {
             .map_err(|rejection| match rejection {
                 HeadRejection::Ambiguous(detail) => ErrorReply::ambiguous_request(detail),
                 HeadRejection::TooLarge(detail) => ErrorReply::header_too_large(detail),
+                HeadRejection::UriTooLong => ErrorReply::uri_too_long(),
+                HeadRejection::UnsupportedCoding => ErrorReply::unsupported_transfer_coding(),
             })?;
         }
         let path = request.uri.path();
@@ -124,6 +132,11 @@ impl GatewayProxy {
                     RouteError::MissingService => ErrorReply::missing_service(),
                 });
             }
+        };
+        ctx.resolved_rest = match routing::resolve_dot_segments(route.rest) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(resolved)) => Some(resolved),
+            Err(ClimbsAboveRoot) => return Err(ErrorReply::path_climbs_above_service()),
         };
         let declared_length = request
             .headers
@@ -152,6 +165,11 @@ pub struct RequestContext {
     service: Option<Arc<Service>>,
     /// Where the forwarded rest of the path starts in the request path.
     rest_start: usize,
+    /// The rest of the path with its dot segments resolved, when it had any.
+    resolved_rest: Option<String>,
+    /// The client waits for `100 Continue` before sending its body: the gateway sends it
+    /// once the first attempt has connected.
+    continue_pending: bool,
     /// The request's place in the service's rotation, taken on the first attempt.
     ticket: Option<usize>,
     /// Backends that failed to connect for this request; never picked again.
@@ -196,6 +214,8 @@ impl RequestContext {
             body_bytes: 0,
             service: None,
             rest_start: 0,
+            resolved_rest: None,
+            continue_pending: false,
             ticket: None,
             tried: Vec::new(),
             attempt: None,
@@ -279,8 +299,19 @@ impl ProxyHttp for GatewayProxy {
         {
             session.set_keepalive(Some(keepalive));
         }
-        let reply = match self.route(session, ctx) {
-            Ok(()) => return Ok(false),
+        // Pipelined requests are served in order (Pingora keeps the choice for the
+        // connection's next requests); off, it would close the connection and drop them.
+        if !session.as_downstream().pipelining_enabled() {
+            session.as_downstream_mut().set_pipelining_enabled(true);
+        }
+        let routed = self
+            .route(session, ctx)
+            .and_then(|()| take_expectation(session));
+        let reply = match routed {
+            Ok(continue_pending) => {
+                ctx.continue_pending = continue_pending;
+                return Ok(false);
+            }
             Err(reply) => reply,
         };
         let request = session.req_header();
@@ -380,12 +411,18 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
+        if std::mem::take(&mut ctx.continue_pending) {
+            send_continue(session).await?;
+        }
         let (Some(service), Some(attempt)) = (&ctx.service, &ctx.attempt) else {
             return Error::e_explain(InternalError, "no backend chosen for the request");
         };
         let upstream = &service.upstreams[attempt.pick.index];
         let original = session.req_header();
-        let rest = original.uri.path().get(ctx.rest_start..).unwrap_or("");
+        let rest = match &ctx.resolved_rest {
+            Some(resolved) => resolved.as_str(),
+            None => original.uri.path().get(ctx.rest_start..).unwrap_or(""),
+        };
         let target =
             routing::upstream_path_and_query(&upstream.path_prefix, rest, original.uri.query());
         let uri = http::Uri::try_from(target)
@@ -394,16 +431,16 @@ impl ProxyHttp for GatewayProxy {
         let client_ip = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip().to_string());
-
-        let forwarded_for = match (client_ip, original.headers.get("x-forwarded-for")) {
-            (Some(ip), Some(chain)) if self.settings.trust_forwarded_for => chain
-                .to_str()
-                .ok()
-                .map(|chain| format!("{chain}, {ip}"))
-                .or(Some(ip)),
-            (ip, _) => ip,
-        };
+            .map(|addr| addr.ip());
+        let trust = self.settings.trust_forwarded_for;
+        let forwarded_for = client_ip
+            .map(|ip| ip.to_string())
+            .map(|ip| append_if_trusted(trust, original.headers.get("x-forwarded-for"), ip));
+        let forwarded = append_if_trusted(
+            trust,
+            original.headers.get(header::FORWARDED),
+            forwarded_element(client_ip, forwarded_host.as_ref()),
+        );
 
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, upstream.authority.as_str())?;
@@ -417,6 +454,11 @@ impl ProxyHttp for GatewayProxy {
             None => drop(upstream_request.remove_header("x-forwarded-for")),
         }
         upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header(header::FORWARDED, forwarded)?;
+        upstream_request.remove_header(&header::EXPECT);
+        if !self.settings.underscores_in_headers {
+            drop_underscored_names(upstream_request);
+        }
         Ok(())
     }
 
@@ -427,6 +469,16 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        // Identical repeats (Pingora refuses differing ones) are one length to the client:
+        // some clients refuse a response that repeats it.
+        let mut lengths = upstream_response
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter();
+        if let (Some(length), Some(_)) = (lengths.next(), lengths.next()) {
+            let length = length.clone();
+            upstream_response.insert_header(header::CONTENT_LENGTH, length)?;
+        }
         Ok(())
     }
 
@@ -486,7 +538,7 @@ impl ProxyHttp for GatewayProxy {
             }
             replayable
         } else if *e.esource() == ErrorSource::Upstream
-            && session.response_written().is_none()
+            && !final_response_written(session)
             && replayable
         {
             // The backend failed before the client saw a byte: safe to replay elsewhere.
@@ -507,7 +559,7 @@ impl ProxyHttp for GatewayProxy {
         let reply = error_reply(e, ctx);
         let error_code = reply.as_ref().map_or(0, |r| r.status);
         if let Some(reply) = reply {
-            if session.response_written().is_none() {
+            if !final_response_written(session) {
                 // The connection closes after an error (below): say so in the reply.
                 session.set_keepalive(None);
                 if let Err(write_error) = reply.send(session, ctx.request_id).await {
@@ -563,6 +615,94 @@ impl ProxyHttp for GatewayProxy {
                 observability::log_status(&service.selector.breakers()[index], format);
             }
         }
+    }
+}
+
+/// Whether the client has been sent a final (not 1xx) response header.
+fn final_response_written(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|response| !response.status.is_informational())
+}
+
+/// Takes the request's `Expect`, which the gateway answers itself rather than forwarding:
+/// whether the client waits for `100 Continue` (an HTTP/1.1 request with a body), or 417 for
+/// any other expectation. An HTTP/1.0 client's expectation is ignored (RFC 9110 §10.1.1).
+fn take_expectation(session: &mut Session) -> std::result::Result<bool, ErrorReply> {
+    let request = session.req_header();
+    let Some(expect) = request.headers.get(header::EXPECT) else {
+        return Ok(false);
+    };
+    let http11 = request.version == http::Version::HTTP_11;
+    if http11 && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+        return Err(ErrorReply::expectation_failed());
+    }
+    session.req_header_mut().remove_header(&header::EXPECT);
+    Ok(http11 && !session.as_downstream_mut().is_body_empty())
+}
+
+/// Tells a client that waits for it to send its body, and from then on keeps the backend's
+/// own 1xx answers (but `101`) from it. Pingora would close a connection whose response (a 1xx
+/// included) starts before its request body has been read; for the interim 100 that is
+/// wrong, so it is sent with that rule off.
+async fn send_continue(session: &mut Session) -> Result<()> {
+    let downstream = session.as_downstream_mut();
+    downstream.set_close_on_response_before_downstream_finish(false);
+    let sent = downstream.write_continue_response().await;
+    downstream.set_close_on_response_before_downstream_finish(true);
+    downstream.set_ignore_info_resp(true);
+    sent
+}
+
+/// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
+/// alone (an incoming value that is not text is dropped).
+fn append_if_trusted(trust: bool, incoming: Option<&http::HeaderValue>, own: String) -> String {
+    match incoming.and_then(|value| value.to_str().ok()) {
+        Some(incoming) if trust => format!("{incoming}, {own}"),
+        _ => own,
+    }
+}
+
+/// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
+/// for (quoted) and the protocol.
+fn forwarded_element(client: Option<IpAddr>, host: Option<&http::HeaderValue>) -> String {
+    let mut element = match client {
+        Some(IpAddr::V4(ip)) => format!("for={ip}"),
+        Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
+        None => "for=unknown".to_owned(),
+    };
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=\"");
+        for c in host.chars() {
+            if matches!(c, '"' | '\\') {
+                element.push('\\');
+            }
+            element.push(c);
+        }
+        element.push('"');
+    }
+    element.push_str(";proto=http");
+    element
+}
+
+/// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
+/// from the same name with `-` (`X_Forwarded_For` would read as `X-Forwarded-For`).
+fn drop_underscored_names(request: &mut RequestHeader) {
+    if !request
+        .headers
+        .keys()
+        .any(|name| name.as_str().contains('_'))
+    {
+        return;
+    }
+    let underscored: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        request.remove_header(&name);
     }
 }
 

@@ -79,6 +79,42 @@ impl ErrorReply {
         Self::new(400, "bad_request", detail)
     }
 
+    /// 400: a `..` in the path would climb above the service's root.
+    pub fn path_climbs_above_service() -> Self {
+        Self::new(
+            400,
+            "bad_request",
+            "a \"..\" segment in the path climbs above the service",
+        )
+    }
+
+    /// 414: the request line alone is over the head size limit.
+    pub fn uri_too_long() -> Self {
+        Self::new(
+            414,
+            "uri_too_long",
+            "the request target is longer than the gateway accepts",
+        )
+    }
+
+    /// 501: the request body has a transfer coding the gateway does not decode.
+    pub fn unsupported_transfer_coding() -> Self {
+        Self::new(
+            501,
+            "not_implemented",
+            "only \"Transfer-Encoding: chunked\" is supported on requests",
+        )
+    }
+
+    /// 417: an `Expect` other than `100-continue`.
+    pub fn expectation_failed() -> Self {
+        Self::new(
+            417,
+            "expectation_failed",
+            "only \"Expect: 100-continue\" is supported",
+        )
+    }
+
     /// 431: the request head is over the configured limits.
     pub fn header_too_large(detail: &str) -> Self {
         Self::new(431, "request_header_fields_too_large", detail)
@@ -220,7 +256,7 @@ impl ErrorReply {
     /// Whether the connection must close after this reply: the request's framing was not
     /// trusted, or its body was not read.
     pub fn closes_connection(&self) -> bool {
-        matches!(self.status, 400 | 413 | 431)
+        matches!(self.status, 400 | 413 | 414 | 417 | 431 | 501)
     }
 
     /// Writes the reply to the client, naming the request by `request_id`.
