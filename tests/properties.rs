@@ -1,6 +1,7 @@
 //! Property tests (proptest): the path router, the request-head checks and the services-file
 //! loader never panic on arbitrary input; routing never yields a backend outside the service
-//! the path names; a services file either loads or gets an error naming the file and, when the
+//! the path names; dot segments resolve as RFC 3986's `remove_dot_segments` does, or are refused
+//! exactly when they would climb above the root; a services file either loads or gets an error naming the file and, when the
 //! problem is inside a service, that service.
 //!
 //! Hosts are resolved by `IpLiteralResolver`: no DNS lookups, so every case is fast and the
@@ -16,7 +17,9 @@ use gateway::config::{
 };
 use gateway::request_checks::check_head;
 use gateway::resolver::IpLiteralResolver;
-use gateway::routing::{parse_proxy_path, upstream_path_and_query, ServiceTable};
+use gateway::routing::{
+    parse_proxy_path, resolve_dot_segments, upstream_path_and_query, ServiceTable,
+};
 use proptest::prelude::*;
 
 const SERVICES: &str = "\
@@ -63,6 +66,36 @@ fn paths() -> impl Strategy<Value = String> {
     ]
 }
 
+/// RFC 3986 §5.2.4 `remove_dot_segments`, written as the RFC states it (an input buffer and an
+/// output buffer), over a path whose encoded dots are decoded; also whether a `..` ever
+/// found nothing left to remove (the path climbed above its root).
+fn remove_dot_segments_model(path: &str) -> (String, bool) {
+    let mut input = path.replace("%2e", ".").replace("%2E", ".");
+    let mut output = String::new();
+    let mut climbed = false;
+    while !input.is_empty() {
+        if input.starts_with("../") || input.starts_with("./") {
+            input = input[input.find('/').unwrap() + 1..].to_owned();
+        } else if input.starts_with("/./") || input == "/." {
+            input = format!("/{}", &input[input.len().min(3)..]);
+        } else if input.starts_with("/../") || input == "/.." {
+            input = format!("/{}", &input[input.len().min(4)..]);
+            match output.rfind('/') {
+                Some(last) => output.truncate(last),
+                None => climbed = true,
+            }
+        } else if input == "." || input == ".." {
+            input.clear();
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            output.push_str(&input[..end]);
+            input = input[end..].to_owned();
+        }
+    }
+    (output, climbed)
+}
+
 /// Backend URLs: mostly valid, some near misses, some noise.
 fn urls() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -92,6 +125,25 @@ proptest! {
                     let pick = pick.expect("all breakers are Closed");
                     prop_assert!(urls[route.service].contains(&service.upstreams[pick.index].url));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_segments_resolve_as_the_rfc_says_or_are_refused_above_the_root(
+        segments in proptest::collection::vec("a|b|\\.|\\.\\.|%2e|%2E%2e|\\.%2e|x%2ey|\\.\\.\\.|", 0..8),
+    ) {
+        let rest: String = segments.iter().map(|s| format!("/{s}")).collect();
+        let (expected, climbed) = remove_dot_segments_model(&rest);
+        match resolve_dot_segments(&rest) {
+            Err(_) => prop_assert!(climbed, "{rest} refused, but the RFC gives {expected}"),
+            Ok(resolved) => {
+                prop_assert!(!climbed, "{rest} climbs above the root, resolved to {resolved}");
+                let decoded = resolved.replace("%2e", ".").replace("%2E", ".");
+                let expected = if expected.is_empty() && !rest.is_empty() { "/".to_owned() } else { expected };
+                prop_assert_eq!(decoded, expected, "{}", rest);
+                let again = resolve_dot_segments(&resolved).unwrap();
+                prop_assert_eq!(again.as_ref(), resolved.as_ref(), "resolving twice changes {}", rest);
             }
         }
     }
