@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use counting_alloc::{count_allocations, CountingAllocator};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, MonotonicClock, Outcome};
+use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
+use gateway::clock::MonotonicClock;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
 use gateway::selector::RoundRobin;
 

@@ -16,7 +16,7 @@ use pingora::services::listening::Service;
 use pingora_proxy::http_proxy;
 
 use crate::admin::{self, AdminApp};
-use crate::breaker::MonotonicClock;
+use crate::clock::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
 use crate::connection_guard::ConnectionGuard;
 use crate::discovery::{DiscoveryService, DnsDiscovery};

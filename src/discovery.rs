@@ -180,7 +180,8 @@ fn discovery_interval(discovery: &DnsDiscovery, name: &str) -> Duration {
 mod tests {
     use super::*;
     use crate::admin::AdminApp;
-    use crate::breaker::{BreakerState, ManualClock, Outcome};
+    use crate::breaker::{BreakerState, Outcome};
+    use crate::clock::ManualClock;
     use crate::config::{parse_services_with, GatewayConfig, ServiceDefaults};
     use crate::resolver::ScriptedResolver;
     use std::path::Path;

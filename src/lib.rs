@@ -26,6 +26,7 @@ pub mod admin;
 pub mod breaker;
 pub mod chunked;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection_guard;
 pub mod discovery;

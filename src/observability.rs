@@ -197,7 +197,8 @@ pub fn status_event(breaker: &Breaker) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{BreakerSettings, ManualClock, Outcome, TransitionReason};
+    use crate::breaker::{BreakerSettings, Outcome, TransitionReason};
+    use crate::clock::ManualClock;
     use std::sync::Arc;
 
     #[test]

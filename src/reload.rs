@@ -25,7 +25,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::breaker::Clock;
+use crate::clock::Clock;
 use crate::config::{self, BackendConfig, BackendTarget, Discovery, GatewayConfig, ServiceConfig};
 use crate::observability::CircuitLog;
 use crate::routing::ServiceTable;

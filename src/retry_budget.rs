@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::breaker::Clock;
+use crate::clock::Clock;
 
 /// How many retries a service may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::ManualClock;
+    use crate::clock::ManualClock;
 
     fn budget(ratio_percent: u32, min_per_second: u32) -> (RetryBudget, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new());

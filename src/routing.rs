@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use pingora_load_balancing::Backend;
 
-use crate::breaker::{Breaker, Clock, TransitionObserver};
+use crate::breaker::{Breaker, TransitionObserver};
+
+use crate::clock::Clock;
 use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts};
 use crate::metrics::{ServiceStats, UpstreamStats};
 use crate::retry_budget::RetryBudget;
@@ -265,7 +267,8 @@ fn resolved_backend(addr: SocketAddr) -> Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{IgnoreTransitions, ManualClock};
+    use crate::breaker::IgnoreTransitions;
+    use crate::clock::ManualClock;
     use crate::config::{parse_services, ServiceDefaults};
     use std::path::Path;
 

@@ -100,9 +100,8 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{
-        BreakerSettings, BreakerState, IgnoreTransitions, ManualAction, ManualClock, Outcome,
-    };
+    use crate::breaker::{BreakerSettings, BreakerState, IgnoreTransitions, ManualAction, Outcome};
+    use crate::clock::ManualClock;
 
     const COOLDOWN: Duration = Duration::from_secs(10);
 

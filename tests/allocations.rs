@@ -7,7 +7,8 @@ mod counting_alloc;
 use std::sync::Arc;
 
 use counting_alloc::{count_allocations, CountingAllocator};
-use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, MonotonicClock, Outcome};
+use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
+use gateway::clock::MonotonicClock;
 use gateway::routing::parse_proxy_path;
 use gateway::selector::RoundRobin;
 

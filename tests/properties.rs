@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use gateway::breaker::{IgnoreTransitions, ManualClock};
+use gateway::breaker::IgnoreTransitions;
+
+use gateway::clock::ManualClock;
 use gateway::config::{
     parse_services_with, ConfigError, HeaderLimits, ServiceConfig, ServiceDefaults,
 };

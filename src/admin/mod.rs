@@ -317,7 +317,8 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::{ManualClock, Outcome};
+    use crate::breaker::Outcome;
+    use crate::clock::ManualClock;
     use crate::config::{parse_services, GatewayConfig, ServiceDefaults};
     use std::path::Path;
 
