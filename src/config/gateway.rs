@@ -1,0 +1,183 @@
+//! The `gateway:` section of the Pingora conf file, and the services file it names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::services::{parse_services_with, RawOverrides};
+use super::units::{ConfigDuration, ConfigSize};
+use super::*;
+use crate::resolver::{Resolver, SystemResolver};
+
+/// Loads the `gateway:` section of the Pingora conf file at `conf_file` and the services file
+/// it names (relative paths are relative to the conf file's folder).
+pub fn load(conf_file: &Path) -> Result<GatewayConfig, ConfigError> {
+    load_with(conf_file, &SystemResolver)
+}
+
+/// [`load`] with hosts resolved by `resolver`.
+pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayConfig, ConfigError> {
+    let text = read(conf_file)?;
+    let conf: RawConfFile = serde_yaml::from_str(&text)
+        .map_err(|e| ConfigError::new(conf_file, None, format!("invalid YAML: {e}")))?;
+    let section = conf.gateway.unwrap_or_default();
+
+    let listen_text = section.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            conf_file,
+            None,
+            format!("gateway.listen \"{listen_text}\" is not an address like 0.0.0.0:8080"),
+        )
+    })?;
+
+    let admin_text = section
+        .admin_listen
+        .as_deref()
+        .unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen = match admin_text {
+        "off" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                conf_file,
+                None,
+                format!(
+                    "gateway.admin_listen \"{text}\" is not an address like 127.0.0.1:9091 \
+                     (or \"off\")"
+                ),
+            )
+        })?),
+    };
+    if admin_listen == Some(listen) {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.admin_listen must differ from gateway.listen: admin paths are never \
+             served on the proxy port",
+        ));
+    }
+
+    let admin_token = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .or(section.admin_token)
+        .filter(|token| !token.is_empty());
+
+    let log_format = match section.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::new(
+                conf_file,
+                None,
+                format!("gateway.log_format \"{other}\" is neither \"text\" nor \"json\""),
+            ))
+        }
+    };
+
+    let header_limits = HeaderLimits {
+        max_count: section.max_header_count.unwrap_or(DEFAULT_MAX_HEADER_COUNT),
+        max_bytes: section
+            .max_header_size
+            .map_or(Ok(DEFAULT_MAX_HEADER_BYTES), |ConfigSize(n)| {
+                usize::try_from(n)
+            })
+            .unwrap_or(usize::MAX),
+    };
+    if header_limits.max_count == 0 || header_limits.max_bytes < 64 {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.max_header_count must be at least 1 and gateway.max_header_size at least \
+             64 bytes",
+        ));
+    }
+
+    let defaults_limits = ConnectionLimits::default();
+    let connection_limits = ConnectionLimits {
+        max_connections: section
+            .max_connections
+            .unwrap_or(defaults_limits.max_connections),
+        request_header_timeout: section
+            .request_header_timeout
+            .map_or(defaults_limits.request_header_timeout, |d| d.0),
+    };
+    if connection_limits.max_connections == 0 || connection_limits.request_header_timeout.is_zero()
+    {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.max_connections and gateway.request_header_timeout must be more than zero",
+        ));
+    }
+
+    let keepalive_timeout = section
+        .keepalive_timeout
+        .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0);
+    // Pingora counts it in whole seconds, and takes 0 for "forever".
+    if keepalive_timeout.subsec_nanos() != 0 || keepalive_timeout.is_zero() {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.keepalive_timeout must be whole seconds, at least 1s",
+        ));
+    }
+
+    let defaults = section
+        .defaults
+        .unwrap_or_default()
+        .apply(ServiceDefaults::default())
+        .map_err(|message| {
+            ConfigError::new(conf_file, None, format!("gateway.defaults: {message}"))
+        })?;
+
+    let services_file = conf_file.parent().unwrap_or(Path::new("")).join(
+        section
+            .services
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_SERVICES_FILE)),
+    );
+    let services =
+        parse_services_with(&services_file, &read(&services_file)?, &defaults, resolver)?;
+
+    Ok(GatewayConfig {
+        listen,
+        admin_listen,
+        admin_token,
+        status_log: section.status_log.unwrap_or(true),
+        log_format,
+        services_file,
+        trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
+        underscores_in_headers: section.underscores_in_headers.unwrap_or(false),
+        keepalive_timeout,
+        header_limits,
+        connection_limits,
+        services,
+    })
+}
+
+/// The parts of the Pingora conf file that are ours; Pingora ignores them, we ignore its keys.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfFile {
+    #[serde(default)]
+    gateway: Option<RawGatewaySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewaySection {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    admin_token: Option<String>,
+    log_format: Option<String>,
+    services: Option<PathBuf>,
+    status_log: Option<bool>,
+    trust_forwarded_for: Option<bool>,
+    underscores_in_headers: Option<bool>,
+    max_header_count: Option<usize>,
+    max_header_size: Option<ConfigSize>,
+    max_connections: Option<usize>,
+    request_header_timeout: Option<ConfigDuration>,
+    keepalive_timeout: Option<ConfigDuration>,
+    defaults: Option<RawOverrides>,
+}

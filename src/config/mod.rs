@@ -1,0 +1,697 @@
+//! Configuration: the `gateway:` section of the Pingora conf file and the services file.
+//!
+//! Both are read, validated and resolved here, once, before Pingora's bootstrap, so that
+//! `gateway -t` checks them too and the running gateway never sees a raw string it would have
+//! to re-check. Every error names the file, the service when there is one, and the bad value.
+//!
+//! The services file keeps the original design's format, `service: [url, ...]`, and adds an
+//! extended per-service form with overrides:
+//!
+//! ```yaml
+//! product:                       # original form
+//!   - http://localhost:9001
+//!   - http://localhost:9002
+//! search:                        # extended form
+//!   backends: [http://10.0.0.5:8000/api]
+//!   failure_threshold: 5
+//!   open_timeout: 30s
+//!   open_timeout_max: 5m         # opt-in: the cooldown doubles per failed probe, up to this
+//!   open_timeout_jitter_percent: 10
+//!   retry_budget_percent: 20       # failovers allowed per 100 requests
+//!   retry_budget_min_per_second: 10
+//!   connect_timeout: 500ms
+//!   response_header_timeout: 10s # the whole response header; default: read_timeout
+//!   read_timeout: 5s             # each body read (idle between chunks), each write
+//!   total_timeout: 20s
+//!   max_body_size: 1MiB          # larger request bodies get 413
+//! cart:                          # DNS discovery: every address of the host is a backend,
+//!   backends: [http://cart-headless.shop.svc.cluster.local:8080]
+//!   discovery: dns               # re-resolved every discovery_interval
+//!   discovery_interval: 10s
+//! ```
+//!
+//! Host names are resolved here, once, to a single address (the first IPv4 one if there is
+//! any), so `localhost` is one backend and not two, and no lookup happens per request. A
+//! service with `discovery: dns` instead gets one backend per address (see [`Discovery`]),
+//! or none while its hosts do not resolve; the `discovery` module re-resolves them in the
+//! background.
+
+//! Where each part lives: `gateway` reads the conf file's section,
+//! `services` the services file (and `discover`s a DNS service's backends), `backend_url`
+//! parses backend URLs and resolves their hosts, `units` reads durations and sizes.
+
+mod backend_url;
+mod gateway;
+mod services;
+mod units;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::breaker::BreakerSettings;
+use crate::observability::LogFormat;
+use crate::retry_budget::RetryBudgetSettings;
+
+pub use gateway::{load, load_with};
+pub use services::{discover, is_service_name_byte, parse_services, parse_services_with};
+
+/// Where the proxy listens when the conf does not say.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Where the admin listener listens when the conf does not say.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+/// The environment variable that sets the admin listener's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
+/// The services file, relative to the conf file, when the conf does not say.
+pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
+/// The longest service name accepted.
+pub const MAX_SERVICE_NAME_LEN: usize = 64;
+/// Request header fields accepted when the conf does not say (Pingora's own limit is 256).
+pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
+/// Bytes of request head (request line and header fields) accepted when the conf does not say.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Connections the proxy listener serves at once when the conf does not say.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long a request head may take to arrive when the conf does not say.
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle client connection is kept open for its next request when the conf does
+/// not say (Pingora's own default).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often DNS discovery re-resolves when the service does not say.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// Request body bytes accepted when neither the service nor the defaults say.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Everything the gateway needs beyond Pingora's own server conf.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The proxy listener's address, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// The admin listener's address; `None` when it is switched off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin listener requires, if any (`GATEWAY_ADMIN_TOKEN` in the
+    /// environment wins over `gateway.admin_token`).
+    pub admin_token: Option<String>,
+    /// Whether every proxied request logs the `[CIRCUIT STATUS]` block of its backend.
+    pub status_log: bool,
+    /// How log lines look.
+    pub log_format: LogFormat,
+    /// The services file that was loaded.
+    pub services_file: PathBuf,
+    /// Whether an incoming `X-Forwarded-For` chain is kept (the peer appended) rather than
+    /// replaced by the peer address.
+    pub trust_forwarded_for: bool,
+    /// Whether request header names with `_` are forwarded (they are dropped otherwise).
+    pub underscores_in_headers: bool,
+    /// How long an idle client connection waits for its next request; whole seconds.
+    pub keepalive_timeout: Duration,
+    /// Limits on request heads.
+    pub header_limits: HeaderLimits,
+    /// Limits on client connections.
+    pub connection_limits: ConnectionLimits,
+    /// The services, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+impl GatewayConfig {
+    /// A config with every gateway setting at its default, over `services`: for tests.
+    pub fn with_services(services: Vec<ServiceConfig>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address"),
+            admin_listen: None,
+            admin_token: None,
+            status_log: false,
+            log_format: LogFormat::Text,
+            services_file: DEFAULT_SERVICES_FILE.into(),
+            trust_forwarded_for: false,
+            underscores_in_headers: false,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            header_limits: HeaderLimits::default(),
+            connection_limits: ConnectionLimits::default(),
+            services,
+        }
+    }
+
+    /// How many backends all services list together.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.backends.len()).sum()
+    }
+
+    /// For each backend URL, the services that list it.
+    pub fn services_by_backend(&self) -> HashMap<String, Vec<String>> {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for service in &self.services {
+            for backend in &service.backends {
+                map.entry(backend.url.clone())
+                    .or_default()
+                    .push(service.name.clone());
+            }
+        }
+        map
+    }
+}
+
+/// One service and its backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The name used in `/v1/proxy/{name}`.
+    pub name: String,
+    /// The replicas, in config order.
+    pub backends: Vec<BackendConfig>,
+    /// Settings of this service's backend breakers.
+    pub breaker: BreakerSettings,
+    /// Timeouts of requests to this service's backends.
+    pub timeouts: UpstreamTimeouts,
+    /// How many failovers the service may make.
+    pub retry_budget: RetryBudgetSettings,
+    /// The largest request body the service accepts.
+    pub max_body: BodyLimit,
+    /// Set when `backends` come from DNS discovery rather than from one address per URL.
+    pub discovery: Option<Discovery>,
+}
+
+/// DNS discovery of a service's backends: every address a configured URL's host resolves to
+/// is a backend of its own (its own breaker), named `http://<address>:<port>[/path]` and sent
+/// the configured `Host`. Re-resolved every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The configured URLs.
+    pub targets: Vec<BackendTarget>,
+    /// How often to re-resolve them.
+    pub interval: Duration,
+}
+
+/// A backend URL, parsed but not resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTarget {
+    /// The URL as written in the file, for messages.
+    pub written: String,
+    /// The URL, normalised: lower-case scheme, no trailing slash.
+    pub url: String,
+    /// The host, without brackets for IPv6.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// `host:port` as written: the `Host` header.
+    pub authority: String,
+    /// The path, without a trailing slash (often empty).
+    pub path_prefix: String,
+}
+
+/// The largest request body a service accepts, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub u64);
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self(DEFAULT_MAX_BODY_BYTES)
+    }
+}
+
+/// Limits on a listener's client connections, enforced by the connection guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive, whole: from the accept for a connection's
+    /// first request, from its first byte for the next ones.
+    pub request_header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_header_timeout: DEFAULT_REQUEST_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// Limits on a request's head, checked before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// Header fields.
+    pub max_count: usize,
+    /// Bytes of request line and header fields together.
+    pub max_bytes: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self {
+            max_count: DEFAULT_MAX_HEADER_COUNT,
+            max_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// Per-attempt timeouts towards a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Establishing the TCP connection.
+    pub connect: Duration,
+    /// The whole response header, from when the request has been sent; `None` follows
+    /// `read` (see [`UpstreamTimeouts::response_header`]).
+    pub response_header: Option<Duration>,
+    /// Each read of the response body (the idle time between two chunks) and each write of
+    /// the request.
+    pub read: Duration,
+    /// The whole exchange, across failovers: no attempt starts after it, each attempt's
+    /// timeouts are cut to what is left of it, and a response still arriving is cut when it
+    /// ends.
+    pub total: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// How long the whole response header may take: as configured, else `read` (so a conf
+    /// from before the two were apart keeps its meaning).
+    pub fn response_header(&self) -> Duration {
+        self.response_header.unwrap_or(self.read)
+    }
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(1),
+            response_header: None,
+            read: Duration::from_secs(30),
+            total: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One backend URL, parsed and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The URL as configured, without a trailing slash: the breaker's name in logs.
+    pub url: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` as written in the URL: the `Host` header sent to the backend.
+    pub authority: String,
+    /// The URL's path, without a trailing slash (often empty): prefixed to forwarded paths.
+    pub path_prefix: String,
+}
+
+/// Breaker and timeout values that services inherit unless they override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceDefaults {
+    /// Breaker settings.
+    pub breaker: BreakerSettings,
+    /// Upstream timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetSettings,
+    /// Request body limit.
+    pub max_body: BodyLimit,
+}
+
+/// A configuration problem, naming the file, the service if any, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: PathBuf,
+    service: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, service: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            service: service.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.service {
+            Some(service) => write!(
+                f,
+                "{}: service \"{}\": {}",
+                self.file.display(),
+                service,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, None, format!("cannot read the file: {e}")))
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("`{n}`"),
+        Value::String(s) => format!("\"{s}\""),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(_) => "a tagged value".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<ServiceConfig>, String> {
+        parse_services(
+            Path::new("services.yaml"),
+            text,
+            &ServiceDefaults::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn the_original_format_loads_unchanged() {
+        let services =
+            parse("product:\n  - http://localhost:9001\n  - http://localhost:9002\n").unwrap();
+        assert_eq!(services.len(), 1);
+        let product = &services[0];
+        assert_eq!(product.name, "product");
+        assert_eq!(product.breaker, BreakerSettings::default());
+        assert_eq!(product.timeouts, UpstreamTimeouts::default());
+        let urls: Vec<_> = product.backends.iter().map(|b| b.url.as_str()).collect();
+        assert_eq!(urls, ["http://localhost:9001", "http://localhost:9002"]);
+        assert_eq!(product.backends[0].addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(product.backends[0].authority, "localhost:9001");
+        assert_eq!(product.backends[0].path_prefix, "");
+    }
+
+    #[test]
+    fn the_extended_form_overrides_defaults() {
+        let services = parse(
+            "search:\n  backends: [\"http://127.0.0.1:8000/api/\"]\n  failure_threshold: 5\n  \
+             open_timeout: 250ms\n  open_timeout_max: 5m\n  open_timeout_jitter_percent: 10\n  connect_timeout: 2s\n  read_timeout: 1m\n",
+        )
+        .unwrap();
+        let search = &services[0];
+        assert_eq!(search.breaker.failure_threshold, 5);
+        assert_eq!(search.breaker.open_timeout, Duration::from_millis(250));
+        assert_eq!(
+            search.breaker.open_timeout_max,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(search.breaker.open_timeout_jitter_percent, 10);
+        assert_eq!(search.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(search.timeouts.read, Duration::from_secs(60));
+        assert_eq!(search.backends[0].url, "http://127.0.0.1:8000/api");
+        assert_eq!(search.backends[0].path_prefix, "/api");
+    }
+
+    #[test]
+    fn the_response_header_timeout_follows_read_timeout_unless_set() {
+        let services = parse(
+            "a: {backends: [\"http://127.0.0.1:1\"], read_timeout: 5s}\n\
+             b: {backends: [\"http://127.0.0.1:2\"], read_timeout: 5s, response_header_timeout: 2s}\n",
+        )
+        .unwrap();
+        let timeouts = |name: &str| services.iter().find(|s| s.name == name).unwrap().timeouts;
+        assert_eq!(timeouts("a").response_header(), Duration::from_secs(5));
+        assert_eq!(timeouts("b").response_header(), Duration::from_secs(2));
+        assert_eq!(timeouts("b").read, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn ipv6_literals_work() {
+        let services = parse("v6: [\"http://[::1]:9001\"]").unwrap();
+        assert_eq!(services[0].backends[0].addr, "[::1]:9001".parse().unwrap());
+        assert_eq!(services[0].backends[0].authority, "[::1]:9001");
+    }
+
+    #[test]
+    fn bad_files_give_one_clear_message() {
+        let cases = [
+            ("", "services.yaml: no services defined"),
+            ("product: [", "services.yaml: invalid YAML"),
+            ("- a\n- b\n", "expected a mapping of service names"),
+            ("product: []", "service \"product\": no backends listed"),
+            ("product: http://localhost:1", "expected a list of backend URLs"),
+            ("product: [42]", "backend `42` is not a URL string"),
+            (
+                "product: [\"ftp://localhost:1\"]",
+                "service \"product\": backend \"ftp://localhost:1\" is not an http://host:port[/path] URL",
+            ),
+            ("product: [\"localhost:9001\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://localhost\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://localhost:99999\"]", "invalid port \"99999\""),
+            ("product: [\"http://localhost:0\"]", "invalid port \"0\""),
+            ("product: [\"http://:9001\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://a b:9001\"]", "may not contain spaces"),
+            ("product: [\"http://h:1/?q=1\"]", "may not contain spaces, a query"),
+            (
+                "product: [\"https://localhost:9001\"]",
+                "backend \"https://localhost:9001\": https is not supported yet",
+            ),
+            (
+                "product: [\"http://localhost:9001\", \"http://localhost:9001/\"]",
+                "backend \"http://localhost:9001/\" is listed twice",
+            ),
+            (
+                "product: [\"http://localhost:9001\", \"http://127.0.0.1:9001\"]",
+                "backend \"http://127.0.0.1:9001\" is listed twice",
+            ),
+            (
+                "product: [\"http://no-such-host.invalid:9001\"]",
+                "cannot resolve host \"no-such-host.invalid\"",
+            ),
+            ("\"a/b\": [\"http://localhost:1\"]", "a service name may only contain"),
+            ("\"..\": [\"http://localhost:1\"]", "a service name may only contain"),
+            ("1: [\"http://localhost:1\"]", "service name `1` is not a string"),
+            ("p: {backends: [\"http://localhost:1\"], failure_threshold: 0}", "at least 1"),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: 10}", "has no unit"),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: 0s}", "longer than zero"),
+            (
+                "p: {backends: [\"http://localhost:1\"], response_header_timeout: 0s}",
+                "response_header_timeout must be longer than zero",
+            ),
+            ("p: {backends: [\"http://localhost:1\"], open_timeout: ten}", "not a duration"),
+            ("p: {backends: [\"http://localhost:1\"], retries: 2}", "unknown field `retries`"),
+            ("p: {failure_threshold: 2}", "needs a `backends` list"),
+            (
+                "p: {backends: [\"http://localhost:1\"], open_timeout: 10s, open_timeout_max: 5s}",
+                "open_timeout_max (5s) is shorter than open_timeout (10s)",
+            ),
+            (
+                "p: {backends: [\"http://localhost:1\"], open_timeout_jitter_percent: 101}",
+                "from 0 to 100",
+            ),
+            (
+                "a: [\"http://localhost:1\"]\nb: {backends: [\"http://localhost:1\"], failure_threshold: 9}",
+                "also listed by service \"a\" with other breaker settings",
+            ),
+            ("p: {backends: [\"http://localhost:1\"], max_body_size: 1TB}", "not a size"),
+            ("p: {backends: [\"http://localhost:1\"], max_body_size: -1}", "not a size"),
+            ("p: {backends: [\"http://localhost:1\"], discovery: consul}", "the one kind is \"dns\""),
+            (
+                "p: {backends: [\"http://localhost:1\"], discovery_interval: 5s}",
+                "discovery_interval needs `discovery: dns`",
+            ),
+            (
+                "p: {backends: [\"http://localhost:1\"], discovery: dns, discovery_interval: 1ms}",
+                "at least 100ms",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.contains(expected),
+                "for {text:?}: {message:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_shared_by_two_services_with_the_same_settings_is_fine() {
+        let services = parse("a: [\"http://localhost:1\"]\nb: [\"http://localhost:1\"]").unwrap();
+        assert_eq!(services.len(), 2);
+    }
+
+    #[test]
+    fn max_body_size_is_a_size_with_a_default() {
+        let services =
+            parse("p: {backends: [\"http://localhost:1\"], max_body_size: 2KiB}").unwrap();
+        assert_eq!(services[0].max_body, BodyLimit(2048));
+        assert_eq!(
+            parse("p: [\"http://localhost:1\"]").unwrap()[0].max_body,
+            BodyLimit::default()
+        );
+    }
+
+    #[test]
+    fn dns_discovery_makes_one_backend_per_address() {
+        let resolver = crate::resolver::ScriptedResolver::default();
+        resolver.answer("cart.svc", &["10.0.0.2", "10.0.0.1", "fd00::1"]);
+        let services = parse_services_with(
+            Path::new("services.yaml"),
+            "cart:\n  backends: [\"http://cart.svc:8080/api\"]\n  discovery: dns\n  discovery_interval: 2s\n",
+            &ServiceDefaults::default(),
+            &resolver,
+        )
+        .unwrap();
+        let cart = &services[0];
+        let urls: Vec<&str> = cart.backends.iter().map(|b| b.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            ["http://10.0.0.1:8080/api", "http://10.0.0.2:8080/api"],
+            "IPv4 only, sorted"
+        );
+        assert!(cart
+            .backends
+            .iter()
+            .all(|b| b.authority == "cart.svc:8080" && b.path_prefix == "/api"));
+        let discovery = cart.discovery.as_ref().unwrap();
+        assert_eq!(discovery.interval, Duration::from_secs(2));
+        assert_eq!(discovery.targets[0].host, "cart.svc");
+
+        resolver.answer("cart.svc", &[]);
+        assert!(discover(&discovery.targets, &resolver)
+            .unwrap_err()
+            .contains("resolves to no address"));
+        resolver.fail("cart.svc");
+        assert!(discover(&discovery.targets, &resolver)
+            .unwrap_err()
+            .contains("cannot resolve host \"cart.svc\""));
+
+        let static_service = parse_services_with(
+            Path::new("services.yaml"),
+            "s: [\"http://cart.svc:1\"]",
+            &ServiceDefaults::default(),
+            &{
+                let r = crate::resolver::ScriptedResolver::default();
+                r.answer("cart.svc", &["10.0.0.9", "10.0.0.8"]);
+                r
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            static_service[0].backends.len(),
+            1,
+            "without discovery: one address"
+        );
+        assert_eq!(static_service[0].discovery, None);
+    }
+
+    #[test]
+    fn the_conf_file_section_is_optional_and_validated() {
+        let dir = std::env::temp_dir().join(format!("gateway-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            "product: [\"http://localhost:9001\"]\n",
+        )
+        .unwrap();
+
+        std::fs::write(dir.join("bare.yaml"), "---\nversion: 1\nthreads: 2\n").unwrap();
+        let config = load(&dir.join("bare.yaml")).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(
+            config.admin_listen,
+            Some(DEFAULT_ADMIN_LISTEN.parse().unwrap())
+        );
+        assert!(config.status_log);
+        assert_eq!(config.services_file, dir.join("config.yaml"));
+        assert_eq!(config.keepalive_timeout, DEFAULT_KEEPALIVE_TIMEOUT);
+
+        std::fs::write(
+            dir.join("custom.yaml"),
+            "version: 1\ngateway:\n  listen: 127.0.0.1:9999\n  admin_listen: \"off\"\n  status_log: false\n  \
+             defaults:\n    open_timeout: 200ms\n",
+        )
+        .unwrap();
+        let config = load(&dir.join("custom.yaml")).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
+        assert!(!config.status_log);
+        assert_eq!(config.admin_listen, None);
+        assert_eq!(
+            config.services[0].breaker.open_timeout,
+            Duration::from_millis(200)
+        );
+
+        for (text, expected) in [
+            (
+                "gateway:\n  listen: nowhere\n",
+                "gateway.listen \"nowhere\" is not an address",
+            ),
+            ("gateway:\n  lissen: 1.2.3.4:5\n", "unknown field `lissen`"),
+            (
+                "gateway:\n  log_format: xml\n",
+                "gateway.log_format \"xml\" is neither",
+            ),
+            (
+                "gateway:\n  admin_listen: nowhere\n",
+                "gateway.admin_listen \"nowhere\" is not",
+            ),
+            (
+                "gateway:\n  listen: 127.0.0.1:9\n  admin_listen: 127.0.0.1:9\n",
+                "must differ from gateway.listen",
+            ),
+            (
+                "gateway:\n  defaults:\n    failure_threshold: 0\n",
+                "gateway.defaults: failure_threshold",
+            ),
+            (
+                "gateway:\n  keepalive_timeout: 1500ms\n",
+                "gateway.keepalive_timeout must be whole seconds, at least 1s",
+            ),
+            (
+                "gateway:\n  keepalive_timeout: 0s\n",
+                "gateway.keepalive_timeout must be whole seconds, at least 1s",
+            ),
+            (
+                "gateway:\n  services: missing.yaml\n",
+                "missing.yaml: cannot read the file",
+            ),
+        ] {
+            std::fs::write(dir.join("bad.yaml"), text).unwrap();
+            let message = load(&dir.join("bad.yaml")).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "{message:?} should contain {expected:?}"
+            );
+        }
+        std::fs::write(
+            dir.join("token.yaml"),
+            "gateway:\n  admin_token: from-conf\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load(&dir.join("token.yaml"))
+                .unwrap()
+                .admin_token
+                .as_deref(),
+            Some("from-conf")
+        );
+        // Only this test reads the variable, so setting it cannot race another test.
+        std::env::set_var(ADMIN_TOKEN_ENV, "from-env");
+        let token = load(&dir.join("token.yaml")).unwrap().admin_token;
+        std::env::remove_var(ADMIN_TOKEN_ENV);
+        assert_eq!(token.as_deref(), Some("from-env"), "the environment wins");
+        assert_eq!(load(&dir.join("bare.yaml")).unwrap().admin_token, None);
+
+        let missing = load(&dir.join("absent.yaml")).unwrap_err().to_string();
+        assert!(
+            missing.contains("absent.yaml: cannot read the file"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,331 @@
+//! The services file: the original design's `service: [url, ...]` form and the extended form
+//! with per-service overrides; and the backends a DNS-discovered service has now.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::backend_url::{addresses, parse_target};
+use super::units::{ConfigDuration, ConfigSize};
+use super::*;
+use crate::resolver::{Resolver, SystemResolver};
+
+/// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
+/// only used in error messages.
+pub fn parse_services(
+    file: &Path,
+    text: &str,
+    defaults: &ServiceDefaults,
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    parse_services_with(file, text, defaults, &SystemResolver)
+}
+
+/// [`parse_services`] with hosts resolved by `resolver`.
+pub fn parse_services_with(
+    file: &Path,
+    text: &str,
+    defaults: &ServiceDefaults,
+    resolver: &dyn Resolver,
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    let document: Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::new(file, None, format!("invalid YAML: {e}")))?;
+    let entries = match document {
+        Value::Mapping(entries) if !entries.is_empty() => entries,
+        Value::Null | Value::Mapping(_) => {
+            return Err(ConfigError::new(file, None, "no services defined"))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                file,
+                None,
+                "expected a mapping of service names to backend URL lists",
+            ))
+        }
+    };
+
+    let mut services = Vec::with_capacity(entries.len());
+    let mut breaker_owners: HashMap<String, (String, BreakerSettings)> = HashMap::new();
+    for (key, value) in entries {
+        let name = match key {
+            Value::String(name) => name,
+            other => {
+                return Err(ConfigError::new(
+                    file,
+                    None,
+                    format!("service name {} is not a string", describe(&other)),
+                ))
+            }
+        };
+        let service = parse_service(&name, value, defaults, resolver)
+            .map_err(|message| ConfigError::new(file, Some(&name), message))?;
+        // One breaker per URL, shared by every service that lists it: its settings must agree.
+        for backend in &service.backends {
+            if let Some((owner, settings)) = breaker_owners.get(&backend.url) {
+                if *settings != service.breaker {
+                    return Err(ConfigError::new(
+                        file,
+                        Some(&name),
+                        format!(
+                            "backend \"{}\" is also listed by service \"{owner}\" with other \
+                             breaker settings; a backend has one breaker, so they must match",
+                            backend.url
+                        ),
+                    ));
+                }
+            } else {
+                breaker_owners.insert(backend.url.clone(), (name.clone(), service.breaker));
+            }
+        }
+        services.push(service);
+    }
+    Ok(services)
+}
+
+fn parse_service(
+    name: &str,
+    value: Value,
+    defaults: &ServiceDefaults,
+    resolver: &dyn Resolver,
+) -> Result<ServiceConfig, String> {
+    validate_service_name(name)?;
+    let (urls, settings, discovery_interval) = match value {
+        Value::Sequence(urls) => (urls, *defaults, None),
+        Value::Mapping(mut fields) => {
+            let discovery_interval = parse_discovery(&mut fields)?;
+            let urls = match fields.remove("backends") {
+                Some(Value::Sequence(urls)) => urls,
+                Some(other) => {
+                    return Err(format!(
+                        "backends must be a list of URLs, not {}",
+                        describe(&other)
+                    ))
+                }
+                None => return Err("the extended form needs a `backends` list".to_owned()),
+            };
+            let overrides: RawOverrides =
+                serde_yaml::from_value(Value::Mapping(fields)).map_err(|e| e.to_string())?;
+            (urls, overrides.apply(*defaults)?, discovery_interval)
+        }
+        other => {
+            return Err(format!(
+                "expected a list of backend URLs or a mapping with `backends`, not {}",
+                describe(&other)
+            ))
+        }
+    };
+    if urls.is_empty() {
+        return Err("no backends listed".to_owned());
+    }
+
+    let mut targets = Vec::with_capacity(urls.len());
+    for url in urls {
+        let Value::String(url) = url else {
+            return Err(format!("backend {} is not a URL string", describe(&url)));
+        };
+        targets.push(parse_target(&url)?);
+    }
+    let (backends, discovery) = match discovery_interval {
+        // A discovered host may not resolve yet (its pods still starting, say): the service
+        // starts with no backends, answering 503, and discovery fills it in.
+        Some(interval) => (
+            discover(&targets, resolver).unwrap_or_default(),
+            Some(Discovery { targets, interval }),
+        ),
+        None => (resolve_each(&targets, resolver)?, None),
+    };
+    Ok(ServiceConfig {
+        name: name.to_owned(),
+        backends,
+        breaker: settings.breaker,
+        timeouts: settings.timeouts,
+        retry_budget: settings.retry_budget,
+        max_body: settings.max_body,
+        discovery,
+    })
+}
+
+/// Takes `discovery` and `discovery_interval` out of a service's fields: the interval when
+/// discovery is on.
+fn parse_discovery(fields: &mut serde_yaml::Mapping) -> Result<Option<Duration>, String> {
+    let interval = match fields.remove("discovery_interval") {
+        None => None,
+        Some(value) => Some(
+            serde_yaml::from_value::<ConfigDuration>(value)
+                .map_err(|e| format!("discovery_interval: {e}"))?
+                .0,
+        ),
+    };
+    match fields.remove("discovery") {
+        None if interval.is_some() => Err("discovery_interval needs `discovery: dns`".to_owned()),
+        None => Ok(None),
+        Some(Value::String(kind)) if kind == "dns" => {
+            let interval = interval.unwrap_or(DEFAULT_DISCOVERY_INTERVAL);
+            if interval < Duration::from_millis(100) {
+                return Err("discovery_interval must be at least 100ms".to_owned());
+            }
+            Ok(Some(interval))
+        }
+        Some(other) => Err(format!(
+            "discovery {} is not supported; the one kind is \"dns\"",
+            describe(&other)
+        )),
+    }
+}
+
+/// One backend per target, at the first address of its host (IPv4 preferred). Two targets
+/// that come to the same backend are an error.
+fn resolve_each(
+    targets: &[BackendTarget],
+    resolver: &dyn Resolver,
+) -> Result<Vec<BackendConfig>, String> {
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let addrs = addresses(resolver, target)?;
+        let backend = BackendConfig {
+            url: target.url.clone(),
+            addr: addrs[0],
+            authority: target.authority.clone(),
+            path_prefix: target.path_prefix.clone(),
+        };
+        if let Some(twin) = backends.iter().find(|b| {
+            b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
+        }) {
+            return Err(format!(
+                "backend \"{}\" is listed twice (same as \"{}\")",
+                target.written, twin.url
+            ));
+        }
+        backends.push(backend);
+    }
+    Ok(backends)
+}
+
+/// One backend per address of every target's host (its IPv4 addresses, or its IPv6 ones if it
+/// has none), sorted by address; an address reached twice is one backend. Fails if a host
+/// does not resolve or resolves to nothing.
+pub fn discover(
+    targets: &[BackendTarget],
+    resolver: &dyn Resolver,
+) -> Result<Vec<BackendConfig>, String> {
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for target in targets {
+        for addr in addresses(resolver, target)? {
+            let url = format!("http://{addr}{}", target.path_prefix);
+            if backends.iter().all(|b| b.url != url) {
+                backends.push(BackendConfig {
+                    url,
+                    addr,
+                    authority: target.authority.clone(),
+                    path_prefix: target.path_prefix.clone(),
+                });
+            }
+        }
+    }
+    backends.sort_by(|a, b| (a.addr, &a.path_prefix).cmp(&(b.addr, &b.path_prefix)));
+    Ok(backends)
+}
+
+/// Service names become one path segment, so they are limited to URL-safe characters.
+fn validate_service_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the service name is empty".to_owned());
+    }
+    if name.len() > MAX_SERVICE_NAME_LEN {
+        return Err(format!(
+            "the service name is longer than {MAX_SERVICE_NAME_LEN} characters"
+        ));
+    }
+    if name == "." || name == ".." || !name.bytes().all(is_service_name_byte) {
+        return Err(
+            "a service name may only contain letters, digits, '.', '_', '~' and '-' \
+             (and may not be \".\" or \"..\")"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Bytes allowed in a service name: RFC 3986 unreserved characters.
+pub fn is_service_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+}
+
+/// Per-service overrides, also used for `gateway.defaults`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOverrides {
+    failure_threshold: Option<u32>,
+    open_timeout: Option<ConfigDuration>,
+    open_timeout_max: Option<ConfigDuration>,
+    open_timeout_jitter_percent: Option<u8>,
+    retry_budget_percent: Option<u32>,
+    retry_budget_min_per_second: Option<u32>,
+    connect_timeout: Option<ConfigDuration>,
+    response_header_timeout: Option<ConfigDuration>,
+    read_timeout: Option<ConfigDuration>,
+    total_timeout: Option<ConfigDuration>,
+    max_body_size: Option<ConfigSize>,
+}
+
+impl RawOverrides {
+    pub(super) fn apply(self, base: ServiceDefaults) -> Result<ServiceDefaults, String> {
+        let mut out = base;
+        if let Some(threshold) = self.failure_threshold {
+            if threshold == 0 {
+                return Err("failure_threshold must be at least 1".to_owned());
+            }
+            out.breaker.failure_threshold = threshold;
+        }
+        if let Some(percent) = self.open_timeout_jitter_percent {
+            if percent > 100 {
+                return Err("open_timeout_jitter_percent must be from 0 to 100".to_owned());
+            }
+            out.breaker.open_timeout_jitter_percent = percent;
+        }
+        if let Some(percent) = self.retry_budget_percent {
+            out.retry_budget.ratio_percent = percent;
+        }
+        if let Some(per_second) = self.retry_budget_min_per_second {
+            out.retry_budget.min_per_second = per_second;
+        }
+        if let Some(ConfigSize(bytes)) = self.max_body_size {
+            out.max_body = BodyLimit(bytes);
+        }
+        if let Some(ConfigDuration(max)) = self.open_timeout_max {
+            out.breaker.open_timeout_max = Some(max);
+        }
+        let positive = |name: &str, value: Option<ConfigDuration>| match value {
+            Some(ConfigDuration(d)) if d.is_zero() => {
+                Err(format!("{name} must be longer than zero"))
+            }
+            other => Ok(other.map(|ConfigDuration(d)| d)),
+        };
+        if let Some(d) = positive("open_timeout", self.open_timeout)? {
+            out.breaker.open_timeout = d;
+        }
+        if let Some(d) = positive("connect_timeout", self.connect_timeout)? {
+            out.timeouts.connect = d;
+        }
+        if let Some(d) = positive("response_header_timeout", self.response_header_timeout)? {
+            out.timeouts.response_header = Some(d);
+        }
+        if let Some(d) = positive("read_timeout", self.read_timeout)? {
+            out.timeouts.read = d;
+        }
+        if let Some(d) = positive("total_timeout", self.total_timeout)? {
+            out.timeouts.total = d;
+        }
+        if let Some(max) = out.breaker.open_timeout_max {
+            if max < out.breaker.open_timeout {
+                return Err(format!(
+                    "open_timeout_max ({max:?}) is shorter than open_timeout ({:?})",
+                    out.breaker.open_timeout
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
