@@ -24,18 +24,18 @@
 
 pub mod admin;
 pub mod breaker;
-pub mod chunked;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod connection_guard;
 pub mod discovery;
+pub mod edge;
 pub mod json;
 pub mod metrics;
 pub mod observability;
 pub mod proxy;
 pub mod reload;
-pub mod request_checks;
+pub mod reply;
+pub mod request_id;
 pub mod resolver;
 pub mod retry_budget;
 pub mod routing;

@@ -17,7 +17,7 @@ use gateway::clock::ManualClock;
 use gateway::config::{
     parse_services_with, ConfigError, HeaderLimits, ServiceConfig, ServiceDefaults,
 };
-use gateway::request_checks::check_head;
+use gateway::edge::head::check_head;
 use gateway::resolver::IpLiteralResolver;
 use gateway::routing::{
     parse_proxy_path, resolve_dot_segments, upstream_path_and_query, ServiceTable,

@@ -3,9 +3,9 @@
 //! gives the same answer however its input is split.
 #![no_main]
 
-use gateway::chunked::{ChunkedCheck, Framing};
+use gateway::edge::chunked::{ChunkedCheck, Framing};
 use gateway::config::HeaderLimits;
-use gateway::request_checks::check_head;
+use gateway::edge::head::check_head;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
 use libfuzzer_sys::fuzz_target;
 

@@ -41,7 +41,7 @@ use pingora::services::listening::Service;
 
 use crate::breaker::ManualAction;
 use crate::config::ConnectionLimits;
-use crate::connection_guard::ConnectionGuard;
+use crate::edge::ConnectionGuard;
 use crate::json::json_string;
 use crate::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 use crate::reload::Reloader;

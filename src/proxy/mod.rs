@@ -23,9 +23,6 @@
 //! [`Permit`](crate::breaker::Permit) lives in the context, so a request that ends any other
 //! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
 
-mod reply;
-mod request_id;
-
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,13 +37,12 @@ use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
 
-pub use reply::ErrorReply;
-pub use request_id::RequestId;
-
 use crate::config::{HeaderLimits, UpstreamTimeouts};
+use crate::edge::head::{check_head, HeadRejection};
 use crate::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 use crate::observability::{self, LogFormat};
-use crate::request_checks::{self, HeadRejection};
+use crate::reply::ErrorReply;
+use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
 use crate::routing::{self, ClimbsAboveRoot, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
@@ -102,7 +98,7 @@ impl GatewayProxy {
     ) -> std::result::Result<(), ErrorReply> {
         let request = session.req_header();
         if let Some(h1) = session.as_downstream().as_http1() {
-            request_checks::check_head(
+            check_head(
                 &h1.get_headers_raw_bytes(),
                 request.headers.len(),
                 &self.settings.header_limits,

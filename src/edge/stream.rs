@@ -1,57 +1,49 @@
-//! The proxy listener's first line of defence, under Pingora: a cap on the connections served
-//! at once, and one deadline for each whole request head.
+//! A client connection as the edge sees it: [`GuardedStream`] sits between the socket and
+//! Pingora's HTTP/1 session.
 //!
-//! Pingora 0.9 has neither: it times each read of a request head separately (60 s), so a
-//! client that trickles a byte a minute holds its connection forever, and it serves as many
-//! connections as arrive. So the gateway wraps Pingora's HTTP app in a [`ServerApp`] of its
-//! own, which sees every connection first: past the cap it answers 503 and closes; otherwise
-//! it hands Pingora the connection wrapped in a [`GuardedStream`], which watches the bytes
-//! going by. When a request head starts (at the accept, or with the first byte after a
-//! response) a deadline is armed; when the head's blank line has been read it is disarmed. A
-//! read still waiting at the deadline fails, and Pingora closes the connection. Idle
-//! keep-alive connections are left to Pingora's own keep-alive timeout.
+//! When a request head starts (at the accept, or with the first byte after a response) a
+//! deadline is armed; when the head's blank line has been read it is disarmed. A read still
+//! waiting at the deadline fails, and Pingora closes the connection. Idle keep-alive
+//! connections are left to Pingora's own keep-alive timeout.
 //!
-//! It also turns an absolute-form request target (`GET http://host/v1/proxy/...`) into origin
-//! form before Pingora parses it: the gateway routes by path alone and is no forward proxy, and
-//! Pingora 0.9 refuses such a target whose authority differs from `Host` (stricter than RFC
-//! 9112 §3.2.2). The client's `Host` stays as sent.
-//!
-//! The same stream puts the gateway's JSON errors in place of the empty ones Pingora sends
-//! itself, before any hook runs, for request heads it cannot parse (400) and for `CONNECT`
-//! (405): every error a client gets from the gateway then has a body and a request id.
-//!
-//! And it checks chunked request bodies before anything is forwarded: when a head declares
-//! `Transfer-Encoding: chunked`, the read that completes the head is held back from Pingora
-//! (which cannot route what it has not parsed) while the guard reads the body ahead, up to
-//! [`CHUNKED_LOOKAHEAD`], through a strict [`ChunkedCheck`]. A valid body is then released
+//! When a head declares `Transfer-Encoding: chunked`, the read that completes the head is held
+//! back from Pingora (which cannot route what it has not parsed) while the body is read ahead,
+//! up to [`CHUNKED_LOOKAHEAD`], through a strict [`ChunkedCheck`]. A valid body is then released
 //! to Pingora as if just read; an invalid one is answered 400 and the connection closed, so
 //! neither its head nor any chunk reaches a backend. A body longer than the lookahead is
 //! released unchecked past it (Pingora still refuses bad framing while streaming); a request
-//! that expects `100 Continue` is not held, since its client waits for Pingora's answer.
+//! that expects `100 Continue` is not held, since its client waits for the gateway's answer.
+//!
+//! A request line with an absolute-form target is rewritten to origin form before Pingora
+//! parses it: the gateway routes by path alone and is no forward proxy, and Pingora 0.9
+//! refuses such a target whose authority differs from `Host` (stricter than RFC 9112 §3.2.2).
+//! The client's `Host` stays as sent.
+//!
+//! The gateway's JSON errors are put in place of the empty ones Pingora sends itself, before
+//! any hook runs, for request heads it cannot parse (400) and for `CONNECT` (405): every error
+//! a client gets from the gateway then has a body and a request id.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use log::info;
-use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::chunked::{ChunkedCheck, Framing};
-use crate::config::ConnectionLimits;
-use crate::proxy::{ErrorReply, RequestId};
+use super::chunked::{ChunkedCheck, Framing};
+use super::head::{has_chunked_body_to_check, head_end_in, origin_form};
+use crate::reply::ErrorReply;
+use crate::request_id::RequestId;
 
 /// How much of a chunked request body the guard reads ahead and checks before Pingora sees
 /// the request.
@@ -59,66 +51,6 @@ pub const CHUNKED_LOOKAHEAD: usize = 64 * 1024;
 
 /// The longest request head the guard keeps a copy of, to look for `Transfer-Encoding`.
 const HEAD_COPY_LIMIT: usize = 64 * 1024;
-
-/// A [`ServerApp`] that guards `A` (Pingora's HTTP proxy app).
-#[derive(Debug)]
-pub struct ConnectionGuard<A> {
-    app: Arc<A>,
-    limits: ConnectionLimits,
-    active: AtomicUsize,
-}
-
-impl<A> ConnectionGuard<A> {
-    /// Guards `app` with `limits`.
-    pub fn new(app: A, limits: ConnectionLimits) -> Self {
-        Self {
-            app: Arc::new(app),
-            limits,
-            active: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let Some(_slot) = Slot::take(&self.active, self.limits.max_connections) else {
-            refuse(stream, ErrorReply::too_many_connections()).await;
-            return None;
-        };
-        // Pingora serves every request of an HTTP/1 connection in this one call.
-        let guarded = GuardedStream::new(stream, self.limits.request_header_timeout);
-        self.app.process_new(Box::new(guarded), shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
-    }
-}
-
-/// One of the listener's connection slots, given back when dropped (also when the task is).
-struct Slot<'a>(&'a AtomicUsize);
-
-impl<'a> Slot<'a> {
-    fn take(active: &'a AtomicUsize, max: usize) -> Option<Self> {
-        active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(active))
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Where a connection is in its current request, as far as the guard cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,25 +286,6 @@ fn poll_write_all(
     Poll::Ready(Ok(()))
 }
 
-/// Whether the head declares a chunked body that the guard should check before Pingora sees
-/// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
-fn has_chunked_body_to_check(head: &[u8]) -> bool {
-    let mut chunked = false;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].to_ascii_lowercase());
-        let contains = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
-        if name.eq_ignore_ascii_case(b"transfer-encoding") && contains(b"chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"expect") && contains(b"100-continue") {
-            return false;
-        }
-    }
-    chunked
-}
-
 impl AsyncWrite for GuardedStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -500,61 +413,8 @@ fn pingora_error_status(buf: &[u8]) -> Option<u16> {
     Some(400 + digits.parse::<u16>().ok()?)
 }
 
-/// Rewrites a request line at the start of `bytes` whose target is in absolute form
-/// (`http://authority/path?query`, any method but `CONNECT`) into origin form (`/path?query`)
-/// in place; returns how many bytes are left. Anything else, or a request line not whole in
-/// `bytes`, is left as it is.
-fn origin_form(bytes: &mut [u8]) -> usize {
-    let len = bytes.len();
-    let Some(line_end) = bytes.iter().position(|&b| b == b'\n') else {
-        return len;
-    };
-    let line = &bytes[..line_end];
-    let Some(method_end) = line.iter().position(|&b| b == b' ') else {
-        return len;
-    };
-    if &line[..method_end] == b"CONNECT" {
-        return len;
-    }
-    let target_start = method_end + 1;
-    let target = &line[target_start..];
-    let scheme = [&b"http://"[..], b"https://"].into_iter().find(|scheme| {
-        target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
-    });
-    let Some(scheme) = scheme else {
-        return len;
-    };
-    let authority_end = target[scheme.len()..]
-        .iter()
-        .position(|&b| matches!(b, b'/' | b'?' | b' '))
-        .map_or(target.len(), |i| scheme.len() + i);
-    // What is cut: the scheme and authority, less one byte kept for a `/` when the target
-    // has no path of its own.
-    let mut cut = authority_end;
-    if target.get(authority_end) != Some(&b'/') {
-        cut -= 1;
-        bytes[target_start + cut] = b'/';
-    }
-    bytes.copy_within(target_start + cut.., target_start);
-    len - cut
-}
-
-/// Where in `bytes` the head ends (just past its blank line: CRLF CRLF, or a bare-LF one,
-/// which is refused later with an answer), if it does; `last_two` carries the bytes before
-/// them across reads.
-fn head_end_in(last_two: &mut [u8; 2], bytes: &[u8]) -> Option<usize> {
-    for (i, &b) in bytes.iter().enumerate() {
-        let [before, last] = *last_two;
-        *last_two = [last, b];
-        if b == b'\n' && (last == b'\n' || (last == b'\r' && before == b'\n')) {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
 /// `reply` as a whole HTTP/1.1 response under a new request id, logged with `what` it answers.
-fn wire_reply(reply: &ErrorReply, what: &str) -> Vec<u8> {
+pub(super) fn wire_reply(reply: &ErrorReply, what: &str) -> Vec<u8> {
     let request_id = RequestId::next();
     info!(
         "answered {} to {what}, request id {request_id}",
@@ -563,68 +423,9 @@ fn wire_reply(reply: &ErrorReply, what: &str) -> Vec<u8> {
     reply.to_http1(request_id)
 }
 
-/// Answers a connection the guard refuses, and closes it.
-async fn refuse(mut stream: Stream, reply: ErrorReply) {
-    let response = wire_reply(&reply, "a connection over the limit");
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&response).await?;
-        stream.flush().await
-    })
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_end_of_a_head_is_found_across_reads() {
-        let ends = |chunks: &[&[u8]]| {
-            let mut last_two = [0; 2];
-            chunks
-                .iter()
-                .position(|c| head_end_in(&mut last_two, c).is_some())
-        };
-        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]), Some(0));
-        assert_eq!(
-            ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"]),
-            Some(3)
-        );
-        assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
-        assert_eq!(
-            ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: \r\r\n"]),
-            None
-        );
-    }
-
-    #[test]
-    fn absolute_form_targets_become_origin_form() {
-        let rewritten = |line: &str| {
-            let mut bytes = line.as_bytes().to_vec();
-            let kept = origin_form(&mut bytes);
-            String::from_utf8(bytes[..kept].to_vec()).unwrap()
-        };
-        for (line, expected) in [
-            (
-                "GET http://example.com/v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
-                "GET /v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
-            ),
-            ("GET HTTPS://h:1 HTTP/1.1\r\n", "GET / HTTP/1.1\r\n"),
-            ("GET http://h?q HTTP/1.1\r\n", "GET /?q HTTP/1.1\r\n"),
-            (
-                "GET /v1/proxy/a HTTP/1.1\r\n",
-                "GET /v1/proxy/a HTTP/1.1\r\n",
-            ),
-            (
-                "CONNECT http://h:1 HTTP/1.1\r\n",
-                "CONNECT http://h:1 HTTP/1.1\r\n",
-            ),
-            ("GET http://h/a HTTP/1.1", "GET http://h/a HTTP/1.1"),
-            ("GET ftp://h/a HTTP/1.1\r\n", "GET ftp://h/a HTTP/1.1\r\n"),
-        ] {
-            assert_eq!(rewritten(line), expected, "{line:?}");
-        }
-    }
 
     #[test]
     fn pingoras_own_error_responses_are_recognised() {
@@ -640,36 +441,5 @@ mod tests {
             pingora_error_status(b"HTTP/1.1 200 OK\r\nServer: Pingora\r\n"),
             None
         );
-    }
-
-    #[test]
-    fn only_chunked_heads_without_expect_continue_are_held() {
-        assert!(has_chunked_body_to_check(
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
-        ));
-        assert!(!has_chunked_body_to_check(
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
-        ));
-        assert!(!has_chunked_body_to_check(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
-        ));
-        assert!(!has_chunked_body_to_check(
-            b"POST /transfer-encoding:chunked HTTP/1.1\r\n\r\n"
-        ));
-        let mut last_two = [0; 2];
-        assert_eq!(
-            head_end_in(&mut last_two, b"GET / HTTP/1.1\r\n\r\nbody"),
-            Some(18)
-        );
-    }
-
-    #[test]
-    fn slots_are_bounded_and_given_back() {
-        let active = AtomicUsize::new(0);
-        let first = Slot::take(&active, 2).unwrap();
-        let _second = Slot::take(&active, 2).unwrap();
-        assert!(Slot::take(&active, 2).is_none());
-        drop(first);
-        assert!(Slot::take(&active, 2).is_some());
     }
 }

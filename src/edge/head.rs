@@ -1,4 +1,5 @@
-//! Strict checks on a request's head, before it is routed or anything reaches a backend.
+//! A request head's bytes: where a head ends in a stream of reads, whether its chunked body is
+//! to be checked ahead, its target's form, and the strict checks on the head Pingora parsed.
 //!
 //! Pingora's HTTP/1 parser already rejects the worst (obs-fold, invalid tokens, a
 //! `Transfer-Encoding` whose last coding is not chunked, differing `Content-Length` values)
@@ -6,7 +7,7 @@
 //! not be, because two parsers that disagree on where a request ends are how requests get
 //! smuggled: it accepts bare LF line endings, collapses repeated identical `Content-Length`
 //! values, and when both `Content-Length` and `Transfer-Encoding` are present it drops the
-//! length and carries on. This module looks at the raw head Pingora parsed and refuses all
+//! length and carries on. [`check_head`] looks at the raw head Pingora parsed and refuses all
 //! three, refuses transfer codings other than a lone `chunked` (Pingora would drop them and
 //! forward still-encoded bytes as plain), and enforces the configured header limits.
 
@@ -81,6 +82,78 @@ pub fn check_head(
         return Err(HeadRejection::UnsupportedCoding);
     }
     Ok(())
+}
+
+/// Whether the head declares a chunked body that the guard should check before Pingora sees
+/// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
+pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
+    let mut chunked = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].to_ascii_lowercase());
+        let contains = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") && contains(b"chunked") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"expect") && contains(b"100-continue") {
+            return false;
+        }
+    }
+    chunked
+}
+
+/// Rewrites a request line at the start of `bytes` whose target is in absolute form
+/// (`http://authority/path?query`, any method but `CONNECT`) into origin form (`/path?query`)
+/// in place; returns how many bytes are left. Anything else, or a request line not whole in
+/// `bytes`, is left as it is.
+pub(super) fn origin_form(bytes: &mut [u8]) -> usize {
+    let len = bytes.len();
+    let Some(line_end) = bytes.iter().position(|&b| b == b'\n') else {
+        return len;
+    };
+    let line = &bytes[..line_end];
+    let Some(method_end) = line.iter().position(|&b| b == b' ') else {
+        return len;
+    };
+    if &line[..method_end] == b"CONNECT" {
+        return len;
+    }
+    let target_start = method_end + 1;
+    let target = &line[target_start..];
+    let scheme = [&b"http://"[..], b"https://"].into_iter().find(|scheme| {
+        target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    });
+    let Some(scheme) = scheme else {
+        return len;
+    };
+    let authority_end = target[scheme.len()..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b' '))
+        .map_or(target.len(), |i| scheme.len() + i);
+    // What is cut: the scheme and authority, less one byte kept for a `/` when the target
+    // has no path of its own.
+    let mut cut = authority_end;
+    if target.get(authority_end) != Some(&b'/') {
+        cut -= 1;
+        bytes[target_start + cut] = b'/';
+    }
+    bytes.copy_within(target_start + cut.., target_start);
+    len - cut
+}
+
+/// Where in `bytes` the head ends (just past its blank line: CRLF CRLF, or a bare-LF one,
+/// which is refused later with an answer), if it does; `last_two` carries the bytes before
+/// them across reads.
+pub(super) fn head_end_in(last_two: &mut [u8; 2], bytes: &[u8]) -> Option<usize> {
+    for (i, &b) in bytes.iter().enumerate() {
+        let [before, last] = *last_two;
+        *last_two = [last, b];
+        if b == b'\n' && (last == b'\n' || (last == b'\r' && before == b'\n')) {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -173,5 +246,75 @@ mod tests {
             check_head(long.as_bytes(), 1, &limits),
             Err(HeadRejection::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let ends = |chunks: &[&[u8]]| {
+            let mut last_two = [0; 2];
+            chunks
+                .iter()
+                .position(|c| head_end_in(&mut last_two, c).is_some())
+        };
+        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]), Some(0));
+        assert_eq!(
+            ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"]),
+            Some(3)
+        );
+        assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
+        assert_eq!(
+            ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: \r\r\n"]),
+            None
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_become_origin_form() {
+        let rewritten = |line: &str| {
+            let mut bytes = line.as_bytes().to_vec();
+            let kept = origin_form(&mut bytes);
+            String::from_utf8(bytes[..kept].to_vec()).unwrap()
+        };
+        for (line, expected) in [
+            (
+                "GET http://example.com/v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+                "GET /v1/proxy/a/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+            ),
+            ("GET HTTPS://h:1 HTTP/1.1\r\n", "GET / HTTP/1.1\r\n"),
+            ("GET http://h?q HTTP/1.1\r\n", "GET /?q HTTP/1.1\r\n"),
+            (
+                "GET /v1/proxy/a HTTP/1.1\r\n",
+                "GET /v1/proxy/a HTTP/1.1\r\n",
+            ),
+            (
+                "CONNECT http://h:1 HTTP/1.1\r\n",
+                "CONNECT http://h:1 HTTP/1.1\r\n",
+            ),
+            ("GET http://h/a HTTP/1.1", "GET http://h/a HTTP/1.1"),
+            ("GET ftp://h/a HTTP/1.1\r\n", "GET ftp://h/a HTTP/1.1\r\n"),
+        ] {
+            assert_eq!(rewritten(line), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn only_chunked_heads_without_expect_continue_are_held() {
+        assert!(has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST /transfer-encoding:chunked HTTP/1.1\r\n\r\n"
+        ));
+        let mut last_two = [0; 2];
+        assert_eq!(
+            head_end_in(&mut last_two, b"GET / HTTP/1.1\r\n\r\nbody"),
+            Some(18)
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::config::is_service_name_byte;
 use crate::json::json_string;
 use crate::routing::Service;
 
-use super::RequestId;
+use crate::request_id::RequestId;
 
 /// The longest client-sent service name echoed in a 404's detail.
 const MAX_ECHOED_NAME: usize = 64;
@@ -74,7 +74,7 @@ impl ErrorReply {
         Self::new(404, "unknown_service", &detail)
     }
 
-    /// 400: the request's framing could be read two ways (see `request_checks`).
+    /// 400: the request's framing could be read two ways (see `edge::head`).
     pub fn ambiguous_request(detail: &str) -> Self {
         Self::new(400, "bad_request", detail)
     }
