@@ -18,13 +18,13 @@ use pingora_proxy::http_proxy;
 use crate::admin::{self, AdminApp};
 use crate::clock::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
-use crate::discovery::{DiscoveryService, DnsDiscovery};
 use crate::edge::ConnectionGuard;
-use crate::metrics::GatewayStats;
-use crate::observability;
+use crate::live::discovery::{DiscoveryService, DnsDiscovery};
+use crate::live::{LiveTable, ReloadOnHangup};
 use crate::proxy::{GatewayProxy, ProxySettings};
-use crate::reload::{ReloadOnHangup, Reloader};
 use crate::resolver::SystemResolver;
+use crate::telemetry::logs;
+use crate::telemetry::metrics::GatewayStats;
 
 /// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
 pub const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
@@ -73,14 +73,14 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     };
     opt.conf = Some(conf_file.display().to_string());
     let config = config::load(&conf_file)?;
-    observability::init_logging(config.log_format);
+    logs::init_logging(config.log_format);
     log_loaded(&conf_file, &config);
 
     let mut server =
         Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file.clone(), e))?;
     server.bootstrap();
 
-    let reloader = Arc::new(Reloader::new(
+    let reloader = Arc::new(LiveTable::new(
         conf_file,
         &config,
         Arc::new(MonotonicClock::new()),

@@ -23,9 +23,9 @@ use crate::breaker::{Breaker, TransitionObserver};
 
 use crate::clock::Clock;
 use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts};
-use crate::metrics::{ServiceStats, UpstreamStats};
 use crate::retry_budget::RetryBudget;
 use crate::selector::RoundRobin;
+use crate::telemetry::metrics::{ServiceStats, UpstreamStats};
 
 /// The path every proxied request starts with.
 pub const PROXY_PREFIX: &str = "/v1/proxy/";

@@ -43,14 +43,14 @@ use crate::breaker::ManualAction;
 use crate::config::ConnectionLimits;
 use crate::edge::ConnectionGuard;
 use crate::json::json_string;
-use crate::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
-use crate::reload::Reloader;
+use crate::live::LiveTable;
 use crate::routing::ServiceTable;
+use crate::telemetry::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 
 /// The admin endpoints over the gateway's services.
 #[derive(Debug)]
 pub struct AdminApp {
-    reloader: Arc<Reloader>,
+    reloader: Arc<LiveTable>,
     stats: Arc<GatewayStats>,
     token: Option<String>,
 }
@@ -58,7 +58,7 @@ pub struct AdminApp {
 impl AdminApp {
     /// An admin app over the live routing table of `reloader` and the gateway-wide `stats`;
     /// with a `token`, every path but the probes requires it as a bearer token.
-    pub fn new(reloader: Arc<Reloader>, stats: Arc<GatewayStats>, token: Option<String>) -> Self {
+    pub fn new(reloader: Arc<LiveTable>, stats: Arc<GatewayStats>, token: Option<String>) -> Self {
         Self {
             reloader,
             stats,
@@ -334,7 +334,7 @@ mod tests {
         )
         .unwrap();
         let config = GatewayConfig::with_services(services);
-        let reloader = Reloader::new(
+        let reloader = LiveTable::new(
             "/nonexistent/gateway.yaml".into(),
             &config,
             Arc::new(ManualClock::new()),
@@ -458,7 +458,7 @@ mod tests {
         trip(&a.selector.breakers()[1]);
         assert!(a.selector.breakers()[1].try_acquire().is_none());
         a.upstreams[0].stats.record(
-            crate::metrics::AttemptOutcome::Success,
+            crate::telemetry::metrics::AttemptOutcome::Success,
             std::time::Duration::from_millis(3),
         );
         let (status, body) = app.answer("GET", "/metrics", None).await;

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::metrics::{AttemptOutcome, GatewayStats, PrometheusText, ServiceEvent};
 use crate::routing::{Service, ServiceTable, Upstream};
+use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, PrometheusText, ServiceEvent};
 
 /// Transitions the breakers make on their own: always exported, zero or not, so dashboards
 /// and alerts have a series from the start. Manual ones appear once they happen.

@@ -54,7 +54,6 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
-use crate::observability::LogFormat;
 use crate::retry_budget::RetryBudgetSettings;
 
 pub use gateway::{load, load_with};
@@ -85,6 +84,16 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// The original design's lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Everything the gateway needs beyond Pingora's own server conf.
 #[derive(Debug, Clone)]

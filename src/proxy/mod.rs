@@ -37,15 +37,16 @@ use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
 
+use crate::config::LogFormat;
 use crate::config::{HeaderLimits, UpstreamTimeouts};
 use crate::edge::head::{check_head, HeadRejection};
-use crate::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
-use crate::observability::{self, LogFormat};
 use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
 use crate::routing::{self, ClimbsAboveRoot, RouteError, Service, ServiceTable, Upstream};
 use crate::selector::Pick;
+use crate::telemetry::logs;
+use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 
 /// How long the rest of a request body is read before closing a connection after an error.
 const LINGERING_CLOSE: Duration = Duration::from_secs(2);
@@ -608,7 +609,7 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(format) = self.settings.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
-                observability::log_status(&service.selector.breakers()[index], format);
+                logs::log_status(&service.selector.breakers()[index], format);
             }
         }
     }

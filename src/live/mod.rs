@@ -1,5 +1,7 @@
-//! Hot reload: re-read the services file and swap a new routing table in, without a restart
-//! and without losing what the breakers have learned.
+//! The live state: the routing table every request reads, and what swaps it. [`LiveTable`]
+//! holds it; a hot reload re-reads the services file and swaps a new table in, without a
+//! restart and without losing what the breakers have learned; [`discovery`] swaps in a DNS
+//! service's new addresses the same way.
 //!
 //! The table lives in an [`ArcSwap`]: each request loads it once, in `request_filter`, and
 //! keeps its `Arc<Service>` to the end, so requests in flight finish on the table they started
@@ -13,7 +15,9 @@
 //! need a restart or a graceful upgrade.
 //!
 //! DNS discovery (see `discovery`) swaps tables the same way when a service's addresses
-//! change, through [`Reloader::update_backends`]; one lock orders it with reloads.
+//! change, through [`LiveTable::update_backends`]; one lock orders it with reloads.
+
+pub mod discovery;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,11 +31,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::Clock;
 use crate::config::{self, BackendConfig, BackendTarget, Discovery, GatewayConfig, ServiceConfig};
-use crate::observability::CircuitLog;
 use crate::routing::ServiceTable;
+use crate::telemetry::logs::CircuitLog;
 
 /// The routing table shared by the proxy and the admin listener, and the means to replace it.
-pub struct Reloader {
+pub struct LiveTable {
     conf_file: PathBuf,
     /// The config the process started with: its gateway-wide settings are the ones in force
     /// (a reload applies only services).
@@ -45,15 +49,15 @@ pub struct Reloader {
     last_error: Mutex<Option<String>>,
 }
 
-impl std::fmt::Debug for Reloader {
+impl std::fmt::Debug for LiveTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader")
+        f.debug_struct("LiveTable")
             .field("conf_file", &self.conf_file)
             .finish()
     }
 }
 
-impl Reloader {
+impl LiveTable {
     /// Builds the first table from `config`, loaded from `conf_file`.
     pub fn new(conf_file: PathBuf, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Self {
         let observer = Arc::new(CircuitLog::new(config.log_format));
@@ -249,7 +253,7 @@ fn build_table(
 
 /// Reloads on every `SIGHUP` until the server shuts down.
 #[derive(Debug)]
-pub struct ReloadOnHangup(pub Arc<Reloader>);
+pub struct ReloadOnHangup(pub Arc<LiveTable>);
 
 #[async_trait]
 impl BackgroundService for ReloadOnHangup {

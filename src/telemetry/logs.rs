@@ -36,21 +36,12 @@ use arc_swap::ArcSwap;
 use log::{info, log, Level};
 
 use crate::breaker::{Breaker, BreakerState, Transition, TransitionObserver};
+use crate::config::LogFormat;
 use crate::json::json_string;
 
 /// The log target of events (transitions, request status): how the JSON format tells them
 /// from plain messages.
 const EVENT_TARGET: &str = "gateway::event";
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// The original design's lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Sets up `env_logger` in `format`: level `info` unless `RUST_LOG` says otherwise.
 pub fn init_logging(format: LogFormat) {

@@ -2,7 +2,7 @@
 //! resolve to (a Kubernetes headless Service, say), and this background service re-resolves
 //! them every `discovery_interval`.
 //!
-//! A changed answer becomes a new routing table through the [`Reloader`], built from the
+//! A changed answer becomes a new routing table through the [`LiveTable`], built from the
 //! current one as a reload is: an address that stays keeps its breaker and metrics, a new one
 //! starts Closed, one that went away disappears with its series. A lookup that fails, or
 //! answers with no address at all, changes nothing: the last good set keeps serving (a
@@ -23,7 +23,7 @@ use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
 use crate::config::{self, Discovery};
-use crate::reload::Reloader;
+use crate::live::LiveTable;
 use crate::resolver::Resolver;
 
 /// How often the list of discovered services is looked at when none is due sooner: a reload
@@ -43,7 +43,7 @@ pub enum Refresh {
 
 /// Re-resolves discovered services and swaps their new backends in.
 pub struct DnsDiscovery {
-    reloader: Arc<Reloader>,
+    reloader: Arc<LiveTable>,
     resolver: Arc<dyn Resolver>,
     /// Services whose latest lookup failed: their failure was logged, their recovery will be.
     failing: Mutex<HashSet<String>>,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for DnsDiscovery {
 
 impl DnsDiscovery {
     /// Discovery for the services of `reloader`'s config, resolving with `resolver`.
-    pub fn new(reloader: Arc<Reloader>, resolver: Arc<dyn Resolver>) -> Self {
+    pub fn new(reloader: Arc<LiveTable>, resolver: Arc<dyn Resolver>) -> Self {
         Self {
             reloader,
             resolver,
@@ -196,7 +196,7 @@ static: [\"http://10.9.9.9:1\"]
 
     struct Fixture {
         resolver: Arc<ScriptedResolver>,
-        reloader: Arc<Reloader>,
+        reloader: Arc<LiveTable>,
         discovery: DnsDiscovery,
     }
 
@@ -211,7 +211,7 @@ static: [\"http://10.9.9.9:1\"]
         )
         .unwrap();
         let config = GatewayConfig::with_services(services);
-        let reloader = Arc::new(Reloader::new(
+        let reloader = Arc::new(LiveTable::new(
             "/nonexistent/gateway.yaml".into(),
             &config,
             Arc::new(ManualClock::new()),
@@ -224,7 +224,7 @@ static: [\"http://10.9.9.9:1\"]
         }
     }
 
-    fn urls(reloader: &Reloader) -> Vec<String> {
+    fn urls(reloader: &LiveTable) -> Vec<String> {
         let table = reloader.current();
         let product = table.get("product").unwrap();
         product.upstreams.iter().map(|u| u.url.clone()).collect()
@@ -311,7 +311,7 @@ static: [\"http://10.9.9.9:1\"]
             resolver.as_ref(),
         )
         .expect("an unresolved discovered host is not a config error");
-        let reloader = Arc::new(Reloader::new(
+        let reloader = Arc::new(LiveTable::new(
             "/nonexistent/gateway.yaml".into(),
             &GatewayConfig::with_services(services),
             Arc::new(ManualClock::new()),
