@@ -32,23 +32,33 @@ fn breaker(name: &str) -> Arc<Breaker> {
     ))
 }
 
-fn rotation(backends: usize) -> RoundRobin {
-    RoundRobin::new(
-        (0..backends)
+/// A service's rotation and its backends' breakers.
+struct Rotation {
+    rr: RoundRobin,
+    breakers: Vec<Arc<Breaker>>,
+}
+
+fn rotation(backends: usize) -> Rotation {
+    Rotation {
+        rr: RoundRobin::default(),
+        breakers: (0..backends)
             .map(|i| breaker(&format!("http://b{i}:1")))
             .collect(),
-    )
+    }
 }
 
 /// One request's worth of selection: ticket, pick (with breaker admission), record.
-fn select_once(rr: &RoundRobin) {
-    let pick = rr.pick(rr.ticket(), &[]).expect("a backend");
+fn select_once(rotation: &Rotation) {
+    let rr = &rotation.rr;
+    let pick = rr
+        .pick(&rotation.breakers, rr.ticket(), &[])
+        .expect("a backend");
     black_box(pick.index);
     pick.permit.record(Outcome::Success);
 }
 
 /// Every core picks `iters` times from the same service; returns the slowest thread's time.
-fn contended(rr: &RoundRobin, iters: u64) -> Duration {
+fn contended(rr: &Rotation, iters: u64) -> Duration {
     let threads = thread::available_parallelism().map_or(2, |n| n.get());
     let barrier = Barrier::new(threads);
     thread::scope(|scope| {
@@ -107,7 +117,7 @@ fn selector_benches(c: &mut Criterion) {
         });
     }
     let rr = rotation(100);
-    for breaker in &rr.breakers()[..99] {
+    for breaker in &rr.breakers[..99] {
         for _ in 0..3 {
             breaker.try_acquire().unwrap().record(Outcome::Failure);
         }

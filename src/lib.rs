@@ -13,7 +13,7 @@
 //!   the head deadline, head checks, the chunked-body check.
 //! - [`reply`]: the gateway's own JSON answers.
 //! - [`live`]: the live routing table, its hot reload and DNS discovery.
-//! - [`routing`]: `/v1/proxy/{service}` paths and the table of services.
+//! - [`service`]: the table of services and their backends, each with its breaker.
 //! - [`telemetry`]: metrics and logs.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`resolver`]: host name resolution behind a seam.
@@ -21,6 +21,7 @@
 //! - [`retry_budget`]: how many failovers a service may make.
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
 //! - [`clock`]: monotonic time behind a trait, real or moved by hand.
+//! - [`routing`]: `/v1/proxy/{service}` paths and the path a backend receives (pure).
 //! - [`json`]: JSON string escaping.
 //! - [`request_id`]: request ids.
 
@@ -33,7 +34,7 @@ pub mod edge;
 pub mod reply;
 
 pub mod live;
-pub mod routing;
+pub mod service;
 pub mod telemetry;
 
 pub mod config;
@@ -45,6 +46,8 @@ pub mod retry_budget;
 
 pub mod breaker;
 pub mod clock;
+
+pub mod routing;
 
 pub mod json;
 pub mod request_id;

@@ -14,7 +14,8 @@ use pingora_proxy::Session;
 
 use crate::config::is_service_name_byte;
 use crate::json::json_string;
-use crate::routing::Service;
+use crate::selector::RoundRobin;
+use crate::service::Service;
 
 use crate::request_id::RequestId;
 
@@ -135,7 +136,8 @@ impl ErrorReply {
     /// request again (at least 1 s).
     pub fn all_open(service: &Service) -> Self {
         let mut backends = String::new();
-        for (index, breaker) in service.selector.breakers().iter().enumerate() {
+        for (index, backend) in service.backends.iter().enumerate() {
+            let breaker = &backend.breaker;
             let snapshot = breaker.snapshot();
             if !backends.is_empty() {
                 backends.push(',');
@@ -147,7 +149,8 @@ impl ErrorReply {
                 snapshot.retry_in.as_millis()
             );
         }
-        let retry_after_secs = whole_seconds_at_least_one(service.selector.retry_after());
+        let retry_after_secs =
+            whole_seconds_at_least_one(RoundRobin::retry_after(&service.backends));
         let detail = format!(
             "every backend of service \"{}\" is unavailable; retry in {retry_after_secs} s",
             service.name

@@ -11,8 +11,9 @@
 //!
 //! A service's breakers share one clock, so a walk reads it at most once.
 //!
-//! The selector knows breakers but nothing of HTTP: it returns an index into the service's
-//! backend list and the permit to settle once the attempt is over.
+//! The selector knows breakers but nothing of HTTP: it walks any list of things that have a
+//! breaker (a service's backends), and returns an index into it and the permit to settle once
+//! the attempt is over. It keeps only the counter; the list is the service's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,27 +30,25 @@ pub struct Pick {
     pub permit: Permit,
 }
 
-/// Breaker-aware round-robin over one service's backends.
-#[derive(Debug)]
+/// Something guarded by a breaker: what the selector walks over.
+pub trait Guarded {
+    /// The breaker that admits requests to it.
+    fn breaker(&self) -> &Arc<Breaker>;
+}
+
+impl Guarded for Arc<Breaker> {
+    fn breaker(&self) -> &Arc<Breaker> {
+        self
+    }
+}
+
+/// Breaker-aware round-robin over one service's backends: the rotation's counter.
+#[derive(Debug, Default)]
 pub struct RoundRobin {
-    breakers: Box<[Arc<Breaker>]>,
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    /// A rotation over `breakers`, in the given order.
-    pub fn new(breakers: Vec<Arc<Breaker>>) -> Self {
-        Self {
-            breakers: breakers.into_boxed_slice(),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The breakers, in rotation order.
-    pub fn breakers(&self) -> &[Arc<Breaker>] {
-        &self.breakers
-    }
-
     /// Takes a request's place in the rotation. Call it once per request.
     pub fn ticket(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed)
@@ -60,10 +59,10 @@ impl RoundRobin {
         self.next.load(Ordering::Relaxed) as u64
     }
 
-    /// The first backend from the ticket's place on that is not in `tried` and whose breaker
-    /// admits a request; `None` if there is none.
-    pub fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {
-        let len = self.breakers.len();
+    /// The first of `backends` from the ticket's place on that is not in `tried` and whose
+    /// breaker admits a request; `None` if there is none.
+    pub fn pick<B: Guarded>(&self, backends: &[B], ticket: usize, tried: &[usize]) -> Option<Pick> {
+        let len = backends.len();
         if len == 0 {
             return None;
         }
@@ -74,7 +73,7 @@ impl RoundRobin {
             if tried.contains(&index) {
                 continue;
             }
-            if let Some(permit) = self.breakers[index].try_acquire_at(&mut now) {
+            if let Some(permit) = backends[index].breaker().try_acquire_at(&mut now) {
                 if step > 0 && tried.is_empty() {
                     self.next.fetch_add(step, Ordering::Relaxed);
                 }
@@ -84,12 +83,12 @@ impl RoundRobin {
         None
     }
 
-    /// How long until some backend admits a request again: zero if one would now. Backends
-    /// taken out by hand do not count: nobody knows when they come back.
-    pub fn retry_after(&self) -> Duration {
-        self.breakers
+    /// How long until one of `backends` admits a request again: zero if one would now.
+    /// Backends taken out by hand do not count: nobody knows when they come back.
+    pub fn retry_after<B: Guarded>(backends: &[B]) -> Duration {
+        backends
             .iter()
-            .map(|b| b.snapshot())
+            .map(|b| b.breaker().snapshot())
             .filter(|s| s.state != BreakerState::ForcedOpen)
             .map(|s| s.retry_in)
             .min()
@@ -105,7 +104,27 @@ mod tests {
 
     const COOLDOWN: Duration = Duration::from_secs(10);
 
-    fn rotation(backends: usize) -> (RoundRobin, Arc<ManualClock>) {
+    /// A rotation over `backends` breakers, and the clock they share.
+    struct Rotation {
+        rr: RoundRobin,
+        breakers: Vec<Arc<Breaker>>,
+    }
+
+    impl Rotation {
+        fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {
+            self.rr.pick(&self.breakers, ticket, tried)
+        }
+
+        fn ticket(&self) -> usize {
+            self.rr.ticket()
+        }
+
+        fn retry_after(&self) -> Duration {
+            RoundRobin::retry_after(&self.breakers)
+        }
+    }
+
+    fn rotation(backends: usize) -> (Rotation, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new());
         let settings = BreakerSettings {
             failure_threshold: 1,
@@ -122,19 +141,20 @@ mod tests {
                 ))
             })
             .collect();
-        (RoundRobin::new(breakers), clock)
+        let rr = RoundRobin::default();
+        (Rotation { rr, breakers }, clock)
     }
 
-    fn open(rr: &RoundRobin, index: usize) {
-        rr.breakers()[index]
+    fn open(rr: &Rotation, index: usize) {
+        rr.breakers[index]
             .try_acquire()
             .unwrap()
             .record(Outcome::Failure);
-        assert_eq!(rr.breakers()[index].state(), BreakerState::Open);
+        assert_eq!(rr.breakers[index].state(), BreakerState::Open);
     }
 
     /// Runs `n` sequential requests, each settled as a success, and lists the chosen indexes.
-    fn sequence(rr: &RoundRobin, n: usize) -> Vec<usize> {
+    fn sequence(rr: &Rotation, n: usize) -> Vec<usize> {
         (0..n)
             .map(|_| {
                 let pick = rr.pick(rr.ticket(), &[]).expect("a backend");
@@ -185,7 +205,7 @@ mod tests {
     #[test]
     fn a_backend_taken_out_by_hand_is_skipped_and_not_waited_for() {
         let (rr, clock) = rotation(2);
-        rr.breakers()[0].apply(ManualAction::Open);
+        rr.breakers[0].apply(ManualAction::Open);
         assert_eq!(sequence(&rr, 3), [1, 1, 1]);
         open(&rr, 1);
         clock.advance(Duration::from_secs(4));
@@ -215,8 +235,9 @@ mod tests {
 
     #[test]
     fn an_empty_rotation_picks_nothing() {
-        let rr = RoundRobin::new(Vec::new());
-        assert!(rr.pick(rr.ticket(), &[]).is_none());
-        assert_eq!(rr.retry_after(), Duration::ZERO);
+        let rr = RoundRobin::default();
+        let none: [Arc<Breaker>; 0] = [];
+        assert!(rr.pick(&none, rr.ticket(), &[]).is_none());
+        assert_eq!(RoundRobin::retry_after(&none), Duration::ZERO);
     }
 }

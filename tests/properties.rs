@@ -19,9 +19,8 @@ use gateway::config::{
 };
 use gateway::edge::head::check_head;
 use gateway::resolver::IpLiteralResolver;
-use gateway::routing::{
-    parse_proxy_path, resolve_dot_segments, upstream_path_and_query, ServiceTable,
-};
+use gateway::routing::{parse_proxy_path, resolve_dot_segments, upstream_path_and_query};
+use gateway::service::ServiceTable;
 use proptest::prelude::*;
 
 const SERVICES: &str = "\
@@ -122,10 +121,10 @@ proptest! {
             prop_assert!(target.starts_with("/api"));
             if let Some(service) = table.get(route.service) {
                 prop_assert_eq!(service.name.as_str(), route.service);
-                for _ in 0..service.upstreams.len() {
-                    let pick = service.selector.pick(service.selector.ticket(), &[]);
+                for _ in 0..service.backends.len() {
+                    let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[]);
                     let pick = pick.expect("all breakers are Closed");
-                    prop_assert!(urls[route.service].contains(&service.upstreams[pick.index].url));
+                    prop_assert!(urls[route.service].contains(&service.backends[pick.index].url));
                 }
             }
         }

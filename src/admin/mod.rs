@@ -44,7 +44,7 @@ use crate::config::ConnectionLimits;
 use crate::edge::ConnectionGuard;
 use crate::json::json_string;
 use crate::live::LiveTable;
-use crate::routing::ServiceTable;
+use crate::service::ServiceTable;
 use crate::telemetry::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
 
 /// The admin endpoints over the gateway's services.
@@ -223,11 +223,10 @@ impl AdminApp {
         let table = self.reloader.current();
         let breaker = table.services().into_iter().find_map(|service| {
             service
-                .upstreams
+                .backends
                 .iter()
-                .zip(service.selector.breakers())
-                .find(|(upstream, _)| upstream.url.strip_prefix("http://") == Some(id))
-                .map(|(_, breaker)| breaker.clone())
+                .find(|backend| backend.url.strip_prefix("http://") == Some(id))
+                .map(|backend| backend.breaker.clone())
         });
         let Some(breaker) = breaker else {
             return not_found(&format!("no backend \"{id}\"; /status lists them"));
@@ -278,12 +277,8 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
             r#"{{"name":{},"backends":["#,
             json_string(&service.name)
         );
-        for (j, (upstream, breaker)) in service
-            .upstreams
-            .iter()
-            .zip(service.selector.breakers())
-            .enumerate()
-        {
+        for (j, backend) in service.backends.iter().enumerate() {
+            let breaker = &backend.breaker;
             if j > 0 {
                 out.push(',');
             }
@@ -300,7 +295,7 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
             let _ = write!(
                 out,
                 r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{},"last_transition":{last_transition}}}"#,
-                json_string(&upstream.url),
+                json_string(&backend.url),
                 json_string(&snapshot.state.to_string()),
                 snapshot.consecutive_failures,
                 snapshot.successes,
@@ -386,8 +381,9 @@ mod tests {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
-        trip(&a.selector.breakers()[1]);
-        a.selector.breakers()[0]
+        trip(&a.backends[1].breaker);
+        a.backends[0]
+            .breaker
             .try_acquire()
             .unwrap()
             .record(Outcome::Success);
@@ -418,7 +414,13 @@ mod tests {
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
         for _ in 0..4 {
-            assert_eq!(a.selector.pick(a.selector.ticket(), &[]).unwrap().index, 0);
+            assert_eq!(
+                a.selector
+                    .pick(&a.backends, a.selector.ticket(), &[])
+                    .unwrap()
+                    .index,
+                0
+            );
         }
         let (status, body) = app
             .answer("POST", "/backends/127.0.0.1:2/close", None)
@@ -455,9 +457,9 @@ mod tests {
         let app = app();
         let table = app.reloader.current();
         let a = table.get("a").unwrap();
-        trip(&a.selector.breakers()[1]);
-        assert!(a.selector.breakers()[1].try_acquire().is_none());
-        a.upstreams[0].stats.record(
+        trip(&a.backends[1].breaker);
+        assert!(a.backends[1].breaker.try_acquire().is_none());
+        a.backends[0].stats.record(
             crate::telemetry::metrics::AttemptOutcome::Success,
             std::time::Duration::from_millis(3),
         );

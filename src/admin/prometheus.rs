@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::routing::{Service, ServiceTable, Upstream};
+use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, PrometheusText, ServiceEvent};
 
 /// Transitions the breakers make on their own: always exported, zero or not, so dashboards
@@ -23,14 +23,13 @@ const AUTOMATIC_TRANSITIONS: [(BreakerState, BreakerState); 4] = [
 /// The whole exposition: per backend, per service, and for the gateway.
 pub fn metrics_text(table: &ServiceTable, gateway: &GatewayStats, reload_failed: bool) -> String {
     let services = table.services();
-    let backends: Vec<(&Service, &Upstream, &Arc<Breaker>)> = services
+    let backends: Vec<(&Service, &Backend)> = services
         .iter()
         .flat_map(|service| {
             service
-                .upstreams
+                .backends
                 .iter()
-                .zip(service.selector.breakers())
-                .map(move |(upstream, breaker)| (service.as_ref(), upstream, breaker))
+                .map(move |backend| (service.as_ref(), backend))
         })
         .collect();
     let mut text = PrometheusText::default();
@@ -56,7 +55,7 @@ pub fn metrics_text(table: &ServiceTable, gateway: &GatewayStats, reload_failed:
     text.finish()
 }
 
-fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, &Arc<Breaker>)]) {
+fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Backend)]) {
     let name = "gateway_upstream_attempts_total";
     text.family(
         name,
@@ -65,16 +64,16 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
          timeout, http_5xx, broken_response (reset or closed mid-exchange), cancelled (the \
          client went away first).",
     );
-    for (service, upstream, _) in backends {
+    for (service, backend) in backends {
         for outcome in AttemptOutcome::ALL {
             text.sample(
                 name,
                 &[
                     ("service", &service.name),
-                    ("backend", &upstream.url),
+                    ("backend", &backend.url),
                     ("outcome", outcome.label()),
                 ],
-                upstream.stats.attempts(outcome) as f64,
+                backend.stats.attempts(outcome) as f64,
             );
         }
     }
@@ -86,8 +85,8 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         "How long attempts at a backend took, from the pick to the end of the response.",
     );
     let bucket = format!("{name}_bucket");
-    for (service, upstream, _) in backends {
-        let (buckets, sum) = upstream.stats.latency();
+    for (service, backend) in backends {
+        let (buckets, sum) = backend.stats.latency();
         for (bound, count) in &buckets {
             let le = if bound.is_infinite() {
                 "+Inf".to_owned()
@@ -98,7 +97,7 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
                 &bucket,
                 &[
                     ("service", &service.name),
-                    ("backend", &upstream.url),
+                    ("backend", &backend.url),
                     ("le", &le),
                 ],
                 *count as f64,
@@ -106,7 +105,7 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         }
         let labels = [
             ("service", service.name.as_str()),
-            ("backend", &upstream.url),
+            ("backend", &backend.url),
         ];
         text.sample(&format!("{name}_sum"), &labels, sum);
         let count = buckets.last().map_or(0, |(_, count)| *count);
@@ -119,14 +118,15 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         "gauge",
         "The breaker's state: 1 for the current one of closed, open, half_open, forced_open.",
     );
-    for (service, upstream, breaker) in backends {
+    for (service, backend) in backends {
+        let breaker = &backend.breaker;
         let current = breaker.state();
         for state in BreakerState::ALL {
             text.sample(
                 name,
                 &[
                     ("service", &service.name),
-                    ("backend", &upstream.url),
+                    ("backend", &backend.url),
                     ("state", state_label(state)),
                 ],
                 f64::from(u8::from(state == current)),
@@ -150,10 +150,11 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         ),
     ] {
         text.family(name, kind, help);
-        for (service, upstream, breaker) in backends {
+        for (service, backend) in backends {
+            let breaker = &backend.breaker;
             text.sample(
                 name,
-                &[("service", &service.name), ("backend", &upstream.url)],
+                &[("service", &service.name), ("backend", &backend.url)],
                 value(breaker),
             );
         }
@@ -165,7 +166,8 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
         "counter",
         "Breaker state changes, by from and to state.",
     );
-    for (service, upstream, breaker) in backends {
+    for (service, backend) in backends {
+        let breaker = &backend.breaker;
         let counts = breaker.transition_counts();
         for from in BreakerState::ALL {
             for to in BreakerState::ALL {
@@ -175,7 +177,7 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Upstream, 
                         name,
                         &[
                             ("service", &service.name),
-                            ("backend", &upstream.url),
+                            ("backend", &backend.url),
                             ("from", state_label(from)),
                             ("to", state_label(to)),
                         ],
@@ -198,7 +200,7 @@ fn service_metrics(text: &mut PrometheusText, services: &[&Arc<Service>]) {
         text.sample(
             name,
             &[("service", &service.name)],
-            service.upstreams.len() as f64,
+            service.backends.len() as f64,
         );
     }
     for (event, name, help) in [

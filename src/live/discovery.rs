@@ -227,7 +227,7 @@ static: [\"http://10.9.9.9:1\"]
     fn urls(reloader: &LiveTable) -> Vec<String> {
         let table = reloader.current();
         let product = table.get("product").unwrap();
-        product.upstreams.iter().map(|u| u.url.clone()).collect()
+        product.backends.iter().map(|u| u.url.clone()).collect()
     }
 
     #[tokio::test]
@@ -238,7 +238,7 @@ static: [\"http://10.9.9.9:1\"]
             ["http://10.0.0.1:9001", "http://10.0.0.2:9001"]
         );
         let table = f.reloader.current();
-        let kept = table.get("product").unwrap().selector.breakers()[0].clone();
+        let kept = table.get("product").unwrap().backends[0].breaker.clone();
         for _ in 0..3 {
             kept.try_acquire().unwrap().record(Outcome::Failure);
         }
@@ -255,14 +255,14 @@ static: [\"http://10.9.9.9:1\"]
         );
         let table = f.reloader.current();
         let product = table.get("product").unwrap();
-        assert!(Arc::ptr_eq(&product.selector.breakers()[0], &kept), "kept");
-        assert_eq!(product.selector.breakers()[0].state(), BreakerState::Open);
-        assert_eq!(product.selector.breakers()[1].state(), BreakerState::Closed);
+        assert!(Arc::ptr_eq(&product.backends[0].breaker, &kept), "kept");
+        assert_eq!(product.backends[0].breaker.state(), BreakerState::Open);
+        assert_eq!(product.backends[1].breaker.state(), BreakerState::Closed);
         assert!(
             table.get("static").is_some(),
             "other services are untouched"
         );
-        assert_eq!(product.upstreams[1].authority, "product.svc:9001");
+        assert_eq!(product.backends[1].authority, "product.svc:9001");
 
         let app = AdminApp::new(f.reloader.clone(), Arc::default(), None);
         let metrics = app.answer("GET", "/metrics", None).await.1;

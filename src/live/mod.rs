@@ -31,7 +31,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::Clock;
 use crate::config::{self, BackendConfig, BackendTarget, Discovery, GatewayConfig, ServiceConfig};
-use crate::routing::ServiceTable;
+use crate::service::ServiceTable;
 use crate::telemetry::logs::CircuitLog;
 
 /// The routing table shared by the proxy and the admin listener, and the means to replace it.
@@ -125,7 +125,7 @@ impl LiveTable {
 
     /// How many backends service `name` has now (0 for an unknown service).
     pub fn backend_count(&self, name: &str) -> usize {
-        self.current().get(name).map_or(0, |s| s.upstreams.len())
+        self.current().get(name).map_or(0, |s| s.backends.len())
     }
 
     /// Every service with DNS discovery, and how to discover its backends.

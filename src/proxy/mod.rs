@@ -43,8 +43,9 @@ use crate::edge::head::{check_head, HeadRejection};
 use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
-use crate::routing::{self, ClimbsAboveRoot, RouteError, Service, ServiceTable, Upstream};
+use crate::routing::{self, ClimbsAboveRoot, RouteError};
 use crate::selector::Pick;
+use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 
@@ -195,7 +196,7 @@ struct Attempt {
 impl Attempt {
     /// Records how the attempt ended in its backend's breaker and metrics.
     fn settle(self, service: &Service, outcome: AttemptOutcome) {
-        service.upstreams[self.pick.index]
+        service.backends[self.pick.index]
             .stats
             .record(outcome, self.started.elapsed());
         if let Some(outcome) = outcome.breaker_outcome() {
@@ -235,7 +236,7 @@ impl RequestContext {
         self.last_failure_timed_out = is_timeout(e);
         self.tried.push(attempt.pick.index);
         attempt.settle(service, failure_outcome(e, connecting));
-        if self.tried.len() >= service.upstreams.len() {
+        if self.tried.len() >= service.backends.len() {
             return false;
         }
         match service.retry_budget.try_spend(service.selector.requests()) {
@@ -377,15 +378,15 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(HTTPStatus(504), "the total timeout ended");
         }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
-        match service.selector.pick(ticket, tried) {
+        match service.selector.pick(&service.backends, ticket, tried) {
             Some(pick) => {
                 let peer =
-                    upstream_peer(&service.upstreams[pick.index], &service.timeouts, remaining);
+                    upstream_peer(&service.backends[pick.index], &service.timeouts, remaining);
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started: now });
                 Ok(Box::new(peer))
             }
-            None if service.upstreams.is_empty() => {
+            None if service.backends.is_empty() => {
                 *refusal = Some(Refusal::NoBackends);
                 service.stats.count(ServiceEvent::NoBackends);
                 Error::e_explain(HTTPStatus(503), "the service has no backends")
@@ -414,14 +415,14 @@ impl ProxyHttp for GatewayProxy {
         let (Some(service), Some(attempt)) = (&ctx.service, &ctx.attempt) else {
             return Error::e_explain(InternalError, "no backend chosen for the request");
         };
-        let upstream = &service.upstreams[attempt.pick.index];
+        let backend = &service.backends[attempt.pick.index];
         let original = session.req_header();
         let rest = match &ctx.resolved_rest {
             Some(resolved) => resolved.as_str(),
             None => original.uri.path().get(ctx.rest_start..).unwrap_or(""),
         };
         let target =
-            routing::upstream_path_and_query(&upstream.path_prefix, rest, original.uri.query());
+            routing::upstream_path_and_query(&backend.path_prefix, rest, original.uri.query());
         let uri = http::Uri::try_from(target)
             .or_err(InvalidHTTPHeader, "building the backend's request path")?;
         let forwarded_host = original.headers.get(header::HOST).cloned();
@@ -440,7 +441,7 @@ impl ProxyHttp for GatewayProxy {
         );
 
         upstream_request.set_uri(uri);
-        upstream_request.insert_header(header::HOST, upstream.authority.as_str())?;
+        upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
         upstream_request.insert_header("x-request-id", ctx.request_id.to_string())?;
         match forwarded_host {
             Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
@@ -609,7 +610,7 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(format) = self.settings.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
-                logs::log_status(&service.selector.breakers()[index], format);
+                logs::log_status(&service.backends[index].breaker, format);
             }
         }
     }
@@ -703,18 +704,14 @@ fn drop_underscored_names(request: &mut RequestHeader) {
     }
 }
 
-/// A peer for one attempt at `upstream`, with the service's timeouts cut to `remaining`, what
+/// A peer for one attempt at `backend`, with the service's timeouts cut to `remaining`, what
 /// is left of the request's total timeout.
 ///
 /// It sets no read timeout: reads are bounded by `upstream_response_timeouts` instead (the
 /// whole response header once the request is sent, each body read, the total deadline), so a
 /// client slowly sending its body does not count against the backend's header time.
-fn upstream_peer(
-    upstream: &Upstream,
-    timeouts: &UpstreamTimeouts,
-    remaining: Duration,
-) -> HttpPeer {
-    let mut peer = HttpPeer::new(&upstream.backend, false, String::new());
+fn upstream_peer(backend: &Backend, timeouts: &UpstreamTimeouts, remaining: Duration) -> HttpPeer {
+    let mut peer = HttpPeer::new(&backend.address, false, String::new());
     peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
     peer.options.write_timeout = Some(timeouts.read.min(remaining));
     peer

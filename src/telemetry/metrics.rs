@@ -4,7 +4,7 @@
 //! Why no `prometheus` registry (`pingora-prometheus` re-exports one): its labelled metrics
 //! look their series up in a locked hash map on every update, and a backend removed by a
 //! reload would have to be unregistered by hand or its series would live on. Here each
-//! (service, backend) pair owns its [`UpstreamStats`] and each service its [`ServiceStats`]
+//! (service, backend) pair owns its [`BackendStats`] and each service its [`ServiceStats`]
 //! (kept across reloads by name, like the breakers), a request only bumps atomics it already
 //! holds, and a scrape walks the *current* routing table: removed backends' series are gone by
 //! construction, and label values come only from configured names. Pingora 0.9 registers no
@@ -78,14 +78,14 @@ const LATENCY_BUCKETS_MICROS: [u64; 14] = [
 
 /// Attempts at one backend on behalf of one service: counts by outcome and how long they took.
 #[derive(Debug, Default)]
-pub struct UpstreamStats {
+pub struct BackendStats {
     attempts: [AtomicU64; AttemptOutcome::ALL.len()],
     /// Non-cumulative bucket counts; the last one is `+Inf`. Cumulated when rendered.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
     latency_sum_micros: AtomicU64,
 }
 
-impl UpstreamStats {
+impl BackendStats {
     /// Counts one attempt that ended with `outcome` after `elapsed` (from the pick to its end).
     pub fn record(&self, outcome: AttemptOutcome, elapsed: Duration) {
         self.attempts[outcome.index()].fetch_add(1, Ordering::Relaxed);
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn attempts_land_in_their_outcome_and_latency_bucket() {
-        let stats = UpstreamStats::default();
+        let stats = BackendStats::default();
         stats.record(AttemptOutcome::Success, Duration::from_micros(400));
         stats.record(AttemptOutcome::Success, Duration::from_micros(500));
         stats.record(AttemptOutcome::Timeout, Duration::from_millis(30));

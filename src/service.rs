@@ -1,0 +1,232 @@
+//! The table of services: each service's backends (each with its breaker and stats), its
+//! rotation, timeouts, retry budget and limits.
+//!
+//! The table is built once from the validated config, and again by each reload. Backends
+//! listed by several services share one breaker, keyed by URL, as in the original design; a
+//! rebuild keeps the breakers and metrics of what stays.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::breaker::{Breaker, TransitionObserver};
+use crate::clock::Clock;
+use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts};
+use crate::retry_budget::RetryBudget;
+use crate::selector::{Guarded, RoundRobin};
+use crate::telemetry::metrics::{BackendStats, ServiceStats};
+
+/// One backend of a service, as requests reach it: where it is, the breaker that guards it,
+/// and what this service's attempts at it came to.
+#[derive(Debug)]
+pub struct Backend {
+    /// The URL as configured (also its breaker's name).
+    pub url: String,
+    /// The resolved address, as Pingora's load-balancing crate describes a backend.
+    pub address: pingora_load_balancing::Backend,
+    /// `host:port` from the URL, sent as the `Host` header.
+    pub authority: String,
+    /// The URL's path prefix (may be empty).
+    pub path_prefix: String,
+    /// Its breaker: one per URL, shared by every service that lists the URL.
+    pub breaker: Arc<Breaker>,
+    /// What this service's attempts at this backend came to.
+    pub stats: Arc<BackendStats>,
+}
+
+impl Guarded for Backend {
+    fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+}
+
+/// A service: its backends, their rotation, and its timeouts.
+#[derive(Debug)]
+pub struct Service {
+    /// The service's name.
+    pub name: String,
+    /// Backends in config order.
+    pub backends: Box<[Backend]>,
+    /// Breaker-aware round-robin over `backends`.
+    pub selector: RoundRobin,
+    /// Per-attempt timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Bounds the service's failovers.
+    pub retry_budget: RetryBudget,
+    /// Counts of what happened to the service's requests.
+    pub stats: Arc<ServiceStats>,
+    /// The largest request body it accepts.
+    pub max_body: BodyLimit,
+}
+
+/// All services by name.
+#[derive(Debug, Default)]
+pub struct ServiceTable {
+    services: HashMap<Box<str>, Arc<Service>>,
+}
+
+impl ServiceTable {
+    /// Builds the table, with one breaker per distinct backend URL. A breaker of `previous`
+    /// (the table being replaced by a reload) is kept, state and counters, when its URL stays
+    /// with the same breaker settings; other backends start Closed. Metrics are kept for every
+    /// service, and (service, backend URL) pair, that stays.
+    pub fn build(
+        services: &[ServiceConfig],
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn TransitionObserver>,
+        previous: Option<&ServiceTable>,
+    ) -> Self {
+        let kept: HashMap<&str, &Arc<Breaker>> = previous
+            .into_iter()
+            .flat_map(|table| table.services.values())
+            .flat_map(|service| service.backends.iter())
+            .map(|backend| (backend.url.as_str(), &backend.breaker))
+            .collect();
+        let previous_service = |name: &str| previous.and_then(|table| table.get(name));
+        let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
+        let mut table = HashMap::with_capacity(services.len());
+        for service in services {
+            let kept_service = previous_service(&service.name);
+            let mut backends = Vec::with_capacity(service.backends.len());
+            for backend in &service.backends {
+                let breaker = breakers.entry(&backend.url).or_insert_with(|| {
+                    match kept.get(backend.url.as_str()) {
+                        Some(old) if old.settings() == service.breaker => Arc::clone(old),
+                        _ => Arc::new(Breaker::new(
+                            backend.url.clone(),
+                            service.breaker,
+                            clock.clone(),
+                            observer.clone(),
+                        )),
+                    }
+                });
+                backends.push(Backend {
+                    url: backend.url.clone(),
+                    address: resolved_address(backend.addr),
+                    authority: backend.authority.clone(),
+                    path_prefix: backend.path_prefix.clone(),
+                    breaker: breaker.clone(),
+                    stats: kept_service
+                        .and_then(|kept| kept.backends.iter().find(|b| b.url == backend.url))
+                        .map_or_else(Default::default, |kept| Arc::clone(&kept.stats)),
+                });
+            }
+            table.insert(
+                service.name.clone().into_boxed_str(),
+                Arc::new(Service {
+                    name: service.name.clone(),
+                    backends: backends.into_boxed_slice(),
+                    selector: RoundRobin::default(),
+                    timeouts: service.timeouts,
+                    retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
+                    stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
+                    max_body: service.max_body,
+                }),
+            );
+        }
+        Self { services: table }
+    }
+
+    /// The service named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.get(name)
+    }
+
+    /// Every service, sorted by name.
+    pub fn services(&self) -> Vec<&Arc<Service>> {
+        let mut services: Vec<_> = self.services.values().collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        services
+    }
+}
+
+fn resolved_address(addr: SocketAddr) -> pingora_load_balancing::Backend {
+    pingora_load_balancing::Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::breaker::IgnoreTransitions;
+    use crate::clock::ManualClock;
+    use crate::config::{parse_services, ServiceDefaults};
+
+    #[test]
+    fn a_rebuild_keeps_the_breakers_of_backends_that_stay() {
+        let defaults = ServiceDefaults::default();
+        let parse = |text| parse_services(Path::new("s.yaml"), text, &defaults).unwrap();
+        let clock: Arc<ManualClock> = Arc::new(ManualClock::new());
+        let old = ServiceTable::build(
+            &parse("a: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]"),
+            clock.clone(),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        let kept = old.get("a").unwrap().backends[1].breaker.clone();
+        let new = ServiceTable::build(
+            &parse(
+                "a: [\"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nb: [\"http://127.0.0.1:1\"]",
+            ),
+            clock.clone(),
+            Arc::new(IgnoreTransitions),
+            Some(&old),
+        );
+        let a = new.get("a").unwrap();
+        let old_a = old.get("a").unwrap();
+        assert!(Arc::ptr_eq(&a.backends[0].breaker, &kept), "kept by URL");
+        assert!(!Arc::ptr_eq(&a.backends[1].breaker, &kept));
+        assert!(Arc::ptr_eq(&a.stats, &old_a.stats), "service metrics kept");
+        assert!(Arc::ptr_eq(&a.backends[0].stats, &old_a.backends[1].stats));
+        assert!(!Arc::ptr_eq(&a.backends[1].stats, &old_a.backends[1].stats));
+        // A backend that moved to another service keeps its breaker too.
+        let b = new.get("b").unwrap();
+        assert_eq!(b.backends[0].breaker.name(), "http://127.0.0.1:1");
+        assert!(Arc::ptr_eq(
+            &b.backends[0].breaker,
+            &old.get("a").unwrap().backends[0].breaker
+        ));
+        assert!(
+            !Arc::ptr_eq(&b.backends[0].stats, &old_a.backends[0].stats),
+            "metrics are per (service, backend)"
+        );
+        // Other breaker settings: a fresh breaker.
+        let changed = ServiceTable::build(
+            &parse("a: {backends: [\"http://127.0.0.1:2\"], failure_threshold: 9}"),
+            clock,
+            Arc::new(IgnoreTransitions),
+            Some(&new),
+        );
+        assert!(!Arc::ptr_eq(
+            &changed.get("a").unwrap().backends[0].breaker,
+            &kept
+        ));
+    }
+
+    #[test]
+    fn services_listing_the_same_url_share_its_breaker() {
+        let services = parse_services(
+            Path::new("s.yaml"),
+            "a: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\nb: [\"http://127.0.0.1:2\"]",
+            &ServiceDefaults::default(),
+        )
+        .unwrap();
+        let table = ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        let a = table.get("a").unwrap();
+        let b = table.get("b").unwrap();
+        assert!(Arc::ptr_eq(&a.backends[1].breaker, &b.backends[0].breaker));
+        assert!(!Arc::ptr_eq(&a.backends[0].breaker, &a.backends[1].breaker));
+        assert_eq!(a.backends[1].authority, "127.0.0.1:2");
+        assert!(table.get("c").is_none());
+    }
+}
