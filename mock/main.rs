@@ -17,6 +17,10 @@
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
 //! `--slow-body-ms N` sends the body in five parts, N ms apart.
 //!
+//! A request that asks to upgrade to a WebSocket (`Upgrade: websocket`, any path) gets `101`
+//! and an echo: every text or binary message comes back as it was sent, until either side
+//! closes (the framing is `tungstenite`'s).
+//!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
 //! It serves with the standard library alone (one thread per connection, keep-alive), so it
 //! has nothing to hide; Tokio only waits for SIGTERM, which it exits on (also as a container's
@@ -274,6 +278,12 @@ fn serve(
         let Some(request) = read_request(&mut reader, &mut writer)? else {
             return Ok(());
         };
+        if request
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
+            return echo_websocket(&request, reader, writer);
+        }
         match behaviour.fault_now(started) {
             Some(ConnectionFault::Close) => return Ok(()),
             Some(ConnectionFault::Hang) => {
@@ -339,6 +349,45 @@ fn serve(
         writer.flush()?;
         if close {
             return Ok(());
+        }
+    }
+}
+
+/// Accepts the WebSocket upgrade `request` asked for and echoes messages until the
+/// connection closes.
+fn echo_websocket(
+    request: &Request,
+    reader: BufReader<TcpStream>,
+    mut writer: TcpStream,
+) -> io::Result<()> {
+    let key = request
+        .header("sec-websocket-key")
+        .ok_or_else(|| invalid("a WebSocket upgrade without Sec-WebSocket-Key"))?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    writer.write_all(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let read_ahead = reader.buffer().to_vec();
+    let mut socket = tungstenite::WebSocket::from_partially_read(
+        reader.into_inner(),
+        read_ahead,
+        tungstenite::protocol::Role::Server,
+        None,
+    );
+    loop {
+        match socket.read() {
+            Ok(message) if message.is_text() || message.is_binary() => {
+                socket.send(message).map_err(io::Error::other)?;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Ok(());
+            }
+            Err(e) => return Err(io::Error::other(e)),
         }
     }
 }

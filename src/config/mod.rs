@@ -273,6 +273,9 @@ pub struct UpstreamTimeouts {
     /// timeouts are cut to what is left of it, and a response still arriving is cut when it
     /// ends.
     pub total: Duration,
+    /// How long an upgraded connection (a WebSocket) may be idle both ways; once upgraded,
+    /// `read` and `total` no longer apply to it.
+    pub upgrade_idle: Duration,
 }
 
 impl UpstreamTimeouts {
@@ -290,6 +293,7 @@ impl Default for UpstreamTimeouts {
             response_header: None,
             read: Duration::from_secs(30),
             total: Duration::from_secs(60),
+            upgrade_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -409,10 +413,13 @@ mod tests {
     fn the_extended_form_overrides_defaults() {
         let services = parse(
             "search:\n  backends: [\"http://127.0.0.1:8000/api/\"]\n  failure_threshold: 5\n  \
-             open_timeout: 250ms\n  open_timeout_max: 5m\n  open_timeout_jitter_percent: 10\n  connect_timeout: 2s\n  read_timeout: 1m\n",
+             open_timeout: 250ms\n  open_timeout_max: 5m\n  open_timeout_jitter_percent: 10\n  connect_timeout: 2s\n  read_timeout: 1m\n  upgrade_idle_timeout: 5m\n",
         )
         .unwrap();
         let search = &services[0];
+        assert_eq!(search.timeouts.upgrade_idle, Duration::from_secs(300));
+        let plain = parse("p: [\"http://127.0.0.1:1\"]\n").unwrap();
+        assert_eq!(plain[0].timeouts.upgrade_idle, Duration::from_secs(3600));
         assert_eq!(search.breaker.failure_threshold, 5);
         assert_eq!(search.breaker.open_timeout, Duration::from_millis(250));
         assert_eq!(

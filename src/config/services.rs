@@ -267,6 +267,7 @@ pub(super) struct RawOverrides {
     response_header_timeout: Option<ConfigDuration>,
     read_timeout: Option<ConfigDuration>,
     total_timeout: Option<ConfigDuration>,
+    upgrade_idle_timeout: Option<ConfigDuration>,
     max_body_size: Option<ConfigSize>,
 }
 
@@ -314,6 +315,9 @@ impl RawOverrides {
         }
         if let Some(d) = positive("read_timeout", self.read_timeout)? {
             out.timeouts.read = d;
+        }
+        if let Some(d) = positive("upgrade_idle_timeout", self.upgrade_idle_timeout)? {
+            out.timeouts.upgrade_idle = d;
         }
         if let Some(d) = positive("total_timeout", self.total_timeout)? {
             out.timeouts.total = d;

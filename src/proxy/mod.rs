@@ -462,11 +462,22 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if status == 101 && session.is_upgrade_req() {
+            // The backend took the upgrade: that settles the attempt, a success. What happens
+            // on the upgraded connection (either side closing, an idle timeout) is nobody's
+            // failure; it is bounded by the upgrade idle timeout alone, both ways.
+            if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
+                attempt.settle(service, AttemptOutcome::Success);
+                let idle = service.timeouts.upgrade_idle;
+                session.as_downstream_mut().set_read_timeout(Some(idle));
+            }
+        }
         // Identical repeats (Pingora refuses differing ones) are one length to the client:
         // some clients refuse a response that repeats it.
         let mut lengths = upstream_response
@@ -493,6 +504,7 @@ impl ProxyHttp for GatewayProxy {
             Some(service.timeouts.read),
             ctx.deadline,
         )
+        .with_upgraded_idle(service.timeouts.upgrade_idle)
     }
 
     fn fail_to_connect(
@@ -606,7 +618,18 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
         if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
-            attempt.settle(service, attempt_outcome(e, ctx.upstream_status));
+            let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+            let outcome = attempt_outcome(e, ctx.upstream_status, deadline_passed);
+            if outcome == AttemptOutcome::CutByDeadline {
+                log::info!(
+                    "the response of service \"{}\" was cut at its total_timeout ({:?}), request \
+                     id {}: not counted against its backend",
+                    service.name,
+                    service.timeouts.total,
+                    ctx.request_id
+                );
+            }
+            attempt.settle(service, outcome);
         }
         if let Some(format) = self.settings.status_log {
             if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
@@ -722,9 +745,21 @@ fn upstream_peer(backend: &Backend, timeouts: &UpstreamTimeouts, remaining: Dura
 /// An upstream error (reset, timeout, broken body) or a 5xx is a failure; any other answer is
 /// a success, 4xx included (the backend is alive). A request that ended for the client's
 /// sake before the backend answered (client gone) is cancelled: it says nothing about the
-/// backend.
-fn attempt_outcome(e: Option<&Error>, upstream_status: Option<u16>) -> AttemptOutcome {
+/// backend. A response whose header had arrived and that timed out once the request's total
+/// timeout had passed was cut by the gateway's own deadline while the backend delivered: not
+/// the backend's failure either.
+fn attempt_outcome(
+    e: Option<&Error>,
+    upstream_status: Option<u16>,
+    deadline_passed: bool,
+) -> AttemptOutcome {
     if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
+        if deadline_passed
+            && is_timeout(e)
+            && upstream_status.is_some_and(|s| (200..500).contains(&s))
+        {
+            return AttemptOutcome::CutByDeadline;
+        }
         return failure_outcome(e, false);
     }
     match upstream_status {
@@ -811,16 +846,46 @@ mod tests {
         let upstream_reset = error(ConnectionClosed, ErrorSource::Upstream);
         let upstream_timeout = error(ReadTimedout, ErrorSource::Upstream);
         let client_gone = error(WriteError, ErrorSource::Downstream);
-        assert_eq!(attempt_outcome(None, Some(200)), Success);
-        assert_eq!(attempt_outcome(None, Some(404)), Success);
-        assert_eq!(attempt_outcome(None, Some(500)), ServerError);
-        assert_eq!(attempt_outcome(None, Some(503)), ServerError);
-        assert_eq!(attempt_outcome(Some(&upstream_reset), None), BrokenResponse);
-        assert_eq!(attempt_outcome(Some(&upstream_timeout), Some(200)), Timeout);
-        assert_eq!(attempt_outcome(Some(&client_gone), None), Cancelled);
-        assert_eq!(attempt_outcome(Some(&client_gone), Some(200)), Cancelled);
-        assert_eq!(attempt_outcome(Some(&client_gone), Some(502)), ServerError);
-        assert_eq!(attempt_outcome(None, None), Cancelled);
+        assert_eq!(attempt_outcome(None, Some(200), false), Success);
+        assert_eq!(attempt_outcome(None, Some(404), false), Success);
+        assert_eq!(attempt_outcome(None, Some(500), false), ServerError);
+        assert_eq!(attempt_outcome(None, Some(503), false), ServerError);
+        assert_eq!(
+            attempt_outcome(Some(&upstream_reset), None, false),
+            BrokenResponse
+        );
+        assert_eq!(
+            attempt_outcome(Some(&upstream_timeout), Some(200), false),
+            Timeout
+        );
+        assert_eq!(attempt_outcome(Some(&client_gone), None, false), Cancelled);
+        assert_eq!(
+            attempt_outcome(Some(&client_gone), Some(200), false),
+            Cancelled
+        );
+        assert_eq!(
+            attempt_outcome(Some(&client_gone), Some(502), false),
+            ServerError
+        );
+        assert_eq!(attempt_outcome(None, None, false), Cancelled);
+        // Cut by the gateway's own total timeout once the backend was delivering: neutral;
+        // before its header, or a 5xx, still the backend's failure.
+        assert_eq!(
+            attempt_outcome(Some(&upstream_timeout), Some(200), true),
+            CutByDeadline
+        );
+        assert_eq!(
+            attempt_outcome(Some(&upstream_timeout), None, true),
+            Timeout
+        );
+        assert_eq!(
+            attempt_outcome(Some(&upstream_timeout), Some(503), true),
+            Timeout
+        );
+        assert_eq!(
+            attempt_outcome(Some(&upstream_reset), Some(200), true),
+            BrokenResponse
+        );
 
         let refused = error(ConnectRefused, ErrorSource::Upstream);
         let connect_timeout = error(ConnectTimedout, ErrorSource::Upstream);

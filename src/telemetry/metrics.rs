@@ -31,17 +31,21 @@ pub enum AttemptOutcome {
     BrokenResponse,
     /// The client went away before the backend settled anything: neutral for the breaker.
     Cancelled,
+    /// The response was still arriving when the gateway's own total timeout cut it: the
+    /// backend was delivering, so neutral for the breaker.
+    CutByDeadline,
 }
 
 impl AttemptOutcome {
     /// Every outcome, in the order they are stored and rendered.
-    pub const ALL: [AttemptOutcome; 6] = [
+    pub const ALL: [AttemptOutcome; 7] = [
         AttemptOutcome::Success,
         AttemptOutcome::ConnectError,
         AttemptOutcome::Timeout,
         AttemptOutcome::ServerError,
         AttemptOutcome::BrokenResponse,
         AttemptOutcome::Cancelled,
+        AttemptOutcome::CutByDeadline,
     ];
 
     /// The `outcome` label value.
@@ -53,6 +57,7 @@ impl AttemptOutcome {
             AttemptOutcome::ServerError => "http_5xx",
             AttemptOutcome::BrokenResponse => "broken_response",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::CutByDeadline => "cut_by_deadline",
         }
     }
 
@@ -60,7 +65,7 @@ impl AttemptOutcome {
     pub fn breaker_outcome(self) -> Option<Outcome> {
         match self {
             AttemptOutcome::Success => Some(Outcome::Success),
-            AttemptOutcome::Cancelled => None,
+            AttemptOutcome::Cancelled | AttemptOutcome::CutByDeadline => None,
             _ => Some(Outcome::Failure),
         }
     }
@@ -265,7 +270,7 @@ mod tests {
         for outcome in AttemptOutcome::ALL {
             let expected = match outcome {
                 AttemptOutcome::Success => Some(Outcome::Success),
-                AttemptOutcome::Cancelled => None,
+                AttemptOutcome::Cancelled | AttemptOutcome::CutByDeadline => None,
                 _ => Some(Outcome::Failure),
             };
             assert_eq!(outcome.breaker_outcome(), expected, "{outcome:?}");

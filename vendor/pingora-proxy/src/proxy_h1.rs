@@ -285,6 +285,7 @@ where
                     .map(|d| (d, "the upstream response header did not arrive in time")),
                 timeouts
                     .deadline
+                    .filter(|_| !(upgraded && timeouts.upgraded_idle.is_some()))
                     .map(|d| (d, "the upstream response deadline passed")),
             );
             tokio::select! {
@@ -304,6 +305,9 @@ where
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
+                                if timeouts.upgraded_idle.is_some() {
+                                    client_session.read_timeout = timeouts.upgraded_idle;
+                                }
                                 if send_error.is_none() {
                                     // continue receiving from downstream after body mode change
                                     request_done = false;

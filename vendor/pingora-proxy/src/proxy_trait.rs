@@ -37,6 +37,11 @@ pub struct UpstreamResponseTimeouts {
     pub body_read: Option<Duration>,
     /// When reading the response must end, header and body alike.
     pub deadline: Option<std::time::Instant>,
+    /// Once the connection is upgraded (a `101` to an upgrade request), the upstream read
+    /// timeout in place of `body_read`, and the `deadline` no longer applies: an upgraded
+    /// connection lives as long as it is used. (The downstream session's read timeout is the
+    /// caller's to set, e.g. in `upstream_response_filter`.)
+    pub upgraded_idle: Option<Duration>,
 }
 
 impl UpstreamResponseTimeouts {
@@ -50,6 +55,15 @@ impl UpstreamResponseTimeouts {
             header,
             body_read,
             deadline,
+            upgraded_idle: None,
+        }
+    }
+
+    /// The same, with `upgraded_idle` for a connection that gets upgraded.
+    pub fn with_upgraded_idle(self, upgraded_idle: Duration) -> Self {
+        Self {
+            upgraded_idle: Some(upgraded_idle),
+            ..self
         }
     }
 }
