@@ -8,8 +8,13 @@
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
 //!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
-//!              [--log] PORT
+//!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--log] PORT
 //! ```
+//!
+//! With `--tls-cert` and `--tls-key` (PEM) it serves HTTPS instead (TLS 1.2 and 1.3, OpenSSL);
+//! with `--tls-client-ca` it also requires a client certificate signed by that CA. Every
+//! answer says which connection of the process carried it (`X-Mock-Connection: <n>`, from 1),
+//! so tests can count the connections, and TLS handshakes, a gateway opens.
 //!
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
 //! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
@@ -34,9 +39,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
                      [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
-                     [--slow-body-ms N] [--log] PORT";
+                     [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
+                     [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -59,6 +67,16 @@ struct Behaviour {
     slow_body: Option<Duration>,
     /// Print one line per request.
     log: bool,
+    /// Serve HTTPS with these PEM files.
+    tls: Option<TlsFiles>,
+}
+
+/// The mock's certificate and key, and the CA its clients' certificates must come from.
+#[derive(Debug, Clone, Default)]
+struct TlsFiles {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
 }
 
 impl Behaviour {
@@ -116,19 +134,82 @@ fn main() -> ExitCode {
     println!("mock-backend listening on {local}");
     let _ = io::stdout().flush();
 
+    let acceptor = match behaviour.tls.as_ref().map(tls_acceptor).transpose() {
+        Ok(acceptor) => acceptor.map(Arc::new),
+        Err(e) => {
+            eprintln!("mock-backend: TLS: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let behaviour = Arc::new(behaviour);
     let started = Instant::now();
     let seed = Arc::new(AtomicU64::new(time_seed()));
-    for stream in listener.incoming() {
+    for (connection, stream) in (1..).zip(listener.incoming()) {
         let Ok(stream) = stream else { continue };
         let behaviour = behaviour.clone();
         let seed = seed.clone();
+        let acceptor = acceptor.clone();
         let port = local.port();
         thread::spawn(move || {
-            let _ = serve(stream, port, &behaviour, &seed, started);
+            let mock = Mock {
+                port,
+                connection,
+                behaviour: &behaviour,
+                seed: &seed,
+                started,
+            };
+            let _ = accept(stream, acceptor.as_deref(), &mock);
         });
     }
     ExitCode::SUCCESS
+}
+
+/// What one connection's thread knows about the mock.
+struct Mock<'a> {
+    port: u16,
+    /// Which connection of the process this is, from 1.
+    connection: u64,
+    behaviour: &'a Behaviour,
+    seed: &'a AtomicU64,
+    started: Instant,
+}
+
+/// An OpenSSL acceptor for `files`: TLS 1.2 and 1.3, and client certificates required when a
+/// client CA is given.
+fn tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    builder.set_certificate_chain_file(&files.cert)?;
+    builder.set_private_key_file(&files.key, SslFiletype::PEM)?;
+    builder.check_private_key()?;
+    if let Some(ca) = &files.client_ca {
+        builder.set_ca_file(ca)?;
+        builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(builder.build())
+}
+
+/// Takes a new connection: misbehaves at once if told to, else serves it, over TLS if told to.
+fn accept(stream: TcpStream, acceptor: Option<&SslAcceptor>, mock: &Mock<'_>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let behaviour = mock.behaviour;
+    let reset = match behaviour.fault_now(mock.started) {
+        Some(ConnectionFault::Reset) => true,
+        // A flapping backend that is down refuses new connections the rudest way.
+        Some(ConnectionFault::Close) => behaviour.flap.is_some(),
+        _ => false,
+    };
+    if reset {
+        // Closing a socket with unread data makes the kernel answer with RST, not FIN.
+        stream.peek(&mut [0; 1])?;
+        return Ok(());
+    }
+    match acceptor {
+        None => serve(stream, mock),
+        Some(acceptor) => {
+            let stream = acceptor.accept(stream).map_err(io::Error::other)?;
+            serve(stream, mock)
+        }
+    }
 }
 
 /// Exits 0 on SIGTERM, from the moment it returns. A process's default action would do, but
@@ -159,7 +240,9 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         slow_head: None,
         slow_body: None,
         log: false,
+        tls: None,
     };
+    let mut tls = TlsFiles::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -203,6 +286,9 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                 behaviour.slow_body = Some(millis("--slow-body-ms", &value("--slow-body-ms")?)?)
             }
             "--log" => behaviour.log = true,
+            "--tls-cert" => tls.cert = value("--tls-cert")?,
+            "--tls-key" => tls.key = value("--tls-key")?,
+            "--tls-client-ca" => tls.client_ca = Some(value("--tls-client-ca")?),
             "-h" | "--help" => return Err("help".to_owned()),
             other if port.is_none() && !other.starts_with('-') => {
                 port = Some(
@@ -212,6 +298,15 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                 )
             }
             other => return Err(format!("unexpected argument \"{other}\"")),
+        }
+    }
+    match (tls.cert.is_empty(), tls.key.is_empty(), &tls.client_ca) {
+        (true, true, None) => {}
+        (false, false, _) => behaviour.tls = Some(tls),
+        _ => {
+            return Err(
+                "--tls-cert and --tls-key go together (and --tls-client-ca with them)".to_owned(),
+            )
         }
     }
     Ok((bind, port.ok_or("the port is missing")?, behaviour))
@@ -253,42 +348,25 @@ impl Request {
 }
 
 /// Serves requests on one connection until the client closes it or asks to.
-fn serve(
-    stream: TcpStream,
-    port: u16,
-    behaviour: &Behaviour,
-    seed: &AtomicU64,
-    started: Instant,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let reset = match behaviour.fault_now(started) {
-        Some(ConnectionFault::Reset) => true,
-        // A flapping backend that is down refuses new connections the rudest way.
-        Some(ConnectionFault::Close) => behaviour.flap.is_some(),
-        _ => false,
-    };
-    if reset {
-        // Closing a socket with unread data makes the kernel answer with RST, not FIN.
-        stream.peek(&mut [0; 1])?;
-        return Ok(());
-    }
+fn serve<S: Read + Write>(stream: S, mock: &Mock<'_>) -> io::Result<()> {
+    let (port, behaviour, seed, started) = (mock.port, mock.behaviour, mock.seed, mock.started);
     let mut reader = BufReader::new(stream);
     loop {
-        let Some(request) = read_request(&mut reader, &mut writer)? else {
+        let Some(request) = read_request(&mut reader)? else {
             return Ok(());
         };
         if request
             .header("upgrade")
             .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
         {
-            return echo_websocket(&request, reader, writer);
+            return echo_websocket(&request, reader);
         }
+        let writer = reader.get_mut();
         match behaviour.fault_now(started) {
             Some(ConnectionFault::Close) => return Ok(()),
             Some(ConnectionFault::Hang) => {
                 // Hold the connection until the client gives up on it.
-                while reader.read(&mut [0; 512])? > 0 {}
+                while writer.read(&mut [0; 512])? > 0 {}
                 return Ok(());
             }
             Some(ConnectionFault::Reset) | None => {}
@@ -311,9 +389,11 @@ fn serve(
         let close = request.wants_close();
         let mut head = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-             X-Mock-Port: {port}\r\nX-Mock-Method: {}\r\nX-Mock-Path: {}\r\n",
+             X-Mock-Port: {port}\r\nX-Mock-Connection: {}\r\nX-Mock-Method: {}\r\n\
+             X-Mock-Path: {}\r\n",
             reason_phrase(status),
             body.len(),
+            mock.connection,
             request.method,
             request.target
         );
@@ -355,16 +435,12 @@ fn serve(
 
 /// Accepts the WebSocket upgrade `request` asked for and echoes messages until the
 /// connection closes.
-fn echo_websocket(
-    request: &Request,
-    reader: BufReader<TcpStream>,
-    mut writer: TcpStream,
-) -> io::Result<()> {
+fn echo_websocket<S: Read + Write>(request: &Request, mut reader: BufReader<S>) -> io::Result<()> {
     let key = request
         .header("sec-websocket-key")
         .ok_or_else(|| invalid("a WebSocket upgrade without Sec-WebSocket-Key"))?;
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    writer.write_all(
+    reader.get_mut().write_all(
         format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -393,10 +469,7 @@ fn echo_websocket(
 }
 
 /// Reads one request; `None` when the client closed the connection between requests.
-fn read_request(
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
-) -> io::Result<Option<Request>> {
+fn read_request<S: Read + Write>(reader: &mut BufReader<S>) -> io::Result<Option<Request>> {
     let Some(request_line) = read_line(reader)? else {
         return Ok(None);
     };
@@ -431,7 +504,9 @@ fn read_request(
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
     {
-        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let chunked = request
         .header("transfer-encoding")
@@ -447,7 +522,7 @@ fn read_request(
     Ok(Some(request))
 }
 
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
+fn read_chunked<S: Read>(reader: &mut BufReader<S>) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let size_line = read_line(reader)?.ok_or_else(|| invalid("chunk cut short"))?;
@@ -469,7 +544,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
 }
 
 /// One CRLF- (or LF-) terminated line, without the terminator; `None` at end of stream.
-fn read_line(reader: &mut BufReader<TcpStream>) -> io::Result<Option<String>> {
+fn read_line<S: Read>(reader: &mut BufReader<S>) -> io::Result<Option<String>> {
     let mut line = Vec::new();
     let read = reader
         .by_ref()

@@ -16,9 +16,10 @@ use pingora::services::listening::Service;
 use pingora_proxy::http_proxy;
 
 use crate::admin::{self, AdminApp};
+use crate::certificates::CertificateStore;
 use crate::clock::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
-use crate::edge::ConnectionGuard;
+use crate::edge::{self, ConnectionGuard};
 use crate::live::discovery::{DiscoveryService, DnsDiscovery};
 use crate::live::{LiveTable, ReloadOnHangup};
 use crate::proxy::{GatewayProxy, ProxySettings};
@@ -80,10 +81,15 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
         Server::new(Some(opt)).map_err(|e| StartError::Pingora(conf_file.clone(), e))?;
     server.bootstrap();
 
+    let certificates = config
+        .tls
+        .as_ref()
+        .map(|tls| Arc::new(CertificateStore::new(tls.certificates.clone())));
     let reloader = Arc::new(LiveTable::new(
-        conf_file,
+        conf_file.clone(),
         &config,
         Arc::new(MonotonicClock::new()),
+        certificates.clone(),
     ));
     let stats = Arc::new(GatewayStats::default());
     let gateway = GatewayProxy::new(
@@ -103,8 +109,18 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     );
     let mut proxy = Service::new("gateway proxy".to_owned(), guarded);
     proxy.add_tcp(&config.listen.to_string());
-    server.add_service(proxy);
     info!("gateway listening on {}", config.listen);
+    if let (Some(tls), Some(store)) = (&config.tls, certificates) {
+        let settings =
+            edge::tls::tls_settings(store).map_err(|e| StartError::Pingora(conf_file, e))?;
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        info!(
+            "gateway listening for TLS on {} ({} certificates)",
+            tls.listen,
+            tls.certificates.len()
+        );
+    }
+    server.add_service(proxy);
     if let Some(admin_listen) = config.admin_listen {
         if !admin_listen.ip().is_loopback() && config.admin_token.is_none() {
             warn!(
@@ -148,6 +164,18 @@ fn log_loaded(conf_file: &Path, config: &GatewayConfig) {
         config.services_file.display()
     );
     for service in &config.services {
+        let has_tls_backends = service.backends.iter().any(|b| b.tls_host.is_some())
+            || service
+                .discovery
+                .as_ref()
+                .is_some_and(|d| d.targets.iter().any(|t| t.tls));
+        if has_tls_backends && !service.tls.verify {
+            warn!(
+                "service \"{}\": tls_verify is false: its https backends' certificates are not \
+                 verified, so anyone on the path can impersonate them",
+                service.name
+            );
+        }
         if service.discovery.is_some() && service.backends.is_empty() {
             warn!(
                 "service \"{}\": its hosts resolve to no address yet; it answers 503 until DNS \

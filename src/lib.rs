@@ -13,6 +13,7 @@
 //!   the head deadline, head checks, the chunked-body check.
 //! - [`reply`]: the gateway's own JSON answers.
 //! - [`live`]: the live routing table, its hot reload and DNS discovery.
+//! - [`certificates`]: the certificates the TLS listener serves, by SNI, swapped by reloads.
 //! - [`service`]: the table of services and their backends, each with its breaker.
 //! - [`telemetry`]: metrics and logs.
 //! - [`config`]: the YAML files, validated and resolved once.
@@ -34,6 +35,8 @@ pub mod edge;
 pub mod reply;
 
 pub mod live;
+
+pub mod certificates;
 pub mod service;
 pub mod telemetry;
 

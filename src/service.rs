@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
-use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts};
+use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts, UpstreamTls};
 use crate::retry_budget::RetryBudget;
 use crate::selector::{Guarded, RoundRobin};
 use crate::telemetry::metrics::{BackendStats, ServiceStats};
@@ -26,6 +26,8 @@ pub struct Backend {
     pub address: pingora_load_balancing::Backend,
     /// `host:port` from the URL, sent as the `Host` header.
     pub authority: String,
+    /// For an `https` backend, the host name TLS is spoken to (SNI, verified name).
+    pub tls_host: Option<String>,
     /// The URL's path prefix (may be empty).
     pub path_prefix: String,
     /// Its breaker: one per URL, shared by every service that lists the URL.
@@ -57,6 +59,8 @@ pub struct Service {
     pub stats: Arc<ServiceStats>,
     /// The largest request body it accepts.
     pub max_body: BodyLimit,
+    /// How it talks TLS to its `https` backends.
+    pub tls: UpstreamTls,
 }
 
 /// All services by name.
@@ -104,6 +108,7 @@ impl ServiceTable {
                     url: backend.url.clone(),
                     address: resolved_address(backend.addr),
                     authority: backend.authority.clone(),
+                    tls_host: backend.tls_host.clone(),
                     path_prefix: backend.path_prefix.clone(),
                     breaker: breaker.clone(),
                     stats: kept_service
@@ -121,6 +126,7 @@ impl ServiceTable {
                     retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
                     stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
                     max_body: service.max_body,
+                    tls: service.tls.clone(),
                 }),
             );
         }

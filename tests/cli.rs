@@ -52,20 +52,13 @@ fn bad_services_files_fail_with_one_clear_message() {
             "product: [\"localhost:9001\"]\n",
             format!(
                 "{file}: service \"product\": backend \"localhost:9001\" is not an \
-                 http://host:port[/path] URL"
+                 http(s)://host:port[/path] URL"
             ),
         ),
         (
             "product: [\"http://localhost:9001\", \"http://localhost:9001\"]\n",
             format!(
                 "{file}: service \"product\": backend \"http://localhost:9001\" is listed twice"
-            ),
-        ),
-        (
-            "product: [\"https://localhost:9001\"]\n",
-            format!(
-                "{file}: service \"product\": backend \"https://localhost:9001\": https is not \
-                 supported yet"
             ),
         ),
         (

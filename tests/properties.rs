@@ -190,7 +190,8 @@ proptest! {
             Ok(loaded) => {
                 for service in &loaded {
                     prop_assert!(!service.backends.is_empty());
-                    prop_assert!(service.backends.iter().all(|b| b.url.starts_with("http://")));
+                    let tls_or_not = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+                    prop_assert!(service.backends.iter().all(|b| tls_or_not(&b.url)));
                 }
             }
             Err(e) => {

@@ -82,7 +82,7 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     gateway.wait_for_log("reload failed, the running config stays");
     let status = admin(&gateway, "GET", "/status").body;
     assert!(
-        status.contains(r#""reload_error":""#) && status.contains("is not an http://host:port"),
+        status.contains(r#""reload_error":""#) && status.contains("is not an http(s)://host:port"),
         "{status}"
     );
     assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(a.port));

@@ -333,6 +333,7 @@ mod tests {
             "/nonexistent/gateway.yaml".into(),
             &config,
             Arc::new(ManualClock::new()),
+            None,
         );
         AdminApp::new(Arc::new(reloader), Arc::default(), token.map(str::to_owned))
     }

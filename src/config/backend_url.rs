@@ -1,21 +1,18 @@
-//! Backend URLs (`http://host:port[/path]`) and the addresses their hosts resolve to.
+//! Backend URLs (`http://host:port[/path]`, `https://...`) and the addresses their hosts
+//! resolve to.
 
 use std::net::SocketAddr;
 
 use super::BackendTarget;
 use crate::resolver::Resolver;
 
-/// Parses `http://host:port[/path]`.
+/// Parses `http://host:port[/path]` or `https://host:port[/path]`.
 pub(super) fn parse_target(url: &str) -> Result<BackendTarget, String> {
-    let not_http = || format!("backend \"{url}\" is not an http://host:port[/path] URL");
+    let not_http = || format!("backend \"{url}\" is not an http(s)://host:port[/path] URL");
     let scheme_end = url.find("://").ok_or_else(not_http)?;
     let scheme = &url[..scheme_end];
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(format!(
-            "backend \"{url}\": https is not supported yet; use an http:// URL"
-        ));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
+    let tls = scheme.eq_ignore_ascii_case("https");
+    if !tls && !scheme.eq_ignore_ascii_case("http") {
         return Err(not_http());
     }
     let rest = &url[scheme_end + 3..];
@@ -37,6 +34,7 @@ pub(super) fn parse_target(url: &str) -> Result<BackendTarget, String> {
     let path_prefix = path.trim_end_matches('/');
     Ok(BackendTarget {
         written: url.to_owned(),
+        tls,
         url: format!("{}://{authority}{path_prefix}", scheme.to_ascii_lowercase()),
         host: host.to_owned(),
         port,

@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::services::{parse_services_with, RawOverrides};
+use super::tls::load_certificate;
 use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::resolver::{Resolver, SystemResolver};
@@ -139,6 +141,10 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
     );
     let services =
         parse_services_with(&services_file, &read(&services_file)?, &defaults, resolver)?;
+    let tls = section
+        .tls
+        .map(|raw| tls_listener(conf_file, raw, listen, admin_listen))
+        .transpose()?;
 
     Ok(GatewayConfig {
         listen,
@@ -152,8 +158,70 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         keepalive_timeout,
         header_limits,
         connection_limits,
+        tls,
         services,
     })
+}
+
+/// The TLS listener of `gateway.tls`, its certificates read and checked; their paths are
+/// relative to the conf file's folder.
+fn tls_listener(
+    conf_file: &Path,
+    raw: RawTls,
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+) -> Result<TlsListener, ConfigError> {
+    let error = |message: String| ConfigError::new(conf_file, None, message);
+    let tls_listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+        error(format!(
+            "gateway.tls.listen \"{}\" is not an address like 0.0.0.0:8443",
+            raw.listen
+        ))
+    })?;
+    if tls_listen == listen || Some(tls_listen) == admin_listen {
+        return Err(error(
+            "gateway.tls.listen must differ from gateway.listen and gateway.admin_listen"
+                .to_owned(),
+        ));
+    }
+    if raw.certificates.is_empty() {
+        return Err(error(
+            "gateway.tls.certificates lists no certificate".to_owned(),
+        ));
+    }
+    let folder = conf_file.parent().unwrap_or(Path::new(""));
+    let certificates = raw
+        .certificates
+        .into_iter()
+        .map(|files| {
+            let files = CertificateFiles {
+                cert: folder.join(files.cert),
+                key: folder.join(files.key),
+            };
+            load_certificate(&files)
+                .map(Arc::new)
+                .map_err(|message| error(format!("gateway.tls: {message}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TlsListener {
+        listen: tls_listen,
+        certificates,
+    })
+}
+
+/// `gateway.tls`: the TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: String,
+    certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// The parts of the Pingora conf file that are ours; Pingora ignores them, we ignore its keys.
@@ -179,5 +247,6 @@ struct RawGatewaySection {
     max_connections: Option<usize>,
     request_header_timeout: Option<ConfigDuration>,
     keepalive_timeout: Option<ConfigDuration>,
+    tls: Option<RawTls>,
     defaults: Option<RawOverrides>,
 }

@@ -43,6 +43,7 @@
 mod backend_url;
 mod gateway;
 mod services;
+mod tls;
 mod units;
 
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ use crate::retry_budget::RetryBudgetSettings;
 
 pub use gateway::{load, load_with};
 pub use services::{discover, is_service_name_byte, parse_services, parse_services_with};
+pub use tls::{CertificateFiles, ServedCertificate, TlsListener, UpstreamTls};
 
 /// Where the proxy listens when the conf does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -122,6 +124,8 @@ pub struct GatewayConfig {
     pub header_limits: HeaderLimits,
     /// Limits on client connections.
     pub connection_limits: ConnectionLimits,
+    /// The TLS listener, when `gateway.tls` configures one.
+    pub tls: Option<TlsListener>,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -141,6 +145,7 @@ impl GatewayConfig {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             header_limits: HeaderLimits::default(),
             connection_limits: ConnectionLimits::default(),
+            tls: None,
             services,
         }
     }
@@ -181,6 +186,8 @@ pub struct ServiceConfig {
     pub max_body: BodyLimit,
     /// Set when `backends` come from DNS discovery rather than from one address per URL.
     pub discovery: Option<Discovery>,
+    /// How the service talks TLS to its `https://` backends.
+    pub tls: UpstreamTls,
 }
 
 /// DNS discovery of a service's backends: every address a configured URL's host resolves to
@@ -199,6 +206,8 @@ pub struct Discovery {
 pub struct BackendTarget {
     /// The URL as written in the file, for messages.
     pub written: String,
+    /// `https`: the backend is reached over TLS, with `host` as the SNI and verified name.
+    pub tls: bool,
     /// The URL, normalised: lower-case scheme, no trailing slash.
     pub url: String,
     /// The host, without brackets for IPv6.
@@ -305,6 +314,8 @@ pub struct BackendConfig {
     pub url: String,
     /// The resolved address.
     pub addr: SocketAddr,
+    /// The host name TLS is spoken to (SNI, certificate name), for an `https` URL.
+    pub tls_host: Option<String>,
     /// `host:port` as written in the URL: the `Host` header sent to the backend.
     pub authority: String,
     /// The URL's path, without a trailing slash (often empty): prefixed to forwarded paths.
@@ -464,18 +475,26 @@ mod tests {
             ("product: [42]", "backend `42` is not a URL string"),
             (
                 "product: [\"ftp://localhost:1\"]",
-                "service \"product\": backend \"ftp://localhost:1\" is not an http://host:port[/path] URL",
+                "service \"product\": backend \"ftp://localhost:1\" is not an http(s)://host:port[/path] URL",
             ),
-            ("product: [\"localhost:9001\"]", "is not an http://host:port[/path] URL"),
-            ("product: [\"http://localhost\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"localhost:9001\"]", "is not an http(s)://host:port[/path] URL"),
+            ("product: [\"http://localhost\"]", "is not an http(s)://host:port[/path] URL"),
             ("product: [\"http://localhost:99999\"]", "invalid port \"99999\""),
             ("product: [\"http://localhost:0\"]", "invalid port \"0\""),
-            ("product: [\"http://:9001\"]", "is not an http://host:port[/path] URL"),
+            ("product: [\"http://:9001\"]", "is not an http(s)://host:port[/path] URL"),
             ("product: [\"http://a b:9001\"]", "may not contain spaces"),
             ("product: [\"http://h:1/?q=1\"]", "may not contain spaces, a query"),
             (
-                "product: [\"https://localhost:9001\"]",
-                "backend \"https://localhost:9001\": https is not supported yet",
+                "product: {backends: [\"https://localhost:9001\"], tls_ca_file: /nonexistent.pem}",
+                "service \"product\": /nonexistent.pem: cannot read",
+            ),
+            (
+                "product: {backends: [\"https://localhost:9001\"], tls_client_cert: c.pem}",
+                "tls_client_cert and tls_client_key go together",
+            ),
+            (
+                "product: {backends: [\"https://localhost:9001\"], tls_verify: maybe}",
+                "tls_verify must be true or false",
             ),
             (
                 "product: [\"http://localhost:9001\", \"http://localhost:9001/\"]",

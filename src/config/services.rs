@@ -2,13 +2,15 @@
 //! with per-service overrides; and the backends a DNS-discovered service has now.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::backend_url::{addresses, parse_target};
+use super::tls::{load_ca, load_client_certificate};
 use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::resolver::{Resolver, SystemResolver};
@@ -59,7 +61,8 @@ pub fn parse_services_with(
                 ))
             }
         };
-        let service = parse_service(&name, value, defaults, resolver)
+        let folder = file.parent().unwrap_or(Path::new(""));
+        let service = parse_service(&name, value, defaults, folder, resolver)
             .map_err(|message| ConfigError::new(file, Some(&name), message))?;
         // One breaker per URL, shared by every service that lists it: its settings must agree.
         for backend in &service.backends {
@@ -88,13 +91,15 @@ fn parse_service(
     name: &str,
     value: Value,
     defaults: &ServiceDefaults,
+    folder: &Path,
     resolver: &dyn Resolver,
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
-    let (urls, settings, discovery_interval) = match value {
-        Value::Sequence(urls) => (urls, *defaults, None),
+    let (urls, settings, discovery_interval, tls) = match value {
+        Value::Sequence(urls) => (urls, *defaults, None, upstream_tls_default()),
         Value::Mapping(mut fields) => {
             let discovery_interval = parse_discovery(&mut fields)?;
+            let tls = parse_upstream_tls(&mut fields, folder)?;
             let urls = match fields.remove("backends") {
                 Some(Value::Sequence(urls)) => urls,
                 Some(other) => {
@@ -107,7 +112,7 @@ fn parse_service(
             };
             let overrides: RawOverrides =
                 serde_yaml::from_value(Value::Mapping(fields)).map_err(|e| e.to_string())?;
-            (urls, overrides.apply(*defaults)?, discovery_interval)
+            (urls, overrides.apply(*defaults)?, discovery_interval, tls)
         }
         other => {
             return Err(format!(
@@ -144,11 +149,70 @@ fn parse_service(
         retry_budget: settings.retry_budget,
         max_body: settings.max_body,
         discovery,
+        tls,
     })
 }
 
 /// Takes `discovery` and `discovery_interval` out of a service's fields: the interval when
 /// discovery is on.
+/// TLS to backends verifies their certificates against the system's roots unless told
+/// otherwise.
+fn upstream_tls_default() -> UpstreamTls {
+    UpstreamTls {
+        verify: true,
+        ..UpstreamTls::default()
+    }
+}
+
+/// The service's `tls_*` keys (files relative to the services file's `folder`), read and
+/// checked now.
+fn parse_upstream_tls(
+    fields: &mut serde_yaml::Mapping,
+    folder: &Path,
+) -> Result<UpstreamTls, String> {
+    let mut path = |key: &str| -> Result<Option<PathBuf>, String> {
+        match fields.remove(key) {
+            None => Ok(None),
+            Some(Value::String(path)) => Ok(Some(folder.join(path))),
+            Some(other) => Err(format!(
+                "{key} must be a file path, not {}",
+                describe(&other)
+            )),
+        }
+    };
+    let ca_file = path("tls_ca_file")?;
+    let client_cert = path("tls_client_cert")?;
+    let client_key = path("tls_client_key")?;
+    let verify = match fields.remove("tls_verify") {
+        None => true,
+        Some(Value::Bool(verify)) => verify,
+        Some(other) => {
+            return Err(format!(
+                "tls_verify must be true or false, not {}",
+                describe(&other)
+            ))
+        }
+    };
+    let ca = ca_file.as_deref().map(load_ca).transpose()?.map(Arc::new);
+    let client_files = match (client_cert, client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(CertificateFiles { cert, key }),
+        _ => return Err("tls_client_cert and tls_client_key go together".to_owned()),
+    };
+    let client = client_files
+        .as_ref()
+        .map(load_client_certificate)
+        .transpose()?
+        .map(Arc::new);
+    Ok(UpstreamTls {
+        ca,
+        ca_file,
+        verify,
+        client,
+        client_files,
+    })
+}
+
 fn parse_discovery(fields: &mut serde_yaml::Mapping) -> Result<Option<Duration>, String> {
     let interval = match fields.remove("discovery_interval") {
         None => None,
@@ -187,6 +251,7 @@ fn resolve_each(
         let backend = BackendConfig {
             url: target.url.clone(),
             addr: addrs[0],
+            tls_host: target.tls.then(|| target.host.clone()),
             authority: target.authority.clone(),
             path_prefix: target.path_prefix.clone(),
         };
@@ -213,11 +278,13 @@ pub fn discover(
     let mut backends: Vec<BackendConfig> = Vec::new();
     for target in targets {
         for addr in addresses(resolver, target)? {
-            let url = format!("http://{addr}{}", target.path_prefix);
+            let scheme = if target.tls { "https" } else { "http" };
+            let url = format!("{scheme}://{addr}{}", target.path_prefix);
             if backends.iter().all(|b| b.url != url) {
                 backends.push(BackendConfig {
                     url,
                     addr,
+                    tls_host: target.tls.then(|| target.host.clone()),
                     authority: target.authority.clone(),
                     path_prefix: target.path_prefix.clone(),
                 });

@@ -14,10 +14,12 @@
 //! - [`head`]: what is read from a request head's bytes: where it ends, whether its chunked body
 //!   is to be checked, its target's form, and the strict checks on the head Pingora parsed.
 //! - [`chunked`]: a strict, incremental check of chunked framing.
+//! - [`tls`]: TLS termination: certificates by SNI, versions, ALPN.
 
 pub mod chunked;
 pub mod head;
 mod stream;
+pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -339,8 +339,8 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
-// The rest of Pingora's IO traits: all the inner stream's. The proxy listener is plain TCP,
-// so the TLS trait keeps its defaults (no TLS).
+// The rest of Pingora's IO traits: all the inner stream's (on the TLS listener, the inner
+// stream is the TLS session, and the proxy reads its digest through `Ssl`).
 #[async_trait]
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
@@ -354,7 +354,19 @@ impl UniqueID for GuardedStream {
     }
 }
 
-impl Ssl for GuardedStream {}
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&pingora::tls::ssl::SslRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

@@ -215,6 +215,7 @@ static: [\"http://10.9.9.9:1\"]
             "/nonexistent/gateway.yaml".into(),
             &config,
             Arc::new(ManualClock::new()),
+            None,
         ));
         let discovery = DnsDiscovery::new(reloader.clone(), resolver.clone());
         Fixture {
@@ -315,6 +316,7 @@ static: [\"http://10.9.9.9:1\"]
             "/nonexistent/gateway.yaml".into(),
             &GatewayConfig::with_services(services),
             Arc::new(ManualClock::new()),
+            None,
         ));
         let discovery = DnsDiscovery::new(reloader.clone(), resolver.clone());
         assert_eq!(reloader.backend_count("product"), 0);

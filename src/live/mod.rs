@@ -29,6 +29,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::certificates::CertificateStore;
 use crate::clock::Clock;
 use crate::config::{self, BackendConfig, BackendTarget, Discovery, GatewayConfig, ServiceConfig};
 use crate::service::ServiceTable;
@@ -47,6 +48,8 @@ pub struct LiveTable {
     config: Mutex<GatewayConfig>,
     clock: Arc<dyn Clock>,
     last_error: Mutex<Option<String>>,
+    /// The TLS listener's certificates, which a reload replaces.
+    certificates: Option<Arc<CertificateStore>>,
 }
 
 impl std::fmt::Debug for LiveTable {
@@ -58,8 +61,14 @@ impl std::fmt::Debug for LiveTable {
 }
 
 impl LiveTable {
-    /// Builds the first table from `config`, loaded from `conf_file`.
-    pub fn new(conf_file: PathBuf, config: &GatewayConfig, clock: Arc<dyn Clock>) -> Self {
+    /// Builds the first table from `config`, loaded from `conf_file`; reloads also replace
+    /// the TLS listener's `certificates`, if there is one.
+    pub fn new(
+        conf_file: PathBuf,
+        config: &GatewayConfig,
+        clock: Arc<dyn Clock>,
+        certificates: Option<Arc<CertificateStore>>,
+    ) -> Self {
         let observer = Arc::new(CircuitLog::new(config.log_format));
         let table = build_table(config, clock.clone(), &observer, None);
         Self {
@@ -70,6 +79,7 @@ impl LiveTable {
             config: Mutex::new(config.clone()),
             clock,
             last_error: Mutex::new(None),
+            certificates,
         }
     }
 
@@ -104,6 +114,10 @@ impl LiveTable {
                 config.backend_count()
             );
             self.swap_table(&config);
+            if let (Some(store), Some(tls)) = (&self.certificates, &config.tls) {
+                store.replace(tls.certificates.clone());
+                info!("reloaded {} TLS certificates", tls.certificates.len());
+            }
             *current = config;
         });
         let mut last_error = self
@@ -191,6 +205,10 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
     let differs = [
         ("listen", running.listen != loaded.listen),
         ("admin_listen", running.admin_listen != loaded.admin_listen),
+        (
+            "tls.listen",
+            running.tls.as_ref().map(|t| t.listen) != loaded.tls.as_ref().map(|t| t.listen),
+        ),
         ("admin_token", running.admin_token != loaded.admin_token),
         ("status_log", running.status_log != loaded.status_log),
         ("log_format", running.log_format != loaded.log_format),

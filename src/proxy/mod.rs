@@ -37,8 +37,8 @@ use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
 
+use crate::config::HeaderLimits;
 use crate::config::LogFormat;
-use crate::config::{HeaderLimits, UpstreamTimeouts};
 use crate::edge::head::{check_head, HeadRejection};
 use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
@@ -380,8 +380,7 @@ impl ProxyHttp for GatewayProxy {
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
         match service.selector.pick(&service.backends, ticket, tried) {
             Some(pick) => {
-                let peer =
-                    upstream_peer(&service.backends[pick.index], &service.timeouts, remaining);
+                let peer = upstream_peer(&service.backends[pick.index], service, remaining);
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started: now });
                 Ok(Box::new(peer))
@@ -434,10 +433,11 @@ impl ProxyHttp for GatewayProxy {
         let forwarded_for = client_ip
             .map(|ip| ip.to_string())
             .map(|ip| append_if_trusted(trust, original.headers.get("x-forwarded-for"), ip));
+        let proto = if is_tls(session) { "https" } else { "http" };
         let forwarded = append_if_trusted(
             trust,
             original.headers.get(header::FORWARDED),
-            forwarded_element(client_ip, forwarded_host.as_ref()),
+            forwarded_element(client_ip, forwarded_host.as_ref(), proto),
         );
 
         upstream_request.set_uri(uri);
@@ -451,7 +451,7 @@ impl ProxyHttp for GatewayProxy {
             Some(chain) => upstream_request.insert_header("x-forwarded-for", chain)?,
             None => drop(upstream_request.remove_header("x-forwarded-for")),
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
         upstream_request.insert_header(header::FORWARDED, forwarded)?;
         upstream_request.remove_header(&header::EXPECT);
         if !self.settings.underscores_in_headers {
@@ -639,6 +639,13 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
+/// Whether the client's connection is TLS (the TLS listener).
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
+}
+
 /// Whether the client has been sent a final (not 1xx) response header.
 fn final_response_written(session: &Session) -> bool {
     session
@@ -686,7 +693,11 @@ fn append_if_trusted(trust: bool, incoming: Option<&http::HeaderValue>, own: Str
 
 /// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
 /// for (quoted) and the protocol.
-fn forwarded_element(client: Option<IpAddr>, host: Option<&http::HeaderValue>) -> String {
+fn forwarded_element(
+    client: Option<IpAddr>,
+    host: Option<&http::HeaderValue>,
+    proto: &str,
+) -> String {
     let mut element = match client {
         Some(IpAddr::V4(ip)) => format!("for={ip}"),
         Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
@@ -702,7 +713,8 @@ fn forwarded_element(client: Option<IpAddr>, host: Option<&http::HeaderValue>) -
         }
         element.push('"');
     }
-    element.push_str(";proto=http");
+    element.push_str(";proto=");
+    element.push_str(proto);
     element
 }
 
@@ -733,8 +745,25 @@ fn drop_underscored_names(request: &mut RequestHeader) {
 /// It sets no read timeout: reads are bounded by `upstream_response_timeouts` instead (the
 /// whole response header once the request is sent, each body read, the total deadline), so a
 /// client slowly sending its body does not count against the backend's header time.
-fn upstream_peer(backend: &Backend, timeouts: &UpstreamTimeouts, remaining: Duration) -> HttpPeer {
-    let mut peer = HttpPeer::new(&backend.address, false, String::new());
+///
+/// An `https` backend is reached over TLS with its URL's host as the SNI and the name its
+/// certificate is verified for (against the service's `tls_ca_file`, or the system's roots),
+/// with the service's client certificate if it has one. A failed handshake or verification is
+/// a connect failure, as a refused connection is.
+fn upstream_peer(backend: &Backend, service: &Service, remaining: Duration) -> HttpPeer {
+    let timeouts = &service.timeouts;
+    let mut peer = match &backend.tls_host {
+        None => HttpPeer::new(&backend.address, false, String::new()),
+        Some(host) => {
+            let mut peer = HttpPeer::new(&backend.address, true, host.clone());
+            let tls = &service.tls;
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+            peer.options.ca.clone_from(&tls.ca);
+            peer.client_cert_key.clone_from(&tls.client);
+            peer
+        }
+    };
     peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
     peer.options.write_timeout = Some(timeouts.read.min(remaining));
     peer

@@ -69,13 +69,23 @@ pub async fn handshake<S: IO>(
                         stream.ssl().verify_result().map_err(|e| e.as_raw())
                     }
 
+                    // Why the certificate was refused (expired, unknown issuer, wrong
+                    // name...), for the error's context.
+                    #[cfg(not(feature = "boringssl"))]
+                    let refused = stream.ssl().verify_result().error_string();
+                    #[cfg(feature = "boringssl")]
+                    let refused = "see the verify result";
+
                     match verify_result(stream) {
                         Ok(()) => Error::e_explain(TLSHandshakeFailure, context),
                         // X509_V_ERR_INVALID_CALL in case verify result was never set
                         Err(X509_V_ERR_INVALID_CALL) => {
                             Error::e_explain(TLSHandshakeFailure, context)
                         }
-                        _ => Error::e_explain(InvalidCert, context),
+                        Err(code) => Error::e_explain(
+                            InvalidCert,
+                            format!("{context}, certificate refused ({code}): {refused}"),
+                        ),
                     }
                 }
                 /* likely network error, but still mark as TLS error */
