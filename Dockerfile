@@ -6,7 +6,8 @@ RUN apt-get update \
 WORKDIR /src
 # Dependencies first, in a layer of their own that survives source changes.
 COPY Cargo.toml Cargo.lock ./
-# pingora-proxy with the gateway's patch (see vendor/README.md).
+# pingora-core and pingora-proxy with the gateway's patches (see vendor/README.md). OpenSSL is
+# built from source (vendored, static): the runtime image needs no libssl.
 COPY vendor vendor
 RUN mkdir -p src mock benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > mock/main.rs \
@@ -23,7 +24,8 @@ RUN useradd --system --uid 10001 --no-create-home gateway
 COPY --from=build /src/target/release/gateway /src/target/release/mock-backend /usr/local/bin/
 COPY conf/ /etc/gateway/
 USER gateway
-# The proxy; and the admin listener, once a conf binds it off loopback (see compose.yaml).
-EXPOSE 8080 9091
+# The proxy, its TLS listener when a conf configures one (gateway.tls), and the admin
+# listener, once a conf binds it off loopback (see compose.yaml).
+EXPOSE 8080 8443 9091
 # Exec form: the gateway is PID 1 and receives SIGTERM itself (it drains for grace_period_seconds).
 ENTRYPOINT ["/usr/local/bin/gateway", "-c", "/etc/gateway/gateway.yaml"]

@@ -9,7 +9,9 @@
 #    the network's DNS): the same alternation, and the admin listener answering on the host's
 #    loopback with the demo token only.
 #
-# Uses ports 8080, 9001, 9002 and 9091 on loopback; removes every container it started.
+# 3. compose's TLS listener on 8443 answers curl --cacert with the demo-only certificate.
+#
+# Uses ports 8080, 8443, 9001, 9002 and 9091 on loopback; removes every container it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=localhost/gateway:check
@@ -75,4 +77,8 @@ admin() { curl -s -o /dev/null -w '%{http_code}' "$@" localhost:9091/status; }
 [ "$(admin -H 'Authorization: Bearer change-me')" = 200 ] && [ "$(admin)" = 401 ] \
   || { echo "docker-check: FAIL: compose admin listener: $(admin -H 'Authorization: Bearer change-me') / $(admin)"; exit 1; }
 echo "docker-check: compose admin listener behind its token: ok"
+tls=$(curl -fs --cacert deploy/compose/tls/demo-only.crt https://localhost:8443/v1/proxy/product) \
+  || { echo "docker-check: FAIL: compose TLS listener on 8443"; exit 1; }
+case "$tls" in "Hello from 900"*) ;; *) echo "docker-check: FAIL: TLS answer: $tls"; exit 1 ;; esac
+echo "docker-check: compose TLS listener with the demo certificate: ok"
 echo "docker-check: ok"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
 # toolchain, for Pingora's vendored zlib-ng; HAProxy, for the two-replica test; curl, for the
-# image checks; patch, for the vendored Pingora crates' check.
+# image checks; patch, for the vendored Pingora crates' check; openssl, for the demo's
+# certificate.
 # Idempotent; does nothing when they are already there.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 # patches to the Pingora releases.
 command -v curl >/dev/null || missing+=(curl)
 command -v patch >/dev/null || missing+=(patch)
+# scripts/demo.sh makes its TLS certificate with the openssl command.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -30,14 +30,32 @@ fn the_compose_conf_loads_with_two_backends_and_an_open_admin_listener() {
 }
 
 #[test]
+fn the_compose_conf_serves_tls_with_the_demo_certificate() {
+    let config = load_with(Path::new("deploy/compose/gateway.yaml"), &resolver()).unwrap();
+    let tls = config.tls.expect("a TLS listener");
+    assert_eq!(tls.listen, "0.0.0.0:8443".parse().unwrap());
+    assert!(tls.certificates[0].names.contains(&"localhost".to_owned()));
+}
+
+#[test]
 fn the_kubernetes_confs_load_and_discover_by_dns() {
-    let config = load_with(
-        Path::new("deploy/kubernetes/base/gateway.yaml"),
-        &resolver(),
-    )
-    .unwrap();
+    // The base reads its certificate from the gateway-tls Secret's mount: put the demo
+    // overlay's pair where the Secret would be.
+    let dir = std::env::temp_dir().join(format!("gateway-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    let overlay = Path::new("deploy/kubernetes/overlays/demo");
+    std::fs::copy(overlay.join("demo-only-tls.crt"), dir.join("tls/tls.crt")).unwrap();
+    std::fs::copy(overlay.join("demo-only-tls.key"), dir.join("tls/tls.key")).unwrap();
+    std::fs::copy("deploy/kubernetes/base/services.yaml", dir.join("services.yaml")).unwrap();
+    let conf = std::fs::read_to_string("deploy/kubernetes/base/gateway.yaml")
+        .unwrap()
+        .replace("/etc/gateway-tls/", &format!("{}/tls/", dir.display()));
+    std::fs::write(dir.join("gateway.yaml"), conf).unwrap();
+    let config = load_with(&dir.join("gateway.yaml"), &resolver()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(config.admin_listen, Some("0.0.0.0:9091".parse().unwrap()));
     assert!(config.services[0].discovery.is_some());
+    assert_eq!(config.tls.unwrap().listen, "0.0.0.0:8443".parse().unwrap());
 
     let text = std::fs::read_to_string("deploy/kubernetes/overlays/demo/services.yaml").unwrap();
     let services = parse_services_with(
