@@ -46,7 +46,11 @@ fn the_kubernetes_confs_load_and_discover_by_dns() {
     let overlay = Path::new("deploy/kubernetes/overlays/demo");
     std::fs::copy(overlay.join("demo-only-tls.crt"), dir.join("tls/tls.crt")).unwrap();
     std::fs::copy(overlay.join("demo-only-tls.key"), dir.join("tls/tls.key")).unwrap();
-    std::fs::copy("deploy/kubernetes/base/services.yaml", dir.join("services.yaml")).unwrap();
+    std::fs::copy(
+        "deploy/kubernetes/base/services.yaml",
+        dir.join("services.yaml"),
+    )
+    .unwrap();
     let conf = std::fs::read_to_string("deploy/kubernetes/base/gateway.yaml")
         .unwrap()
         .replace("/etc/gateway-tls/", &format!("{}/tls/", dir.display()));
