@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: the vendored pingora-proxy against its release and patch,
+# The whole test suite, as CI runs it: the vendored Pingora crates against their releases and patches,
 # formatting, lints, every unit, integration and property
 # test (the integration tests start the real gateway and mock backends on loopback ephemeral
 # ports), the Kubernetes manifests against the API schemas, then the Docker image and compose

@@ -444,28 +444,44 @@ pub fn services_yaml(name: &str, backends: &[String]) -> String {
 pub struct Client {
     port: u16,
     conn: Option<BufReader<TcpStream>>,
+    /// How many requests were sent a second time (see [`Client::send`]).
+    pub resends: usize,
+}
+
+/// How one exchange failed: the error, and whether any byte of the response had arrived.
+struct Failed {
+    error: std::io::Error,
+    response_started: bool,
 }
 
 impl Client {
     pub fn new(port: u16) -> Self {
-        Client { port, conn: None }
+        Client {
+            port,
+            conn: None,
+            resends: 0,
+        }
     }
 
     /// Sends one request and reads the response; an I/O failure is an `Err`. Like real HTTP
     /// clients, it sends an idempotent request once more on a new connection when a reused
-    /// one turns out to have been closed before any response byte arrived (RFC 9112 §9.3.1).
+    /// one turns out to have been closed before any byte of the response arrived (RFC 9112
+    /// §9.3.1), and only then: a response cut short or garbled is the caller's error. Each
+    /// resend is counted in `resends`.
     pub fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         let reused = self.conn.is_some();
         match self.send_once(method, path, body) {
-            Err(e)
+            Err(failed)
                 if reused
+                    && !failed.response_started
                     && method != "POST"
                     && method != "PATCH"
-                    && e.kind() != std::io::ErrorKind::WouldBlock =>
+                    && failed.error.kind() != std::io::ErrorKind::WouldBlock =>
             {
-                self.send_once(method, path, body)
+                self.resends += 1;
+                self.send_once(method, path, body).map_err(|f| f.error)
             }
-            result => result,
+            result => result.map_err(|f| f.error),
         }
     }
 
@@ -474,10 +490,16 @@ impl Client {
         self.conn.take().map(BufReader::into_inner)
     }
 
-    fn send_once(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+    fn send_once(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response, Failed> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(("127.0.0.1", self.port))?;
-            stream.set_read_timeout(Some(DEADLINE))?;
+            let not_started = |error| Failed {
+                error,
+                response_started: false,
+            };
+            let stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(not_started)?;
+            stream
+                .set_read_timeout(Some(DEADLINE))
+                .map_err(not_started)?;
             self.conn = Some(BufReader::new(stream));
         }
         let result = self.exchange(method, path, body);
@@ -488,35 +510,42 @@ impl Client {
         result
     }
 
-    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response, Failed> {
         let conn = self.conn.as_mut().expect("connected");
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        conn.get_mut().write_all(head.as_bytes())?;
-        conn.get_mut().write_all(body)?;
+        let failed = |error, response_started| Failed {
+            error,
+            response_started,
+        };
+        conn.get_mut()
+            .write_all(head.as_bytes())
+            .and_then(|()| conn.get_mut().write_all(body))
+            .map_err(|e| failed(e, false))?;
 
         let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
         let mut raw = Vec::new();
         loop {
             let before = raw.len();
-            conn.read_until(b'\n', &mut raw)?;
+            conn.read_until(b'\n', &mut raw)
+                .map_err(|e| failed(e, !raw.is_empty()))?;
             if raw.len() == before {
-                return Err(eof());
+                return Err(failed(eof(), !raw.is_empty()));
             }
             if raw.ends_with(b"\r\n\r\n") {
                 break;
             }
         }
-        let mut response = parse_response(&raw)?;
+        let mut response = parse_response(&raw).map_err(|e| failed(e, true))?;
         let length: usize = response
             .header("content-length")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
         if method != "HEAD" && length > 0 {
             let mut body = vec![0; length];
-            conn.read_exact(&mut body)?;
+            conn.read_exact(&mut body).map_err(|e| failed(e, true))?;
             response.body = String::from_utf8_lossy(&body).into_owned();
         }
         Ok(response)
@@ -534,6 +563,10 @@ pub struct LoadReport {
     pub served_by: HashMap<u16, usize>,
     /// The slowest response.
     pub slowest: Duration,
+    /// Requests the clients sent a second time after a reused connection closed before any
+    /// byte of the response (see [`Client::send`]): not failures, but counted, so a test can
+    /// say how many there were.
+    pub resends: usize,
 }
 
 impl LoadReport {
@@ -599,6 +632,7 @@ impl BackgroundLoad {
                         report.lock().unwrap().add(result, begun.elapsed());
                         sent.fetch_add(1, Ordering::SeqCst);
                     }
+                    report.lock().unwrap().resends += client.resends;
                 })
             })
             .collect();
@@ -656,6 +690,7 @@ pub fn run_load(
                     let result = client.send(&method, &path, b"");
                     report.lock().unwrap().add(result, started.elapsed());
                 }
+                report.lock().unwrap().resends += client.resends;
             })
         })
         .collect();
