@@ -50,7 +50,10 @@ fn a_backend_that_resets_before_headers_costs_no_get() {
     let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
     let load = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
     assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     assert_eq!(load.count(200), 800);
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
@@ -75,7 +78,10 @@ fn a_backend_that_closes_before_headers_costs_no_get_and_posts_get_502() {
     let gateway = gateway_over(&[&healthy, &closing], "{open_timeout: 1m}");
     let load = run_load(gateway.port, 16, 50, "GET", "/v1/proxy/product");
     assert_eq!(load.failures(), 0, "{load:?}");
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     report("closes before headers: GETs", &gateway, &load);
 }
 
@@ -88,7 +94,10 @@ fn a_hanging_backend_times_out_fails_over_and_opens() {
     );
     let load = run_load(gateway.port, 8, 25, "GET", "/v1/proxy/product");
     assert_eq!(load.failures(), 0, "{load:?}");
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     assert!(
         load.slowest < Duration::from_millis(300 * 2 + 500),
         "no request waits much beyond one response-header timeout: {load:?}"
@@ -139,7 +148,10 @@ fn killing_and_restarting_a_backend_mid_load_costs_no_get() {
         &load,
     );
     assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     let after: Vec<u16> = (0..4)
         .map(|_| gateway.get("/v1/proxy/product").served_by().unwrap())
         .collect();
@@ -165,7 +177,10 @@ fn a_flapping_backend_is_followed_by_its_breaker_and_costs_no_get() {
     let load = load.finish();
     report("flapping backend (400 ms up, 400 ms down)", &gateway, &load);
     assert_eq!(load.failures(), 0, "{load:?}");
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
 
     // Not stuck: once the backend is steady again, its breaker closes within a cooldown.
     flapping.restart(&[]);
@@ -308,7 +323,10 @@ fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
         &load,
     );
     assert_eq!(load.failures(), 0, "{load:?}");
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     assert_eq!(
         probes, 1,
         "exactly one request reaches the recovering backend"

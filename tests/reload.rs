@@ -117,7 +117,10 @@ fn reloads_under_load_fail_no_request() {
     load.wait_for(100);
     let load = load.finish();
     assert_eq!(load.failures(), 0, "{load:?}\n{}", gateway.log());
-    assert_eq!(load.resends, 0, "no connection closed under a client: {load:?}");
+    assert_eq!(
+        load.resends, 0,
+        "no connection closed under a client: {load:?}"
+    );
     assert!(
         load.served_by.contains_key(&c.port),
         "the added backend served: {load:?}"

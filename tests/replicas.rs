@@ -97,7 +97,10 @@ fn killing_one_of_two_gateways_behind_haproxy_costs_clients_nothing() {
         report.failures()
     );
     assert_eq!(report.failures(), 0, "{report:?}");
-    assert_eq!(report.resends, 0, "HAProxy kept every client connection: {report:?}");
+    assert_eq!(
+        report.resends, 0,
+        "HAProxy kept every client connection: {report:?}"
+    );
     assert_eq!(
         report.served_by.len(),
         2,
