@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the per-request hot path: breaker admission and recording, the
+//! Micro-benchmarks of the per-request hot path: breaker admission and recording (also with
+//! failure-rate ejection on), the
 //! selector's pick over 2, 10 and 100 backends (alone, and with every core picking from the
 //! same service at once), and route parsing. `cargo bench --bench hot_path`.
 //!
@@ -17,6 +18,7 @@ use counting_alloc::{count_allocations, CountingAllocator};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
+use gateway::failure_rate::FailureRate;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
 use gateway::selector::RoundRobin;
 
@@ -51,7 +53,7 @@ fn rotation(backends: usize) -> Rotation {
 fn select_once(rotation: &Rotation) {
     let rr = &rotation.rr;
     let pick = rr
-        .pick(&rotation.breakers, rr.ticket(), &[])
+        .pick(&rotation.breakers, rr.ticket(), &[], None)
         .expect("a backend");
     black_box(pick.index);
     pick.permit.record(Outcome::Success);
@@ -92,6 +94,48 @@ fn breaker_benches(c: &mut Criterion) {
                 .record(Outcome::Success)
         })
     });
+    // With failure-rate ejection on: each outcome also lands in its second's bucket, and a
+    // failure sums the window (30 buckets). A success, then one failure in ten.
+    let rated = Arc::new(Breaker::new(
+        "http://rated:1",
+        BreakerSettings {
+            failure_threshold: u32::MAX,
+            failure_rate: Some(FailureRate {
+                threshold_percent: 50,
+                window: Duration::from_secs(30),
+                min_requests: 20,
+            }),
+            ..BreakerSettings::default()
+        },
+        Arc::new(MonotonicClock::new()),
+        Arc::new(IgnoreTransitions),
+    ));
+    c.bench_function("breaker/admit+record, closed, failure rate on", |b| {
+        b.iter(|| {
+            black_box(&rated)
+                .try_acquire()
+                .expect("closed")
+                .record(Outcome::Success)
+        })
+    });
+    let mut n = 0u32;
+    c.bench_function(
+        "breaker/admit+record, failure rate on, 1 failure in 10",
+        |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                let outcome = if n.is_multiple_of(10) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                black_box(&rated)
+                    .try_acquire()
+                    .expect("closed")
+                    .record(outcome)
+            })
+        },
+    );
     let open = breaker("http://open:1");
     for _ in 0..3 {
         open.try_acquire().unwrap().record(Outcome::Failure);

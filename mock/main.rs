@@ -6,9 +6,9 @@
 //! `X-Echo-<name>` for every request header. Flags make it misbehave on purpose:
 //!
 //! ```text
-//! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--delay-ms N]
+//! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
 //!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
-//!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--log] PORT
+//!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--fail-health] [--log] PORT
 //! ```
 //!
 //! With `--tls-cert` and `--tls-key` (PEM) it serves HTTPS instead (TLS 1.2 and 1.3, OpenSSL);
@@ -21,6 +21,9 @@
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
 //! `--slow-body-ms N` sends the body in five parts, N ms apart.
+//!
+//! `--fail-health` answers `500` on `/healthz` only (everything else as usual): a backend that
+//! fails its health checks while still serving, for demos of active health checks.
 //!
 //! A request that asks to upgrade to a WebSocket (`Upgrade: websocket`, any path) gets `101`
 //! and an echo: every text or binary message comes back as it was sent, until either side
@@ -42,9 +45,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
+                     [--fail-every N] \
                      [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
                      [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
-                     [--log] PORT";
+                     [--fail-health] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -55,6 +59,8 @@ struct Behaviour {
     status: u16,
     /// Share of requests answered with 500, from 0.0 to 1.0 (`--fail` is 1.0).
     fail_rate: f64,
+    /// Answer every Nth request of the process with 500 (`--fail-every N`), deterministically.
+    fail_every: Option<u64>,
     /// Wait before answering each request.
     delay: Duration,
     /// How the connection itself misbehaves, if it does.
@@ -67,6 +73,8 @@ struct Behaviour {
     slow_body: Option<Duration>,
     /// Print one line per request.
     log: bool,
+    /// Answer 500 on `/healthz`.
+    fail_health: bool,
     /// Serve HTTPS with these PEM files.
     tls: Option<TlsFiles>,
 }
@@ -144,10 +152,12 @@ fn main() -> ExitCode {
     let behaviour = Arc::new(behaviour);
     let started = Instant::now();
     let seed = Arc::new(AtomicU64::new(time_seed()));
+    let requests = Arc::new(AtomicU64::new(0));
     for (connection, stream) in (1..).zip(listener.incoming()) {
         let Ok(stream) = stream else { continue };
         let behaviour = behaviour.clone();
         let seed = seed.clone();
+        let requests = requests.clone();
         let acceptor = acceptor.clone();
         let port = local.port();
         thread::spawn(move || {
@@ -156,6 +166,7 @@ fn main() -> ExitCode {
                 connection,
                 behaviour: &behaviour,
                 seed: &seed,
+                requests: &requests,
                 started,
             };
             let _ = accept(stream, acceptor.as_deref(), &mock);
@@ -171,6 +182,8 @@ struct Mock<'a> {
     connection: u64,
     behaviour: &'a Behaviour,
     seed: &'a AtomicU64,
+    /// Requests served by the process, for `--fail-every`.
+    requests: &'a AtomicU64,
     started: Instant,
 }
 
@@ -234,12 +247,14 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
     let mut behaviour = Behaviour {
         status: 200,
         fail_rate: 0.0,
+        fail_every: None,
         delay: Duration::ZERO,
         fault: None,
         flap: None,
         slow_head: None,
         slow_body: None,
         log: false,
+        fail_health: false,
         tls: None,
     };
     let mut tls = TlsFiles::default();
@@ -267,6 +282,15 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                     .filter(|r| (0.0..=1.0).contains(r))
                     .ok_or("--fail-rate takes a number from 0 to 1")?
             }
+            "--fail-every" => {
+                behaviour.fail_every = Some(
+                    value("--fail-every")?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--fail-every takes a positive whole number")?,
+                )
+            }
             "--delay-ms" => behaviour.delay = millis("--delay-ms", &value("--delay-ms")?)?,
             "--reset" => behaviour.fault = Some(ConnectionFault::Reset),
             "--close" => behaviour.fault = Some(ConnectionFault::Close),
@@ -286,6 +310,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                 behaviour.slow_body = Some(millis("--slow-body-ms", &value("--slow-body-ms")?)?)
             }
             "--log" => behaviour.log = true,
+            "--fail-health" => behaviour.fail_health = true,
             "--tls-cert" => tls.cert = value("--tls-cert")?,
             "--tls-key" => tls.key = value("--tls-key")?,
             "--tls-client-ca" => tls.client_ca = Some(value("--tls-client-ca")?),
@@ -374,7 +399,13 @@ fn serve<S: Read + Write>(stream: S, mock: &Mock<'_>) -> io::Result<()> {
         if !behaviour.delay.is_zero() {
             thread::sleep(behaviour.delay);
         }
-        let fail = behaviour.fail_rate > 0.0 && next_random(seed) < behaviour.fail_rate;
+        let health_path = request.target == "/healthz" || request.target.starts_with("/healthz?");
+        let every = behaviour
+            .fail_every
+            .is_some_and(|n| mock.requests.fetch_add(1, Ordering::Relaxed) % n == n - 1);
+        let fail = (behaviour.fail_rate > 0.0 && next_random(seed) < behaviour.fail_rate)
+            || (behaviour.fail_health && health_path)
+            || every;
         let (status, greeting) = if fail {
             (500, "Failure from")
         } else {

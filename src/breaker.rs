@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::{duration_nanos, Clock};
+use crate::failure_rate::{FailureRate, FailureWindow};
 
 /// When a breaker trips and how long it stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct BreakerSettings {
     /// Adds up to this many percent to each cooldown, so replicas that failed together are not
     /// all probed in the same instant. Deterministic per breaker and cycle.
     pub open_timeout_jitter_percent: u8,
+    /// Opt-in: a Closed breaker also opens when this share of its recent requests failed.
+    pub failure_rate: Option<FailureRate>,
 }
 
 impl Default for BreakerSettings {
@@ -53,6 +56,7 @@ impl Default for BreakerSettings {
             open_timeout: Duration::from_secs(10),
             open_timeout_max: None,
             open_timeout_jitter_percent: 0,
+            failure_rate: None,
         }
     }
 }
@@ -123,6 +127,12 @@ pub enum TransitionReason {
     ProbeFailed,
     /// An operator's override.
     Manual,
+    /// Closed → Open: the failure rate over the window reached its threshold.
+    FailureRate,
+    /// → Forced-Open: the backend failed its active health checks.
+    HealthCheckFailed,
+    /// Forced-Open → Closed: its health checks pass again.
+    HealthCheckPassed,
 }
 
 /// An operator's override of a breaker.
@@ -143,6 +153,9 @@ impl fmt::Display for TransitionReason {
             TransitionReason::TimeoutPassed => "timeout passed",
             TransitionReason::Recovered => "recovered",
             TransitionReason::ProbeFailed => "probe failed",
+            TransitionReason::FailureRate => "failure rate",
+            TransitionReason::HealthCheckFailed => "health check failed",
+            TransitionReason::HealthCheckPassed => "health check passed",
             TransitionReason::Manual => "manual",
         })
     }
@@ -272,6 +285,11 @@ pub struct Breaker {
     /// Serialises transitions of this breaker only (never held on the Closed fast path), and
     /// keeps their history: the latest (when, from what, to what, why) and how many of each.
     transition_lock: Mutex<TransitionHistory>,
+    /// The recent failure rate, when `failure_rate` is set.
+    failure_window: Option<FailureWindow>,
+    /// When the breaker last came back to Closed from another state (0: not since it was
+    /// made, or long enough ago that slow start is over): slow start's reference.
+    reclosed_at_nanos: AtomicU64,
 }
 
 impl fmt::Debug for Breaker {
@@ -311,6 +329,8 @@ impl Breaker {
             failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
             transition_lock: Mutex::new(TransitionHistory::default()),
+            failure_window: settings.failure_rate.map(FailureWindow::new),
+            reclosed_at_nanos: AtomicU64::new(0),
         }
     }
 
@@ -437,19 +457,28 @@ impl Breaker {
         }
         match (word.state(), outcome) {
             // Skip the store when there is no run to reset: keeps the cache line shared.
-            (BreakerState::Closed, Outcome::Success)
-                if self.consecutive_failures.load(Ordering::Relaxed) != 0 =>
-            {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
+            (BreakerState::Closed, Outcome::Success) => {
+                if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                }
+                if let Some(window) = &self.failure_window {
+                    window.record(self.clock.now(), false);
+                }
             }
             (BreakerState::Closed, Outcome::Failure) => {
                 let run = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                let rate_reached = self
+                    .failure_window
+                    .as_ref()
+                    .is_some_and(|window| window.record(self.clock.now(), true));
                 if run >= self.settings.failure_threshold {
                     self.transition_from(
                         word,
                         BreakerState::Open,
                         TransitionReason::ThresholdReached,
                     );
+                } else if rate_reached {
+                    self.transition_from(word, BreakerState::Open, TransitionReason::FailureRate);
                 }
             }
             (BreakerState::HalfOpen, Outcome::Success) if probe => {
@@ -512,6 +541,56 @@ impl Breaker {
         }
         self.publish(StateWord::new(to, false, word.generation() + 1));
         self.notify(&mut last, word.state(), to, TransitionReason::Manual);
+    }
+
+    /// Slow start: whether the request with `ticket` may go to this backend, which came back
+    /// to Closed less than `slow_start` ago. Its share grows from a twentieth to all requests
+    /// over `slow_start`; `ticket` spreads the admitted ones evenly. A backend that never came
+    /// back, or came back long enough ago, takes every request (one atomic load).
+    pub fn admits_while_warming(&self, slow_start: Duration, ticket: usize) -> bool {
+        let at = self.reclosed_at_nanos.load(Ordering::Relaxed);
+        if at == 0 {
+            return true;
+        }
+        let warm_for = self.clock.now().saturating_sub(Duration::from_nanos(at));
+        if warm_for >= slow_start {
+            self.reclosed_at_nanos.store(0, Ordering::Relaxed);
+            return true;
+        }
+        let share = (warm_for.as_secs_f64() / slow_start.as_secs_f64()).max(0.05);
+        // A fixed spread of tickets over [0, 1): the golden-ratio sequence.
+        let place = (ticket as f64 * 0.618_033_988_749_895).fract();
+        place < share
+    }
+
+    /// What the backend's active health checks concluded: unhealthy takes it out (Forced-Open,
+    /// reason `health check failed`: no request and no probe reaches it); healthy again puts
+    /// it back at once (Closed, `health check passed`), without waiting for a cooldown, but
+    /// only if the health checks took it out: a breaker an operator opened, or one open on its
+    /// own failures, stays as it is.
+    pub fn set_health(&self, healthy: bool) {
+        let mut history = self.lock();
+        let word = StateWord(self.word.load(Ordering::Acquire));
+        let from = word.state();
+        let taken_out_by_health = from == BreakerState::ForcedOpen
+            && history
+                .last
+                .is_some_and(|t| t.reason == TransitionReason::HealthCheckFailed);
+        let (to, reason) = match healthy {
+            false if from != BreakerState::ForcedOpen => (
+                BreakerState::ForcedOpen,
+                TransitionReason::HealthCheckFailed,
+            ),
+            true if taken_out_by_health => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.closed_since_nanos
+                    .store(duration_nanos(self.clock.now()), Ordering::Relaxed);
+                (BreakerState::Closed, TransitionReason::HealthCheckPassed)
+            }
+            _ => return,
+        };
+        self.publish(StateWord::new(to, false, word.generation() + 1));
+        self.notify(&mut history, from, to, reason);
     }
 
     /// The cooldown of the Open period that starts now, for `reason`.
@@ -579,6 +658,14 @@ impl Breaker {
         reason: TransitionReason,
     ) {
         history.counts.add(from, to);
+        if to == BreakerState::Closed {
+            if let Some(window) = &self.failure_window {
+                window.clear();
+            }
+            // Never 0, which means "not warming up".
+            let now = duration_nanos(self.clock.now()).max(1);
+            self.reclosed_at_nanos.store(now, Ordering::Relaxed);
+        }
         history.last = Some(RecordedTransition {
             from,
             to,
@@ -783,6 +870,105 @@ mod tests {
     fn open(f: &Fixture) {
         fail(&f.breaker, f.breaker.settings().failure_threshold);
         assert_eq!(f.breaker.state(), BreakerState::Open);
+    }
+
+    fn succeed(breaker: &Arc<Breaker>, times: u32) {
+        for _ in 0..times {
+            breaker
+                .try_acquire()
+                .expect("admitted")
+                .record(Outcome::Success);
+        }
+    }
+
+    #[test]
+    fn alternating_failures_open_on_the_failure_rate_not_the_count() {
+        let f = fixture_with(BreakerSettings {
+            failure_threshold: 3,
+            open_timeout: COOLDOWN,
+            failure_rate: Some(FailureRate {
+                threshold_percent: 50,
+                window: Duration::from_secs(30),
+                min_requests: 10,
+            }),
+            ..BreakerSettings::default()
+        });
+        // One failure in two never makes a run of three; below ten requests nothing opens.
+        for _ in 0..4 {
+            succeed(&f.breaker, 1);
+            fail(&f.breaker, 1);
+        }
+        assert_eq!(f.breaker.state(), BreakerState::Closed, "8 requests");
+        succeed(&f.breaker, 1);
+        fail(&f.breaker, 1);
+        assert_eq!(f.breaker.state(), BreakerState::Open, "5 of 10");
+        assert_eq!(f.recorder.lines(), ["Closed->Open (failure rate)"]);
+        // After the cooldown a good probe closes it, and the window starts afresh.
+        f.clock.advance(COOLDOWN);
+        succeed(&f.breaker, 1);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        fail(&f.breaker, 1);
+        assert_eq!(
+            f.breaker.state(),
+            BreakerState::Closed,
+            "1 of 1, below the minimum"
+        );
+    }
+
+    #[test]
+    fn without_a_failure_rate_alternating_failures_never_open() {
+        let f = fixture(3);
+        for _ in 0..100 {
+            succeed(&f.breaker, 1);
+            fail(&f.breaker, 1);
+        }
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn health_checks_take_a_backend_out_and_bring_it_back_without_a_cooldown() {
+        let f = fixture(3);
+        f.breaker.set_health(false);
+        assert_eq!(f.breaker.state(), BreakerState::ForcedOpen);
+        assert!(f.breaker.try_acquire().is_none());
+        // Held out past any cooldown: no probe reaches an unhealthy backend.
+        f.clock.advance(COOLDOWN * 10);
+        assert!(f.breaker.try_acquire().is_none());
+        f.breaker.set_health(false);
+        f.breaker.set_health(true);
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        f.breaker.set_health(true);
+        assert_eq!(
+            f.recorder.lines(),
+            [
+                "Closed->Forced-Open (health check failed)",
+                "Forced-Open->Closed (health check passed)"
+            ]
+        );
+    }
+
+    #[test]
+    fn passing_health_checks_leave_other_reasons_for_being_open_alone() {
+        let f = fixture(1);
+        open(&f);
+        f.breaker.set_health(true);
+        assert_eq!(f.breaker.state(), BreakerState::Open, "its own failures");
+        f.breaker.apply(ManualAction::Open);
+        f.breaker.set_health(true);
+        assert_eq!(
+            f.breaker.state(),
+            BreakerState::ForcedOpen,
+            "an operator's override"
+        );
+        // A failing check while Open takes it out for good, until the checks pass.
+        let g = fixture(1);
+        open(&g);
+        g.breaker.set_health(false);
+        assert_eq!(g.breaker.state(), BreakerState::ForcedOpen);
+        g.clock.advance(COOLDOWN);
+        assert!(g.breaker.try_acquire().is_none());
+        g.breaker.set_health(true);
+        assert_eq!(g.breaker.state(), BreakerState::Closed);
     }
 
     #[test]
@@ -1052,6 +1238,7 @@ mod tests {
             open_timeout: COOLDOWN,
             open_timeout_max: Some(max),
             open_timeout_jitter_percent: 0,
+            failure_rate: None,
         })
     }
 
@@ -1114,6 +1301,7 @@ mod tests {
                     open_timeout: COOLDOWN,
                     open_timeout_max: None,
                     open_timeout_jitter_percent: 10,
+                    failure_rate: None,
                 },
                 clock.clone(),
                 Arc::new(Recorder::default()),

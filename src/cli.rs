@@ -20,6 +20,7 @@ use crate::certificates::CertificateStore;
 use crate::clock::MonotonicClock;
 use crate::config::{self, ConfigError, GatewayConfig};
 use crate::edge::{self, ConnectionGuard};
+use crate::health_checks::{HealthCheckService, HealthChecks};
 use crate::live::discovery::{DiscoveryService, DnsDiscovery};
 use crate::live::{LiveTable, ReloadOnHangup};
 use crate::proxy::{GatewayProxy, ProxySettings};
@@ -140,6 +141,10 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             reloader.clone(),
             Arc::new(SystemResolver),
         ))),
+    ));
+    server.add_service(background_service(
+        "health checks",
+        HealthCheckService(Arc::new(HealthChecks::new(reloader.clone()))),
     ));
     server.add_service(background_service(
         "reload on SIGHUP",

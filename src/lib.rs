@@ -12,15 +12,18 @@
 //! - [`edge`]: a client connection and its request heads, under Pingora: the connection cap,
 //!   the head deadline, head checks, the chunked-body check.
 //! - [`reply`]: the gateway's own JSON answers.
+//! - [`health_checks`]: active health checks of every backend, in the background.
 //! - [`live`]: the live routing table, its hot reload and DNS discovery.
 //! - [`certificates`]: the certificates the TLS listener serves, by SNI, swapped by reloads.
 //! - [`service`]: the table of services and their backends, each with its breaker.
+//! - [`health`]: a backend's health as its active checks report it.
 //! - [`telemetry`]: metrics and logs.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`resolver`]: host name resolution behind a seam.
 //! - [`selector`]: breaker-aware round-robin over one service's backends.
 //! - [`retry_budget`]: how many failovers a service may make.
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
+//! - [`failure_rate`]: a breaker's sliding window of recent failures (lock-free).
 //! - [`clock`]: monotonic time behind a trait, real or moved by hand.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the path a backend receives (pure).
 //! - [`json`]: JSON string escaping.
@@ -34,10 +37,13 @@ pub mod proxy;
 pub mod edge;
 pub mod reply;
 
+pub mod health_checks;
 pub mod live;
 
 pub mod certificates;
 pub mod service;
+
+pub mod health;
 pub mod telemetry;
 
 pub mod config;
@@ -48,6 +54,8 @@ pub mod selector;
 pub mod retry_budget;
 
 pub mod breaker;
+pub mod failure_rate;
+
 pub mod clock;
 
 pub mod routing;

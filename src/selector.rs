@@ -61,26 +61,48 @@ impl RoundRobin {
 
     /// The first of `backends` from the ticket's place on that is not in `tried` and whose
     /// breaker admits a request; `None` if there is none.
-    pub fn pick<B: Guarded>(&self, backends: &[B], ticket: usize, tried: &[usize]) -> Option<Pick> {
+    ///
+    /// With `slow_start`, a backend that came back to Closed less than that long ago takes
+    /// only its growing share of the requests whose turn it is (see
+    /// [`Breaker::admits_while_warming`]); the others go on to the next backend, and to the
+    /// warming one after all if no other admits them. Without it, round-robin is exact.
+    pub fn pick<B: Guarded>(
+        &self,
+        backends: &[B],
+        ticket: usize,
+        tried: &[usize],
+        slow_start: Option<Duration>,
+    ) -> Option<Pick> {
         let len = backends.len();
         if len == 0 {
             return None;
         }
         let start = ticket % len;
         let mut now = None;
+        let mut warming = None;
         for step in 0..len {
             let index = (start + step) % len;
             if tried.contains(&index) {
                 continue;
             }
-            if let Some(permit) = backends[index].breaker().try_acquire_at(&mut now) {
-                if step > 0 && tried.is_empty() {
+            let breaker = backends[index].breaker();
+            if let Some(permit) = breaker.try_acquire_at(&mut now) {
+                if slow_start.is_some_and(|d| !breaker.admits_while_warming(d, ticket)) {
+                    // Dropping a Closed breaker's permit is neutral.
+                    warming.get_or_insert(index);
+                    continue;
+                }
+                // Skipping a warming backend is its slow start, not an outage: the rotation
+                // stays where it is, so its turns keep coming.
+                if step > 0 && tried.is_empty() && warming.is_none() {
                     self.next.fetch_add(step, Ordering::Relaxed);
                 }
                 return Some(Pick { index, permit });
             }
         }
-        None
+        let index = warming?;
+        let permit = backends[index].breaker().try_acquire_at(&mut now)?;
+        Some(Pick { index, permit })
     }
 
     /// How long until one of `backends` admits a request again: zero if one would now.
@@ -112,7 +134,7 @@ mod tests {
 
     impl Rotation {
         fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {
-            self.rr.pick(&self.breakers, ticket, tried)
+            self.rr.pick(&self.breakers, ticket, tried, None)
         }
 
         fn ticket(&self) -> usize {
@@ -234,10 +256,76 @@ mod tests {
     }
 
     #[test]
+    fn slow_start_grows_a_recovered_backends_share_and_is_exact_when_off() {
+        let (rr, clock) = rotation(2);
+        open(&rr, 1);
+        clock.advance(COOLDOWN);
+        let probe = rr.pick(rr.ticket(), &[0]).unwrap();
+        assert_eq!(probe.index, 1);
+        probe.permit.record(Outcome::Success);
+        assert_eq!(
+            rr.breakers[1].state(),
+            BreakerState::Closed,
+            "just recovered"
+        );
+        let warm_up = Duration::from_secs(100);
+        let share_of_1 = |rr: &Rotation| {
+            let picks = (0..1000).map(|_| {
+                let pick = rr
+                    .rr
+                    .pick(&rr.breakers, rr.ticket(), &[], Some(warm_up))
+                    .unwrap();
+                pick.permit.record(Outcome::Success);
+                pick.index
+            });
+            picks.filter(|&i| i == 1).count()
+        };
+        // Its turn is every second request: at first it takes a twentieth of them.
+        let first = share_of_1(&rr);
+        assert!((20..=30).contains(&first), "{first}");
+        clock.advance(warm_up / 2);
+        let half = share_of_1(&rr);
+        assert!((240..=260).contains(&half), "{half}");
+        clock.advance(warm_up / 2);
+        assert_eq!(share_of_1(&rr), 500, "warm: exact round-robin");
+        // Without slow start, a recovered backend takes its full turn at once.
+        let (rr, clock) = rotation(2);
+        open(&rr, 1);
+        clock.advance(COOLDOWN);
+        rr.pick(rr.ticket(), &[0])
+            .unwrap()
+            .permit
+            .record(Outcome::Success);
+        let turns = sequence(&rr, 4);
+        assert_eq!(turns.iter().filter(|&&i| i == 1).count(), 2, "{turns:?}");
+    }
+
+    #[test]
+    fn a_warming_backend_still_serves_when_no_other_can() {
+        let (rr, clock) = rotation(2);
+        open(&rr, 1);
+        clock.advance(COOLDOWN);
+        rr.pick(rr.ticket(), &[0])
+            .unwrap()
+            .permit
+            .record(Outcome::Success);
+        rr.breakers[0].apply(ManualAction::Open);
+        for _ in 0..20 {
+            let pick = rr.rr.pick(
+                &rr.breakers,
+                rr.ticket(),
+                &[],
+                Some(Duration::from_secs(60)),
+            );
+            assert_eq!(pick.map(|p| p.index), Some(1));
+        }
+    }
+
+    #[test]
     fn an_empty_rotation_picks_nothing() {
         let rr = RoundRobin::default();
         let none: [Arc<Breaker>; 0] = [];
-        assert!(rr.pick(&none, rr.ticket(), &[]).is_none());
+        assert!(rr.pick(&none, rr.ticket(), &[], None).is_none());
         assert_eq!(RoundRobin::retry_after(&none), Duration::ZERO);
     }
 }

@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
-use crate::config::{BodyLimit, ServiceConfig, UpstreamTimeouts, UpstreamTls};
+use crate::config::{BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamTimeouts, UpstreamTls};
+use crate::health::BackendHealth;
 use crate::retry_budget::RetryBudget;
 use crate::selector::{Guarded, RoundRobin};
 use crate::telemetry::metrics::{BackendStats, ServiceStats};
@@ -32,6 +34,8 @@ pub struct Backend {
     pub path_prefix: String,
     /// Its breaker: one per URL, shared by every service that lists the URL.
     pub breaker: Arc<Breaker>,
+    /// Its health, as active checks report it: one per URL, like the breaker.
+    pub health: Arc<BackendHealth>,
     /// What this service's attempts at this backend came to.
     pub stats: Arc<BackendStats>,
 }
@@ -61,6 +65,10 @@ pub struct Service {
     pub max_body: BodyLimit,
     /// How it talks TLS to its `https` backends.
     pub tls: UpstreamTls,
+    /// Active health checks of its backends, when configured.
+    pub health_check: Option<HealthCheckSettings>,
+    /// Slow start of backends that have just closed, when configured.
+    pub slow_start: Option<Duration>,
 }
 
 /// All services by name.
@@ -86,6 +94,13 @@ impl ServiceTable {
             .flat_map(|service| service.backends.iter())
             .map(|backend| (backend.url.as_str(), &backend.breaker))
             .collect();
+        let kept_health: HashMap<&str, &Arc<BackendHealth>> = previous
+            .into_iter()
+            .flat_map(|table| table.services.values())
+            .flat_map(|service| service.backends.iter())
+            .map(|backend| (backend.url.as_str(), &backend.health))
+            .collect();
+        let mut healths: HashMap<&str, Arc<BackendHealth>> = HashMap::new();
         let previous_service = |name: &str| previous.and_then(|table| table.get(name));
         let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
         let mut table = HashMap::with_capacity(services.len());
@@ -111,6 +126,14 @@ impl ServiceTable {
                     tls_host: backend.tls_host.clone(),
                     path_prefix: backend.path_prefix.clone(),
                     breaker: breaker.clone(),
+                    health: healths
+                        .entry(&backend.url)
+                        .or_insert_with(|| {
+                            kept_health
+                                .get(backend.url.as_str())
+                                .map_or_else(Default::default, |kept| Arc::clone(kept))
+                        })
+                        .clone(),
                     stats: kept_service
                         .and_then(|kept| kept.backends.iter().find(|b| b.url == backend.url))
                         .map_or_else(Default::default, |kept| Arc::clone(&kept.stats)),
@@ -127,6 +150,8 @@ impl ServiceTable {
                     stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
                     max_body: service.max_body,
                     tls: service.tls.clone(),
+                    health_check: service.health_check.clone(),
+                    slow_start: service.slow_start,
                 }),
             );
         }

@@ -1,14 +1,16 @@
 //! The per-request hot path makes no heap allocation: route parsing, the selector's pick with
-//! its breaker admission, and recording the outcome.
+//! its breaker admission, and recording the outcome (also into a failure-rate window).
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use counting_alloc::{count_allocations, CountingAllocator};
 use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
+use gateway::failure_rate::FailureRate;
 use gateway::routing::parse_proxy_path;
 use gateway::selector::RoundRobin;
 
@@ -37,7 +39,9 @@ fn picking_a_backend_and_recording_the_outcome_allocate_nothing() {
         let (rr, breakers) = rotation(backends);
         let allocations = count_allocations(|| {
             for _ in 0..10_000 {
-                let pick = rr.pick(&breakers, rr.ticket(), &[]).expect("a backend");
+                let pick = rr
+                    .pick(&breakers, rr.ticket(), &[], None)
+                    .expect("a backend");
                 pick.permit.record(Outcome::Success);
             }
         });
@@ -56,10 +60,39 @@ fn skipping_open_backends_allocates_nothing() {
     let allocations = count_allocations(|| {
         for _ in 0..1_000 {
             let pick = rr
-                .pick(&breakers, rr.ticket(), &[])
+                .pick(&breakers, rr.ticket(), &[], None)
                 .expect("the healthy one");
             assert_eq!(pick.index, 99);
             pick.permit.record(Outcome::Success);
+        }
+    });
+    assert_eq!(allocations, 0);
+}
+
+#[test]
+fn failure_rate_bookkeeping_allocates_nothing() {
+    let breaker = Arc::new(Breaker::new(
+        "http://rated:1",
+        BreakerSettings {
+            failure_threshold: u32::MAX,
+            failure_rate: Some(FailureRate {
+                threshold_percent: 90,
+                window: Duration::from_secs(30),
+                min_requests: 20,
+            }),
+            ..BreakerSettings::default()
+        },
+        Arc::new(MonotonicClock::new()),
+        Arc::new(IgnoreTransitions),
+    ));
+    let allocations = count_allocations(|| {
+        for i in 0..10_000u32 {
+            let outcome = if i.is_multiple_of(10) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            breaker.try_acquire().expect("closed").record(outcome);
         }
     });
     assert_eq!(allocations, 0);

@@ -122,7 +122,7 @@ proptest! {
             if let Some(service) = table.get(route.service) {
                 prop_assert_eq!(service.name.as_str(), route.service);
                 for _ in 0..service.backends.len() {
-                    let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[]);
+                    let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], None);
                     let pick = pick.expect("all breakers are Closed");
                     prop_assert!(urls[route.service].contains(&service.backends[pick.index].url));
                 }

@@ -292,9 +292,28 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
                     t.ago.as_millis()
                 )
             });
+            let health = match &service.health_check {
+                None => "null".to_owned(),
+                Some(_) => {
+                    let record = backend.health.snapshot();
+                    format!(
+                        r#"{{"healthy":{},"passed":{},"failed":{},"last_error":{},"last_latency_ms":{}}}"#,
+                        record.healthy,
+                        record.passed,
+                        record.failed,
+                        record
+                            .last_error
+                            .as_deref()
+                            .map_or("null".to_owned(), json_string),
+                        record
+                            .last_latency
+                            .map_or("null".to_owned(), |l| l.as_millis().to_string())
+                    )
+                }
+            };
             let _ = write!(
                 out,
-                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{},"last_transition":{last_transition}}}"#,
+                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{},"last_transition":{last_transition},"health":{health}}}"#,
                 json_string(&backend.url),
                 json_string(&snapshot.state.to_string()),
                 snapshot.consecutive_failures,
@@ -394,11 +413,11 @@ mod tests {
             body,
             concat!(
                 r#"{"reload_error":null,"services":[{"name":"a","backends":["#,
-                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null},"#,
+                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null},"#,
                 r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000,"#,
-                r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0}}]},"#,
+                r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0},"health":null}]},"#,
                 r#"{"name":"b","backends":["#,
-                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0,"last_transition":null}]}]}"#
+                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null}]}]}"#
             )
         );
     }
@@ -417,7 +436,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(
                 a.selector
-                    .pick(&a.backends, a.selector.ticket(), &[])
+                    .pick(&a.backends, a.selector.ticket(), &[], None)
                     .unwrap()
                     .index,
                 0

@@ -34,6 +34,7 @@ pub fn metrics_text(table: &ServiceTable, gateway: &GatewayStats, reload_failed:
         .collect();
     let mut text = PrometheusText::default();
     backend_metrics(&mut text, &backends);
+    health_metrics(&mut text, &backends);
     service_metrics(&mut text, &services);
 
     text.family(
@@ -185,6 +186,54 @@ fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Backend)])
                     );
                 }
             }
+        }
+    }
+}
+
+/// The active health checks of backends whose service has them.
+fn health_metrics(text: &mut PrometheusText, backends: &[(&Service, &Backend)]) {
+    let checked: Vec<_> = backends
+        .iter()
+        .filter(|(service, _)| service.health_check.is_some())
+        .map(|(service, backend)| (service, backend, backend.health.snapshot()))
+        .collect();
+    let name = "gateway_health_check_healthy";
+    text.family(
+        name,
+        "gauge",
+        "1 while the backend passes its active health checks (by the thresholds), else 0.",
+    );
+    for (service, backend, record) in &checked {
+        let labels = [
+            ("service", service.name.as_str()),
+            ("backend", &backend.url),
+        ];
+        text.sample(name, &labels, f64::from(u8::from(record.healthy)));
+    }
+    let name = "gateway_health_checks_total";
+    text.family(name, "counter", "Active health checks, by result.");
+    for (service, backend, record) in &checked {
+        for (result, count) in [("pass", record.passed), ("fail", record.failed)] {
+            text.sample(
+                name,
+                &[
+                    ("service", service.name.as_str()),
+                    ("backend", &backend.url),
+                    ("result", result),
+                ],
+                count as f64,
+            );
+        }
+    }
+    let name = "gateway_health_check_duration_seconds";
+    text.family(name, "gauge", "How long the latest health check took.");
+    for (service, backend, record) in &checked {
+        if let Some(latency) = record.last_latency {
+            let labels = [
+                ("service", service.name.as_str()),
+                ("backend", &backend.url),
+            ];
+            text.sample(name, &labels, latency.as_secs_f64());
         }
     }
 }

@@ -188,6 +188,10 @@ pub struct ServiceConfig {
     pub discovery: Option<Discovery>,
     /// How the service talks TLS to its `https://` backends.
     pub tls: UpstreamTls,
+    /// Active health checks of its backends, when configured.
+    pub health_check: Option<HealthCheckSettings>,
+    /// Opt-in slow start of backends that have just closed.
+    pub slow_start: Option<Duration>,
 }
 
 /// DNS discovery of a service's backends: every address a configured URL's host resolves to
@@ -322,8 +326,37 @@ pub struct BackendConfig {
     pub path_prefix: String,
 }
 
+/// Active health checks of a service's backends (`health_check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// What a check does.
+    pub kind: HealthCheckKind,
+    /// How often each backend is checked.
+    pub interval: Duration,
+    /// How long one check may take, connect included.
+    pub timeout: Duration,
+    /// Consecutive failed checks that take a backend out.
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed checks that bring it back.
+    pub healthy_threshold: u32,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// `GET path` with the backend's own `Host`; a status in `expect_status` passes.
+    Http {
+        /// The path (and query) to ask for.
+        path: String,
+        /// The statuses that pass, both ends included.
+        expect_status: (u16, u16),
+    },
+    /// A TCP connect (and a TLS handshake for `https` backends).
+    Tcp,
+}
+
 /// Breaker and timeout values that services inherit unless they override them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceDefaults {
     /// Breaker settings.
     pub breaker: BreakerSettings,
@@ -333,6 +366,11 @@ pub struct ServiceDefaults {
     pub retry_budget: RetryBudgetSettings,
     /// Request body limit.
     pub max_body: BodyLimit,
+    /// Active health checks, when configured.
+    pub health_check: Option<HealthCheckSettings>,
+    /// Opt-in: a backend that has just closed gets a share of traffic growing to full over
+    /// this long.
+    pub slow_start: Option<Duration>,
 }
 
 /// A configuration problem, naming the file, the service if any, and what is wrong.
@@ -497,6 +535,38 @@ mod tests {
                 "tls_verify must be true or false",
             ),
             (
+                "product: {backends: [\"http://localhost:1\"], health_check: {type: udp}}",
+                "health_check.type \"udp\" is neither",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], health_check: {expect_status: 200-99}}",
+                "health_check.expect_status \"200-99\" is not a status",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], health_check: {interval: 1s, timeout: 2s}}",
+                "health_check.timeout must not be longer than its interval",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], health_check: {unhealthy_threshold: 0}}",
+                "health_check thresholds must be at least 1",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], health_check: {type: tcp, path: /x}}",
+                "a tcp check has no path",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], failure_rate_threshold: 150%}",
+                "failure_rate_threshold \"150%\" is not a percentage",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], failure_rate_window: 30s}",
+                "need failure_rate_threshold",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], failure_rate_threshold: 50%, failure_rate_window: 1500ms}",
+                "failure_rate_window must be whole seconds",
+            ),
+            (
                 "product: [\"http://localhost:9001\", \"http://localhost:9001/\"]",
                 "backend \"http://localhost:9001/\" is listed twice",
             ),
@@ -558,6 +628,67 @@ mod tests {
     fn a_url_shared_by_two_services_with_the_same_settings_is_fine() {
         let services = parse("a: [\"http://localhost:1\"]\nb: [\"http://localhost:1\"]").unwrap();
         assert_eq!(services.len(), 2);
+    }
+
+    #[test]
+    fn health_checks_failure_rate_and_slow_start_parse_with_their_defaults() {
+        let services = parse(
+            "a:\n  backends: [\"http://127.0.0.1:1\"]\n  health_check: {path: /healthz}\n  \
+             failure_rate_threshold: 50%\n  slow_start: 30s\n\
+             b:\n  backends: [\"http://127.0.0.1:2\"]\n  health_check: {type: tcp, interval: 2s, \
+             timeout: 500ms, unhealthy_threshold: 3, healthy_threshold: 1}\n  \
+             failure_rate_threshold: \"25\"\n  failure_rate_window: 10s\n  failure_rate_min_requests: 5\n\
+             c: [\"http://127.0.0.1:3\"]\n",
+        )
+        .unwrap();
+        let (a, b, c) = (&services[0], &services[1], &services[2]);
+        assert_eq!(
+            a.health_check,
+            Some(HealthCheckSettings {
+                kind: HealthCheckKind::Http {
+                    path: "/healthz".to_owned(),
+                    expect_status: (200, 399),
+                },
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                unhealthy_threshold: 2,
+                healthy_threshold: 2,
+            })
+        );
+        assert_eq!(
+            a.breaker.failure_rate,
+            Some(crate::failure_rate::FailureRate {
+                threshold_percent: 50,
+                window: Duration::from_secs(30),
+                min_requests: 20,
+            })
+        );
+        assert_eq!(a.slow_start, Some(Duration::from_secs(30)));
+        let b_check = b.health_check.as_ref().unwrap();
+        assert_eq!(b_check.kind, HealthCheckKind::Tcp);
+        assert_eq!(
+            (
+                b_check.interval,
+                b_check.timeout,
+                b_check.unhealthy_threshold,
+                b_check.healthy_threshold
+            ),
+            (Duration::from_secs(2), Duration::from_millis(500), 3, 1)
+        );
+        assert_eq!(
+            b.breaker
+                .failure_rate
+                .map(|r| (r.threshold_percent, r.window, r.min_requests)),
+            Some((25, Duration::from_secs(10), 5))
+        );
+        assert_eq!(
+            (
+                c.health_check.as_ref(),
+                c.breaker.failure_rate,
+                c.slow_start
+            ),
+            (None, None, None)
+        );
     }
 
     #[test]

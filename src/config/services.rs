@@ -13,6 +13,7 @@ use super::backend_url::{addresses, parse_target};
 use super::tls::{load_ca, load_client_certificate};
 use super::units::{ConfigDuration, ConfigSize};
 use super::*;
+use crate::failure_rate::FailureRate;
 use crate::resolver::{Resolver, SystemResolver};
 
 /// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
@@ -96,7 +97,7 @@ fn parse_service(
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
     let (urls, settings, discovery_interval, tls) = match value {
-        Value::Sequence(urls) => (urls, *defaults, None, upstream_tls_default()),
+        Value::Sequence(urls) => (urls, defaults.clone(), None, upstream_tls_default()),
         Value::Mapping(mut fields) => {
             let discovery_interval = parse_discovery(&mut fields)?;
             let tls = parse_upstream_tls(&mut fields, folder)?;
@@ -112,7 +113,12 @@ fn parse_service(
             };
             let overrides: RawOverrides =
                 serde_yaml::from_value(Value::Mapping(fields)).map_err(|e| e.to_string())?;
-            (urls, overrides.apply(*defaults)?, discovery_interval, tls)
+            (
+                urls,
+                overrides.apply(defaults.clone())?,
+                discovery_interval,
+                tls,
+            )
         }
         other => {
             return Err(format!(
@@ -150,6 +156,8 @@ fn parse_service(
         max_body: settings.max_body,
         discovery,
         tls,
+        health_check: settings.health_check,
+        slow_start: settings.slow_start,
     })
 }
 
@@ -336,6 +344,114 @@ pub(super) struct RawOverrides {
     total_timeout: Option<ConfigDuration>,
     upgrade_idle_timeout: Option<ConfigDuration>,
     max_body_size: Option<ConfigSize>,
+    failure_rate_threshold: Option<String>,
+    failure_rate_window: Option<ConfigDuration>,
+    failure_rate_min_requests: Option<u32>,
+    slow_start: Option<ConfigDuration>,
+    health_check: Option<RawHealthCheck>,
+}
+
+/// `health_check:`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<String>,
+    interval: Option<ConfigDuration>,
+    timeout: Option<ConfigDuration>,
+    unhealthy_threshold: Option<u32>,
+    healthy_threshold: Option<u32>,
+    expect_status: Option<Value>,
+}
+
+impl RawHealthCheck {
+    fn settings(self) -> Result<HealthCheckSettings, String> {
+        let kind = match self.kind.as_deref() {
+            None | Some("http") => HealthCheckKind::Http {
+                path: self.path.unwrap_or_else(|| "/".to_owned()),
+                expect_status: match self.expect_status {
+                    None => (200, 399),
+                    Some(value) => status_range(&value)?,
+                },
+            },
+            Some("tcp") if self.path.is_none() && self.expect_status.is_none() => {
+                HealthCheckKind::Tcp
+            }
+            Some("tcp") => {
+                return Err("health_check: a tcp check has no path or expect_status".to_owned())
+            }
+            Some(other) => {
+                return Err(format!(
+                    "health_check.type \"{other}\" is neither \"http\" nor \"tcp\""
+                ))
+            }
+        };
+        if let HealthCheckKind::Http { path, .. } = &kind {
+            if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(format!(
+                    "health_check.path \"{path}\" must start with / and have no spaces"
+                ));
+            }
+        }
+        let settings = HealthCheckSettings {
+            kind,
+            interval: self.interval.map_or(Duration::from_secs(5), |d| d.0),
+            timeout: self.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            unhealthy_threshold: self.unhealthy_threshold.unwrap_or(2),
+            healthy_threshold: self.healthy_threshold.unwrap_or(2),
+        };
+        if settings.interval < Duration::from_millis(100) || settings.timeout.is_zero() {
+            return Err(
+                "health_check.interval must be at least 100ms and timeout more than zero"
+                    .to_owned(),
+            );
+        }
+        if settings.timeout > settings.interval {
+            return Err("health_check.timeout must not be longer than its interval".to_owned());
+        }
+        if settings.unhealthy_threshold == 0 || settings.healthy_threshold == 0 {
+            return Err("health_check thresholds must be at least 1".to_owned());
+        }
+        Ok(settings)
+    }
+}
+
+/// `200-399`, or one status `200`.
+fn status_range(value: &Value) -> Result<(u16, u16), String> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => {
+            return Err(format!(
+                "health_check.expect_status {} is not a status or range",
+                describe(other)
+            ))
+        }
+    };
+    let status = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+    };
+    let range = match text.split_once('-') {
+        Some((low, high)) => status(low).zip(status(high)),
+        None => status(&text).map(|s| (s, s)),
+    };
+    range.filter(|(low, high)| low <= high).ok_or_else(|| {
+        format!("health_check.expect_status \"{text}\" is not a status or a range like 200-399")
+    })
+}
+
+/// `50%` (or `50`) as a whole percent from 1 to 100.
+fn percent(text: &str) -> Option<u8> {
+    text.trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (1..=100).contains(p))
 }
 
 impl RawOverrides {
@@ -388,6 +504,45 @@ impl RawOverrides {
         }
         if let Some(d) = positive("total_timeout", self.total_timeout)? {
             out.timeouts.total = d;
+        }
+        let rate_keys = (
+            self.failure_rate_threshold,
+            self.failure_rate_window,
+            self.failure_rate_min_requests,
+        );
+        match rate_keys {
+            (None, None, None) => {}
+            (Some(threshold), window, min_requests) => {
+                let threshold_percent = percent(&threshold).ok_or_else(|| {
+                    format!("failure_rate_threshold \"{threshold}\" is not a percentage from 1% to 100%")
+                })?;
+                let window = window.map_or(Duration::from_secs(30), |d| d.0);
+                if window < Duration::from_secs(1)
+                    || window > Duration::from_secs(600)
+                    || window.subsec_nanos() != 0
+                {
+                    return Err(
+                        "failure_rate_window must be whole seconds from 1s to 10m".to_owned()
+                    );
+                }
+                out.breaker.failure_rate = Some(FailureRate {
+                    threshold_percent,
+                    window,
+                    min_requests: min_requests.unwrap_or(20).max(1),
+                });
+            }
+            (None, _, _) => {
+                return Err(
+                    "failure_rate_window and failure_rate_min_requests need failure_rate_threshold"
+                        .to_owned(),
+                )
+            }
+        }
+        if let Some(d) = positive("slow_start", self.slow_start)? {
+            out.slow_start = Some(d);
+        }
+        if let Some(raw) = self.health_check {
+            out.health_check = Some(raw.settings()?);
         }
         if let Some(max) = out.breaker.open_timeout_max {
             if max < out.breaker.open_timeout {

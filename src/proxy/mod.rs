@@ -378,7 +378,10 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(HTTPStatus(504), "the total timeout ended");
         }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
-        match service.selector.pick(&service.backends, ticket, tried) {
+        match service
+            .selector
+            .pick(&service.backends, ticket, tried, service.slow_start)
+        {
             Some(pick) => {
                 let peer = upstream_peer(&service.backends[pick.index], service, remaining);
                 *last_backend = Some(pick.index);

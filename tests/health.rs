@@ -1,0 +1,188 @@
+//! Active health checks and failure-rate ejection, with real mock backends: a backend that fails
+//! its health path leaves the rotation before any client request reaches it and returns when
+//! it heals; TCP checks and checks that time out; a backend failing every second request opens
+//! on its failure rate; health state survives a reload; discovered backends are checked.
+//! Timing comes from short configured intervals and polling with deadlines.
+
+mod common;
+
+use common::*;
+
+/// Checks every 100 ms, two results in a row flip a backend.
+const FAST_CHECKS: &str =
+    "  health_check: {path: /healthz, interval: 100ms, timeout: 80ms, unhealthy_threshold: 2, healthy_threshold: 2}\n";
+
+fn gateway_over(backends: &[String], service_extra: &str) -> Gateway {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    Gateway::start(
+        &format!(
+            "product:\n  backends: [{}]\n  open_timeout: 1m\n{service_extra}",
+            list.join(", ")
+        ),
+        "  status_log: false\n",
+    )
+}
+
+/// Client attempts `/metrics` counts for `backend` of service `product`, all outcomes.
+fn attempts(gateway: &Gateway, backend: &str) -> u64 {
+    let metrics = request(gateway.admin_port, "GET", "/metrics", &[], b"").body;
+    let prefix =
+        format!(r#"gateway_upstream_attempts_total{{service="product",backend="{backend}","#);
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn metric(gateway: &Gateway, line_start: &str) -> Option<String> {
+    request(gateway.admin_port, "GET", "/metrics", &[], b"")
+        .body
+        .lines()
+        .find(|line| line.starts_with(line_start))
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_backend_failing_its_health_path_leaves_before_any_request_and_returns_when_healed() {
+    let healthy = Mock::start(&[]);
+    let mut sick = Mock::start(&["--fail-health"]);
+    let gateway = gateway_over(&[healthy.url(), sick.url()], FAST_CHECKS);
+    // No client traffic at all: the checks alone take it out.
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (health check failed)",
+        sick.url()
+    ));
+    for _ in 0..10 {
+        assert_eq!(
+            gateway.get("/v1/proxy/product").served_by(),
+            Some(healthy.port)
+        );
+    }
+    assert_eq!(
+        attempts(&gateway, &sick.url()),
+        0,
+        "no client request reached it"
+    );
+    let healthy_gauge = format!(
+        r#"gateway_health_check_healthy{{service="product",backend="{}"}}"#,
+        sick.url()
+    );
+    assert_eq!(
+        metric(&gateway, &healthy_gauge),
+        Some(format!("{healthy_gauge} 0"))
+    );
+    let status = request(gateway.admin_port, "GET", "/status", &[], b"").body;
+    assert!(status.contains(r#""healthy":false"#), "{status}");
+    assert!(status.contains("expected 200-399"), "{status}");
+
+    // Healed: back without waiting for the breaker's cooldown (a minute here).
+    sick.restart(&[]);
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} CLOSED (health check passed)",
+        sick.url()
+    ));
+    let served: Vec<Option<u16>> = (0..4)
+        .map(|_| gateway.get("/v1/proxy/product").served_by())
+        .collect();
+    assert!(served.contains(&Some(sick.port)), "{served:?}");
+    assert_eq!(
+        metric(&gateway, &healthy_gauge),
+        Some(format!("{healthy_gauge} 1"))
+    );
+}
+
+#[test]
+fn a_tcp_check_takes_out_a_closed_port() {
+    let healthy = Mock::start(&[]);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let gateway = gateway_over(
+        &[healthy.url(), closed.clone()],
+        "  health_check: {type: tcp, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1}\n",
+    );
+    gateway.wait_for_log(&format!("[CIRCUIT] {closed} OPEN (health check failed)"));
+    assert_eq!(attempts(&gateway, &healthy.url()), 0);
+    for _ in 0..6 {
+        assert_eq!(
+            gateway.get("/v1/proxy/product").served_by(),
+            Some(healthy.port)
+        );
+    }
+    assert_eq!(attempts(&gateway, &closed), 0, "never tried by a client");
+}
+
+#[test]
+fn a_check_that_gets_no_answer_in_time_fails() {
+    let healthy = Mock::start(&[]);
+    let hanging = Mock::start(&["--hang"]);
+    let gateway = gateway_over(&[healthy.url(), hanging.url()], FAST_CHECKS);
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (health check failed)",
+        hanging.url()
+    ));
+    let status = request(gateway.admin_port, "GET", "/status", &[], b"").body;
+    assert!(status.contains("no answer within 80ms"), "{status}");
+}
+
+#[test]
+fn failing_every_second_request_opens_on_the_failure_rate_not_the_count() {
+    let flaky = Mock::start(&["--fail-every", "2"]);
+    let gateway = gateway_over(
+        &[flaky.url()],
+        "  failure_threshold: 5\n  failure_rate_threshold: 50%\n  failure_rate_window: 30s\n  failure_rate_min_requests: 10\n",
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(gateway.get("/v1/proxy/product").status);
+    }
+    // Ten requests, five failures (the backend's own 500s): the rate opens the breaker; the
+    // consecutive count (never more than one in a row) never would.
+    assert_eq!(
+        statuses,
+        [200, 500, 200, 500, 200, 500, 200, 500, 200, 500, 503, 503]
+    );
+    gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN (failure rate)", flaky.url()));
+}
+
+#[test]
+fn a_reload_keeps_the_health_of_backends_that_stay() {
+    let healthy = Mock::start(&[]);
+    let sick = Mock::start(&["--fail-health"]);
+    let gateway = gateway_over(&[healthy.url(), sick.url()], FAST_CHECKS);
+    let open = format!("[CIRCUIT] {} OPEN (health check failed)", sick.url());
+    gateway.wait_for_log(&open);
+    signal(gateway.pid(), "HUP");
+    gateway.wait_for_log("reloaded");
+    for _ in 0..6 {
+        assert_eq!(
+            gateway.get("/v1/proxy/product").served_by(),
+            Some(healthy.port)
+        );
+    }
+    assert_eq!(gateway.log_count(&open), 1, "still out, not re-learned");
+    assert_eq!(gateway.log_count("(health check passed)"), 0);
+}
+
+#[test]
+fn the_backends_of_a_discovered_service_are_checked() {
+    let healthy = Mock::start(&[]);
+    let sick = Mock::start(&["--fail-health"]);
+    let gateway = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"http://localhost:{}\", \"http://localhost:{}\"]\n  discovery: dns\n{FAST_CHECKS}",
+            healthy.port, sick.port
+        ),
+        "  status_log: false\n",
+    );
+    // Discovered backends are named by address.
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] http://127.0.0.1:{} OPEN (health check failed)",
+        sick.port
+    ));
+    for _ in 0..6 {
+        assert_eq!(
+            gateway.get("/v1/proxy/product").served_by(),
+            Some(healthy.port)
+        );
+    }
+}
