@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::*;
 use openssl::ssl::SslVersion;
-use tls::{get_on, presented_name, tls_connect, CertFiles, TestCa, Validity};
+use tls::{get_on, presented_name, tls_connect, tls_connect_offering, CertFiles, TestCa, Validity};
 
 /// A test's certificates: a CA, a server certificate for `localhost` and 127.0.0.1, and one
 /// for `other.test`.
@@ -193,6 +193,14 @@ fn only_tls_1_2_and_1_3_are_spoken() {
         stream.ssl().selected_alpn_protocol(),
         None,
         "the client offered no ALPN"
+    );
+    let offered = b"\x02h2\x08http/1.1";
+    let stream =
+        tls_connect_offering(tls_port, Some("localhost"), SslVersion::TLS1_3, offered).unwrap();
+    assert_eq!(
+        stream.ssl().selected_alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN picks http/1.1 over h2"
     );
 }
 

@@ -162,7 +162,20 @@ pub fn tls_connect(
     sni: Option<&str>,
     max_version: SslVersion,
 ) -> Result<SslStream<TcpStream>, String> {
+    tls_connect_offering(port, sni, max_version, &[])
+}
+
+/// [`tls_connect`], offering the ALPN protocols in `alpn` (wire format), if any.
+pub fn tls_connect_offering(
+    port: u16,
+    sni: Option<&str>,
+    max_version: SslVersion,
+    alpn: &[u8],
+) -> Result<SslStream<TcpStream>, String> {
     let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    if !alpn.is_empty() {
+        connector.set_alpn_protos(alpn).unwrap();
+    }
     connector.set_verify(SslVerifyMode::NONE);
     connector.set_max_proto_version(Some(max_version)).unwrap();
     // Let the client offer old versions at all, so that the server is the one refusing them.
