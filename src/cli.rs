@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{info, warn};
+use pingora::apps::HttpServerOptions;
 use pingora::prelude::{background_service, Opt, Server};
 use pingora::services::listening::Service;
 use pingora_proxy::http_proxy;
@@ -104,10 +105,13 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             header_limits: config.header_limits,
         },
     );
-    let guarded = ConnectionGuard::new(
-        http_proxy(&server.configuration, gateway),
-        config.connection_limits,
-    );
+    let mut app = http_proxy(&server.configuration, gateway);
+    let mut server_options = HttpServerOptions::default();
+    // HTTP/2 with prior knowledge on the plaintext listener; the guard bounds Pingora's peek
+    // for its preface by the head deadline. (On TLS, ALPN decides.)
+    server_options.h2c = config.h2c;
+    app.server_options = Some(server_options);
+    let guarded = ConnectionGuard::new(app, config.connection_limits);
     let mut proxy = Service::new("gateway proxy".to_owned(), guarded);
     proxy.add_tcp(&config.listen.to_string());
     info!("gateway listening on {}", config.listen);

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
-use crate::config::{BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamTimeouts, UpstreamTls};
+use crate::config::{
+    BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamProtocol, UpstreamTimeouts, UpstreamTls,
+};
 use crate::health::BackendHealth;
 use crate::retry_budget::RetryBudget;
 use crate::selector::{Guarded, RoundRobin};
@@ -69,6 +71,8 @@ pub struct Service {
     pub health_check: Option<HealthCheckSettings>,
     /// Slow start of backends that have just closed, when configured.
     pub slow_start: Option<Duration>,
+    /// The HTTP version it speaks to its backends.
+    pub protocol: UpstreamProtocol,
 }
 
 /// All services by name.
@@ -152,6 +156,7 @@ impl ServiceTable {
                     tls: service.tls.clone(),
                     health_check: service.health_check.clone(),
                     slow_start: service.slow_start,
+                    protocol: service.protocol,
                 }),
             );
         }

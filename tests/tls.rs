@@ -199,8 +199,19 @@ fn only_tls_1_2_and_1_3_are_spoken() {
         tls_connect_offering(tls_port, Some("localhost"), SslVersion::TLS1_3, offered).unwrap();
     assert_eq!(
         stream.ssl().selected_alpn_protocol(),
-        Some(&b"http/1.1"[..]),
-        "ALPN picks http/1.1 over h2"
+        Some(&b"h2"[..]),
+        "ALPN prefers h2"
+    );
+    let stream = tls_connect_offering(
+        tls_port,
+        Some("localhost"),
+        SslVersion::TLS1_3,
+        b"\x08http/1.1",
+    )
+    .unwrap();
+    assert_eq!(
+        stream.ssl().selected_alpn_protocol(),
+        Some(&b"http/1.1"[..])
     );
 }
 

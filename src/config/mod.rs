@@ -118,6 +118,8 @@ pub struct GatewayConfig {
     pub trust_forwarded_for: bool,
     /// Whether request header names with `_` are forwarded (they are dropped otherwise).
     pub underscores_in_headers: bool,
+    /// Whether the plaintext listener also speaks HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
     /// How long an idle client connection waits for its next request; whole seconds.
     pub keepalive_timeout: Duration,
     /// Limits on request heads.
@@ -142,6 +144,7 @@ impl GatewayConfig {
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
             underscores_in_headers: false,
+            h2c: true,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             header_limits: HeaderLimits::default(),
             connection_limits: ConnectionLimits::default(),
@@ -192,6 +195,18 @@ pub struct ServiceConfig {
     pub health_check: Option<HealthCheckSettings>,
     /// Opt-in slow start of backends that have just closed.
     pub slow_start: Option<Duration>,
+    /// The HTTP version spoken to its backends.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version a service speaks to its backends (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: with prior knowledge (h2c) on `http://` URLs, by ALPN on `https://` ones.
+    Http2,
 }
 
 /// DNS discovery of a service's backends: every address a configured URL's host resolves to
@@ -535,6 +550,10 @@ mod tests {
                 "tls_verify must be true or false",
             ),
             (
+                "product: {backends: [\"http://localhost:1\"], protocol: http3}",
+                "protocol \"http3\" is neither \"http1\" nor \"http2\"",
+            ),
+            (
                 "product: {backends: [\"http://localhost:1\"], health_check: {type: udp}}",
                 "health_check.type \"udp\" is neither",
             ),
@@ -664,6 +683,9 @@ mod tests {
             })
         );
         assert_eq!(a.slow_start, Some(Duration::from_secs(30)));
+        assert_eq!(a.protocol, UpstreamProtocol::Http1);
+        let h2 = parse("h: {backends: [\"http://127.0.0.1:1\"], protocol: http2}\n").unwrap();
+        assert_eq!(h2[0].protocol, UpstreamProtocol::Http2);
         let b_check = b.health_check.as_ref().unwrap();
         assert_eq!(b_check.kind, HealthCheckKind::Tcp);
         assert_eq!(

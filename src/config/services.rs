@@ -96,11 +96,23 @@ fn parse_service(
     resolver: &dyn Resolver,
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
+    let mut protocol = UpstreamProtocol::Http1;
     let (urls, settings, discovery_interval, tls) = match value {
         Value::Sequence(urls) => (urls, defaults.clone(), None, upstream_tls_default()),
         Value::Mapping(mut fields) => {
             let discovery_interval = parse_discovery(&mut fields)?;
             let tls = parse_upstream_tls(&mut fields, folder)?;
+            protocol = match fields.remove("protocol") {
+                None => UpstreamProtocol::Http1,
+                Some(Value::String(p)) if p == "http1" => UpstreamProtocol::Http1,
+                Some(Value::String(p)) if p == "http2" => UpstreamProtocol::Http2,
+                Some(other) => {
+                    return Err(format!(
+                        "protocol {} is neither \"http1\" nor \"http2\"",
+                        describe(&other)
+                    ))
+                }
+            };
             let urls = match fields.remove("backends") {
                 Some(Value::Sequence(urls)) => urls,
                 Some(other) => {
@@ -158,6 +170,7 @@ fn parse_service(
         tls,
         health_check: settings.health_check,
         slow_start: settings.slow_start,
+        protocol,
     })
 }
 

@@ -65,7 +65,13 @@ enum Phase {
     Checking,
     /// Held-back bytes are being handed to Pingora.
     Releasing,
+    /// An HTTP/2 connection (h2c prior knowledge, or ALPN `h2`): its frames are Pingora's; the
+    /// guard only counts it.
+    Passthrough,
 }
+
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client connection whose request heads must each arrive within a deadline.
 #[derive(Debug)]
@@ -89,6 +95,8 @@ pub struct GuardedStream {
     chunked: ChunkedCheck,
     /// The gateway's reply being written in place of one of Pingora's.
     substitute: Option<Substitute>,
+    /// Bytes read while Pingora peeked for the HTTP/2 preface, not yet handed to it.
+    peeked: Vec<u8>,
 }
 
 /// A reply written in place of another: its bytes, how many of them are out, and how long the
@@ -103,10 +111,11 @@ struct Substitute {
 impl GuardedStream {
     /// Guards `inner`, whose first request head starts now.
     pub fn new(inner: Stream, header_timeout: Duration) -> Self {
+        let h2 = inner.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
         Self {
             inner,
             header_timeout,
-            phase: Phase::Head,
+            phase: if h2 { Phase::Passthrough } else { Phase::Head },
             deadline: Instant::now() + header_timeout,
             timer: Box::pin(tokio::time::sleep(header_timeout)),
             last_two: [0; 2],
@@ -115,6 +124,7 @@ impl GuardedStream {
             released: 0,
             chunked: ChunkedCheck::default(),
             substitute: None,
+            peeked: Vec::new(),
         }
     }
 
@@ -204,6 +214,13 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.phase == Phase::Passthrough {
+            if this.peeked.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            this.take_peeked(buf);
+            return Poll::Ready(Ok(()));
+        }
         if this.phase == Phase::Checking {
             ready!(this.arm_and_poll_deadline(cx))?;
             ready!(this.poll_check(cx))?;
@@ -226,7 +243,11 @@ impl AsyncRead for GuardedStream {
         let before = buf.filled().len();
         let starts_head =
             this.phase == Phase::Idle || (this.phase == Phase::Head && this.head.is_empty());
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.peeked.is_empty() {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        } else {
+            this.take_peeked(buf);
+        }
         if starts_head {
             let kept = origin_form(&mut buf.filled_mut()[before..]);
             buf.set_filled(before + kept);
@@ -254,6 +275,13 @@ impl AsyncRead for GuardedStream {
 }
 
 impl GuardedStream {
+    /// Hands Pingora what was read while it peeked, as much as `buf` takes.
+    fn take_peeked(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.peeked.len().min(buf.remaining());
+        buf.put_slice(&self.peeked[..n]);
+        self.peeked.drain(..n);
+    }
+
     /// Fails once the current head's deadline has passed; sets the timer when a head takes
     /// more than one read.
     fn arm_and_poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -293,6 +321,9 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.phase == Phase::Passthrough {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
         if this.substitute.is_none() {
             let Some(status) = pingora_error_status(buf) else {
                 this.observe_write(buf);
@@ -402,10 +433,37 @@ impl GetSocketDigest for GuardedStream {
     }
 }
 
+/// Pingora peeks at a plaintext connection for the HTTP/2 preface (h2c with prior knowledge).
+/// Its own peek waits for the whole 24 bytes with no timeout, so a client that sends nothing,
+/// or a whole HTTP/1 request shorter than that (`GET / HTTP/1.0\r\n\r\n`), would hold it. This
+/// one reads what arrives, within the head's deadline, only until the bytes can no longer be
+/// the preface; they are kept and handed to Pingora by the next reads.
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        while self.peeked.len() < buf.len() && H2_PREFACE.starts_with(&self.peeked) {
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout_at(self.deadline, self.inner.read(&mut chunk))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within request_header_timeout",
+                    )
+                })??;
+            if read == 0 {
+                break;
+            }
+            self.peeked.extend_from_slice(&chunk[..read]);
+        }
+        let n = self.peeked.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.peeked[..n]);
+        buf[n..].fill(0);
+        if self.peeked.starts_with(H2_PREFACE) {
+            self.phase = Phase::Passthrough;
+        }
+        Ok(true)
     }
 }
 

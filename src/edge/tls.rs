@@ -1,6 +1,6 @@
 //! TLS termination on the proxy's TLS listener: the certificate for each handshake, picked by
-//! SNI from the [`CertificateStore`] (which reloads swap), TLS 1.2 and 1.3 only, ALPN
-//! `http/1.1`.
+//! SNI from the [`CertificateStore`] (which reloads swap), TLS 1.2 and 1.3 only, ALPN `h2`
+//! (preferred) and `http/1.1`.
 //!
 //! Pingora's provider is OpenSSL (vendored and linked statically): it is the one whose
 //! certificate callback is asynchronous and per handshake, so the set can change under a
@@ -24,7 +24,7 @@ pub fn tls_settings(store: Arc<CertificateStore>) -> pingora::Result<TlsSettings
     settings
         .set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "TLS 1.2", e))?;
-    settings.set_alpn(ALPN::H1);
+    settings.set_alpn(ALPN::H2H1);
     Ok(settings)
 }
 

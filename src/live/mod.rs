@@ -216,6 +216,7 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
             "trust_forwarded_for",
             running.trust_forwarded_for != loaded.trust_forwarded_for,
         ),
+        ("h2c", running.h2c != loaded.h2c),
         (
             "underscores_in_headers",
             running.underscores_in_headers != loaded.underscores_in_headers,

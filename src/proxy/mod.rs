@@ -37,8 +37,8 @@ use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
 
-use crate::config::HeaderLimits;
 use crate::config::LogFormat;
+use crate::config::{HeaderLimits, UpstreamProtocol};
 use crate::edge::head::{check_head, HeadRejection};
 use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
@@ -346,7 +346,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Box<HttpPeer>> {
         let RequestContext {
@@ -383,7 +383,9 @@ impl ProxyHttp for GatewayProxy {
             .pick(&service.backends, ticket, tried, service.slow_start)
         {
             Some(pick) => {
-                let peer = upstream_peer(&service.backends[pick.index], service, remaining);
+                let upgrade = session.is_upgrade_req();
+                let peer =
+                    upstream_peer(&service.backends[pick.index], service, remaining, upgrade);
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started: now });
                 Ok(Box::new(peer))
@@ -664,12 +666,13 @@ fn take_expectation(session: &mut Session) -> std::result::Result<bool, ErrorRep
     let Some(expect) = request.headers.get(header::EXPECT) else {
         return Ok(false);
     };
-    let http11 = request.version == http::Version::HTTP_11;
-    if http11 && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+    // HTTP/1.0 clients do not wait for a 100 (RFC 9110 §10.1.1); HTTP/1.1 and HTTP/2 ones do.
+    let waits_for_100 = request.version >= http::Version::HTTP_11;
+    if waits_for_100 && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
         return Err(ErrorReply::expectation_failed());
     }
     session.req_header_mut().remove_header(&header::EXPECT);
-    Ok(http11 && !session.as_downstream_mut().is_body_empty())
+    Ok(waits_for_100 && !session.as_downstream_mut().is_body_empty())
 }
 
 /// Tells a client that waits for it to send its body, and from then on keeps the backend's
@@ -753,7 +756,17 @@ fn drop_underscored_names(request: &mut RequestHeader) {
 /// certificate is verified for (against the service's `tls_ca_file`, or the system's roots),
 /// with the service's client certificate if it has one. A failed handshake or verification is
 /// a connect failure, as a refused connection is.
-fn upstream_peer(backend: &Backend, service: &Service, remaining: Duration) -> HttpPeer {
+///
+/// A `protocol: http2` service speaks HTTP/2 to its backends (h2c with prior knowledge on
+/// `http://`, ALPN on `https://`), many streams per connection, except for an upgrade request
+/// (a WebSocket), which needs HTTP/1.1. The phase timeouts are HTTP/1's (the vendored patch);
+/// an HTTP/2 attempt gets `read_timeout` for each read instead.
+fn upstream_peer(
+    backend: &Backend,
+    service: &Service,
+    remaining: Duration,
+    upgrade: bool,
+) -> HttpPeer {
     let timeouts = &service.timeouts;
     let mut peer = match &backend.tls_host {
         None => HttpPeer::new(&backend.address, false, String::new()),
@@ -769,8 +782,17 @@ fn upstream_peer(backend: &Backend, service: &Service, remaining: Duration) -> H
     };
     peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
     peer.options.write_timeout = Some(timeouts.read.min(remaining));
+    if service.protocol == UpstreamProtocol::Http2 && !upgrade {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = MAX_H2_STREAMS_PER_CONNECTION;
+        peer.options.read_timeout = Some(timeouts.read.min(remaining));
+    }
     peer
 }
+
+/// How many concurrent streams the gateway opens on one HTTP/2 connection to a backend before
+/// it opens another.
+const MAX_H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// How an attempt that got past connecting ended.
 ///

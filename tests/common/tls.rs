@@ -2,6 +2,8 @@
 //! certificates it signs for given names, valid now or expired, written as PEM files; and a TLS
 //! client that reports the certificate the server presented.
 
+#![allow(dead_code)] // each test binary uses its own subset
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
