@@ -209,3 +209,57 @@ fn an_http2_service_shares_one_connection_per_backend_among_concurrent_requests(
         "{most} connections to the HTTP/2 backend"
     );
 }
+
+#[test]
+fn the_phase_timeouts_hold_for_an_http2_upstream() {
+    // A slow head behind an HTTP/2 backend (a gateway in front of a mock that waits 3 s).
+    let slow = Mock::start(&["--delay-ms", "3000"]);
+    let backend = Gateway::start(
+        &services_yaml("product", &[slow.url()]),
+        "  status_log: false\n",
+    );
+    let front = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"http://127.0.0.1:{}/v1/proxy/product\"]\n  protocol: http2\n  \
+             response_header_timeout: 300ms\n",
+            backend.port
+        ),
+        "  status_log: false\n",
+    );
+    let started = Instant::now();
+    let response = front.get("/v1/proxy/product");
+    assert_eq!(response.status, 504, "{response:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "cut at the header timeout, not when the backend answered: {:?}",
+        started.elapsed()
+    );
+    // A body still arriving at the total timeout is cut then (five parts 1 s apart).
+    let streaming = Mock::start(&["--slow-body-ms", "1000"]);
+    let backend = Gateway::start(
+        &services_yaml("product", &[streaming.url()]),
+        "  status_log: false\n",
+    );
+    let front = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"http://127.0.0.1:{}/v1/proxy/product\"]\n  protocol: http2\n  \
+             total_timeout: 500ms\n",
+            backend.port
+        ),
+        "  status_log: false\n",
+    );
+    let started = Instant::now();
+    let response = try_request(front.port, "GET", "/v1/proxy/product", &[], b"");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?} {response:?}",
+        started.elapsed()
+    );
+    let full = format!("Hello from {}\n", streaming.port);
+    assert!(
+        response
+            .as_ref()
+            .map_or(true, |r| r.status != 200 || r.body.len() < full.len()),
+        "{response:?}"
+    );
+}

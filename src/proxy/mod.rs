@@ -9,7 +9,7 @@
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
 //! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
-//! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline |
+//! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline (HTTP/1 and HTTP/2 upstreams) |
 //! | `upstream_response_filter`  | remembers the backend's status; one `Content-Length` of identical repeats |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over; a client too slow with its body is nobody's failure |
@@ -759,8 +759,7 @@ fn drop_underscored_names(request: &mut RequestHeader) {
 ///
 /// A `protocol: http2` service speaks HTTP/2 to its backends (h2c with prior knowledge on
 /// `http://`, ALPN on `https://`), many streams per connection, except for an upgrade request
-/// (a WebSocket), which needs HTTP/1.1. The phase timeouts are HTTP/1's (the vendored patch);
-/// an HTTP/2 attempt gets `read_timeout` for each read instead.
+/// (a WebSocket), which needs HTTP/1.1.
 fn upstream_peer(
     backend: &Backend,
     service: &Service,
@@ -785,7 +784,6 @@ fn upstream_peer(
     if service.protocol == UpstreamProtocol::Http2 && !upgrade {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = MAX_H2_STREAMS_PER_CONNECTION;
-        peer.options.read_timeout = Some(timeouts.read.min(remaining));
     }
     peer
 }

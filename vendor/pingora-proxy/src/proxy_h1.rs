@@ -1202,7 +1202,7 @@ pub(crate) async fn send_body_to1(
 }
 
 /// The earlier of two labelled deadlines.
-fn earliest_deadline(
+pub(crate) fn earliest_deadline(
     a: Option<(std::time::Instant, &'static str)>,
     b: Option<(std::time::Instant, &'static str)>,
 ) -> Option<(std::time::Instant, &'static str)> {

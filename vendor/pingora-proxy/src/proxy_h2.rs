@@ -269,6 +269,7 @@ where
         }
 
         client_session.read_timeout = peer.options.read_timeout;
+        let response_timeouts = self.inner.upstream_response_timeouts(session, ctx);
 
         let mut downstream_custom_message_writer = session
             .downstream_session
@@ -313,7 +314,7 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            pipe_up_to_down_response(client_session, tx, pipe_state)
+            pipe_up_to_down_response(client_session, tx, pipe_state, response_timeouts)
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -1110,16 +1111,47 @@ where
     }
 }
 
+/// Awaits `read` until `deadline`; past it, fails with `ReadTimedout` and its label.
+async fn read_before<T>(
+    deadline: Option<(std::time::Instant, &'static str)>,
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some((deadline, label)) = deadline else {
+        return read.await;
+    };
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await {
+        Ok(result) => result,
+        Err(_) => Error::e_explain(ReadTimedout, label),
+    }
+}
+
 /* Read response header, body and trailer from h2 upstream and send them to tx */
 pub(crate) async fn pipe_up_to_down_response(
     client: &mut Http2Session,
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
+    timeouts: UpstreamResponseTimeouts,
 ) -> Result<()> {
-    client
-        .read_response_header()
+    // The whole response header from now (the request header is sent; its body streams
+    // alongside), then `body_read` for each read, and the deadline over all of it.
+    let deadline = timeouts
+        .deadline
+        .map(|d| (d, "the upstream response deadline passed"));
+    let header_deadline = crate::proxy_h1::earliest_deadline(
+        timeouts.header.map(|t| {
+            (
+                std::time::Instant::now() + t,
+                "the upstream response header did not arrive in time",
+            )
+        }),
+        deadline,
+    );
+    read_before(header_deadline, client.read_response_header())
         .await
         .map_err(|e| e.into_up())?; // should we send the error as an HttpTask?
+    if timeouts.body_read.is_some() {
+        client.read_timeout = timeouts.body_read;
+    }
 
     let resp_header = Box::new(client.response_header().expect("just read").clone());
 
@@ -1175,7 +1207,7 @@ pub(crate) async fn pipe_up_to_down_response(
     loop {
         let chunk = tokio::select! {
             biased;
-            body = client.read_response_body() => {
+            body = read_before(deadline, client.read_response_body()) => {
                 body.map_err(|e| e.into_up()).transpose()
             }
             _ = tx.closed() => None,
@@ -1238,7 +1270,7 @@ pub(crate) async fn pipe_up_to_down_response(
     // attempt to get trailers, racing against channel close
     let trailers = tokio::select! {
         biased;
-        t = client.read_trailers() => {
+        t = read_before(deadline, client.read_trailers()) => {
             match t {
                 Ok(t) => t,
                 Err(e) => {
