@@ -2,7 +2,7 @@
 # Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
 # toolchain, for Pingora's vendored zlib-ng; HAProxy, for the two-replica test; curl, for the
 # image checks; patch, for the vendored Pingora crates' check; openssl, for the demo's
-# certificate.
+# certificate; grpcio (PyPI), for the gRPC tests.
 # Idempotent; does nothing when they are already there.
 set -euo pipefail
 
@@ -23,6 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The gRPC tests (tests/grpc.rs) run a real gRPC client and server: grpcio, from PyPI.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  echo "setup: installing grpcio"
+  python3 -m pip install -q --disable-pip-version-check grpcio==1.85.3
 fi
 if ! command -v cargo >/dev/null; then
   echo "setup: Rust is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2

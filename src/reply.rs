@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
-use pingora::Result;
+use pingora::{ErrorType::InternalError, OrErr, Result};
 use pingora_proxy::Session;
 
 use crate::config::is_service_name_byte;
@@ -29,6 +29,8 @@ pub struct ErrorReply {
     pub status: u16,
     /// The JSON body.
     pub body: String,
+    /// The body's sentence, alone: a gRPC client gets it as `grpc-message`.
+    pub detail: String,
     /// Whole seconds for the `Retry-After` header.
     pub retry_after_secs: Option<u64>,
 }
@@ -42,6 +44,7 @@ impl ErrorReply {
                 json_string(error),
                 json_string(detail)
             ),
+            detail: detail.to_owned(),
             retry_after_secs: None,
         }
     }
@@ -163,6 +166,7 @@ impl ErrorReply {
                 json_string(&detail),
                 json_string(&service.name),
             ),
+            detail,
             retry_after_secs: Some(retry_after_secs),
         }
     }
@@ -262,8 +266,61 @@ impl ErrorReply {
         matches!(self.status, 400 | 413 | 414 | 417 | 431 | 501)
     }
 
-    /// Writes the reply to the client, naming the request by `request_id`.
+    /// The gRPC status a gRPC client gets for this reply (the gRPC spec's mapping of HTTP
+    /// statuses, with the gateway's own cases): 14 UNAVAILABLE when no backend could take the
+    /// call, 4 DEADLINE_EXCEEDED for timeouts, 5 NOT_FOUND for an unknown service, 8
+    /// RESOURCE_EXHAUSTED for limits, 3 INVALID_ARGUMENT for a bad request.
+    pub fn grpc_status(&self) -> u8 {
+        match self.status {
+            502 | 503 => 14,
+            504 => 4,
+            404 => 5,
+            413 | 414 | 431 | 429 => 8,
+            400 | 417 => 3,
+            501 => 12,
+            _ => 13,
+        }
+    }
+
+    /// Writes the reply to the client, naming the request by `request_id`: JSON, or for a gRPC
+    /// request (`content-type: application/grpc...`) a gRPC error: HTTP 200, no message, and
+    /// `grpc-status` and `grpc-message` in the trailers, which gRPC clients read as the call's
+    /// status. (Pingora 0.9's session cannot end an HTTP/2 stream on its header block, so this
+    /// is the headers-then-trailers form rather than trailers-only; clients take both. Over
+    /// HTTP/1, which has no trailers here, the status goes in the header block.)
     pub async fn send(self, session: &mut Session, request_id: RequestId) -> Result<()> {
+        if is_grpc(session.req_header()) {
+            let status = self.grpc_status().to_string();
+            let message = grpc_message(&self.detail);
+            let mut header = ResponseHeader::build(200, Some(5))?;
+            header.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+            header.insert_header("x-request-id", request_id.to_string())?;
+            if !session.as_downstream().is_http2() {
+                header.insert_header("grpc-status", status)?;
+                header.insert_header("grpc-message", message)?;
+                header.insert_header(header::CONTENT_LENGTH, 0)?;
+                session
+                    .write_response_header(Box::new(header), true)
+                    .await?;
+                return session.write_response_body(None, true).await;
+            }
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(
+                "grpc-status",
+                http::HeaderValue::from_str(&status).or_err(InternalError, "grpc-status")?,
+            );
+            trailers.insert(
+                "grpc-message",
+                http::HeaderValue::from_str(&message).or_err(InternalError, "grpc-message")?,
+            );
+            return session
+                .as_downstream_mut()
+                .write_response_trailers(trailers)
+                .await;
+        }
         let mut header = ResponseHeader::build(self.status, Some(5))?;
         header.insert_header(header::CONTENT_TYPE, "application/json")?;
         header.insert_header("x-request-id", request_id.to_string())?;
@@ -279,6 +336,33 @@ impl ErrorReply {
             .write_response_body(Some(Bytes::from(self.body)), true)
             .await
     }
+}
+
+/// Whether `request` is a gRPC call: its content type is `application/grpc` or a `+`/`;`
+/// variant of it.
+pub fn is_grpc(request: &pingora::http::RequestHeader) -> bool {
+    request
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            let value = value.as_bytes();
+            value.len() >= 16
+                && value[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(value.get(16), None | Some(b'+' | b';'))
+        })
+}
+
+/// `text` as a `grpc-message` value: percent-encoded outside printable ASCII, and `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `d` in whole seconds, rounded up, and never 0: a client told to retry after 0 s would spin.
@@ -314,6 +398,37 @@ mod tests {
                 "{hostile}"
             );
         }
+    }
+
+    #[test]
+    fn grpc_requests_are_recognised_and_messages_encoded() {
+        let request = |content_type: &str| {
+            let mut r = pingora::http::RequestHeader::build("POST", b"/a.B/C", None).unwrap();
+            r.insert_header("content-type", content_type).unwrap();
+            r
+        };
+        for grpc in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC;x=1",
+        ] {
+            assert!(is_grpc(&request(grpc)), "{grpc}");
+        }
+        for other in [
+            "application/grpc-web",
+            "application/json",
+            "application/grp",
+        ] {
+            assert!(!is_grpc(&request(other)), "{other}");
+        }
+        assert_eq!(
+            grpc_message("50% \"off\"\n\u{e9}"),
+            "50%25 \"off\"%0A%C3%A9"
+        );
+        assert_eq!(ErrorReply::bad_gateway("s").grpc_status(), 14);
+        assert_eq!(ErrorReply::gateway_timeout("s").grpc_status(), 4);
+        assert_eq!(ErrorReply::unknown_service("s").grpc_status(), 5);
+        assert_eq!(ErrorReply::body_too_large(1).grpc_status(), 8);
     }
 
     #[test]

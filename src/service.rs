@@ -75,10 +75,12 @@ pub struct Service {
     pub protocol: UpstreamProtocol,
 }
 
-/// All services by name.
+/// All services by name, and the path prefixes some claim.
 #[derive(Debug, Default)]
 pub struct ServiceTable {
     services: HashMap<Box<str>, Arc<Service>>,
+    /// `(prefix, service)`, longest prefix first.
+    prefixes: Vec<(String, Arc<Service>)>,
 }
 
 impl ServiceTable {
@@ -160,12 +162,34 @@ impl ServiceTable {
                 }),
             );
         }
-        Self { services: table }
+        let mut prefixes: Vec<(String, Arc<Service>)> = services
+            .iter()
+            .flat_map(|config| {
+                let service = &table[config.name.as_str()];
+                config
+                    .path_prefixes
+                    .iter()
+                    .map(move |prefix| (prefix.clone(), Arc::clone(service)))
+            })
+            .collect();
+        prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Self {
+            services: table,
+            prefixes,
+        }
     }
 
     /// The service named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.get(name)
+    }
+
+    /// The service whose path prefix `path` starts with, the longest if several do.
+    pub fn by_prefix(&self, path: &str) -> Option<&Arc<Service>> {
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, service)| service)
     }
 
     /// Every service, sorted by name.
@@ -242,6 +266,32 @@ mod tests {
             &changed.get("a").unwrap().backends[0].breaker,
             &kept
         ));
+    }
+
+    #[test]
+    fn the_longest_claimed_prefix_wins() {
+        let services = parse_services(
+            Path::new("s.yaml"),
+            "a: {backends: [\"http://127.0.0.1:1\"], path_prefixes: [/pkg.Svc/, /pkg/]}\n\
+             b: {backends: [\"http://127.0.0.1:2\"], path_prefixes: [/pkg.Svc/Special/]}\n",
+            &ServiceDefaults::default(),
+        );
+        let services = match services {
+            Ok(services) => services,
+            Err(e) => panic!("{e}"),
+        };
+        let table = ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        let name = |path| table.by_prefix(path).map(|s| s.name.as_str());
+        assert_eq!(name("/pkg.Svc/Call"), Some("a"));
+        assert_eq!(name("/pkg.Svc/Special/Call"), Some("b"));
+        assert_eq!(name("/pkg/Other"), Some("a"));
+        assert_eq!(name("/pkg.Other/Call"), None);
+        assert_eq!(name("/other/"), None);
     }
 
     #[test]

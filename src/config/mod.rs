@@ -197,6 +197,9 @@ pub struct ServiceConfig {
     pub slow_start: Option<Duration>,
     /// The HTTP version spoken to its backends.
     pub protocol: UpstreamProtocol,
+    /// Path prefixes that reach the service with the path unchanged (gRPC's
+    /// `/package.Service/`), besides `/v1/proxy/{name}`.
+    pub path_prefixes: Vec<String>,
 }
 
 /// The HTTP version a service speaks to its backends (`protocol`).
@@ -548,6 +551,22 @@ mod tests {
             (
                 "product: {backends: [\"https://localhost:9001\"], tls_verify: maybe}",
                 "tls_verify must be true or false",
+            ),
+            (
+                "a: {backends: [\"http://localhost:1\"], path_prefixes: [/x.Y/]}\nb: {backends: [\"http://localhost:2\"], path_prefixes: [/x.Y/]}",
+                "service \"b\": path prefix \"/x.Y/\" is also claimed by service \"a\"",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], path_prefixes: [/v1/proxy/x/]}",
+                "overlaps /v1/proxy/",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], path_prefixes: [/v1/]}",
+                "overlaps /v1/proxy/",
+            ),
+            (
+                "product: {backends: [\"http://localhost:1\"], path_prefixes: [x.Y/]}",
+                "must start and end with /",
             ),
             (
                 "product: {backends: [\"http://localhost:1\"], protocol: http3}",

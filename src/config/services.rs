@@ -15,6 +15,7 @@ use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::failure_rate::FailureRate;
 use crate::resolver::{Resolver, SystemResolver};
+use crate::routing::PROXY_PREFIX;
 
 /// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
 /// only used in error messages.
@@ -83,6 +84,21 @@ pub fn parse_services_with(
                 breaker_owners.insert(backend.url.clone(), (name.clone(), service.breaker));
             }
         }
+        for prefix in &service.path_prefixes {
+            if let Some(owner) = services
+                .iter()
+                .find(|s: &&ServiceConfig| s.path_prefixes.contains(prefix))
+            {
+                return Err(ConfigError::new(
+                    file,
+                    Some(&name),
+                    format!(
+                        "path prefix \"{prefix}\" is also claimed by service \"{}\"",
+                        owner.name
+                    ),
+                ));
+            }
+        }
         services.push(service);
     }
     Ok(services)
@@ -97,11 +113,13 @@ fn parse_service(
 ) -> Result<ServiceConfig, String> {
     validate_service_name(name)?;
     let mut protocol = UpstreamProtocol::Http1;
+    let mut path_prefixes = Vec::new();
     let (urls, settings, discovery_interval, tls) = match value {
         Value::Sequence(urls) => (urls, defaults.clone(), None, upstream_tls_default()),
         Value::Mapping(mut fields) => {
             let discovery_interval = parse_discovery(&mut fields)?;
             let tls = parse_upstream_tls(&mut fields, folder)?;
+            path_prefixes = parse_path_prefixes(&mut fields)?;
             protocol = match fields.remove("protocol") {
                 None => UpstreamProtocol::Http1,
                 Some(Value::String(p)) if p == "http1" => UpstreamProtocol::Http1,
@@ -171,11 +189,49 @@ fn parse_service(
         health_check: settings.health_check,
         slow_start: settings.slow_start,
         protocol,
+        path_prefixes,
     })
 }
 
 /// Takes `discovery` and `discovery_interval` out of a service's fields: the interval when
 /// discovery is on.
+/// Takes `path_prefixes` out of a service's fields: each starts and ends with `/`, and is not
+/// under `/v1/proxy/`.
+fn parse_path_prefixes(fields: &mut serde_yaml::Mapping) -> Result<Vec<String>, String> {
+    let Some(value) = fields.remove("path_prefixes") else {
+        return Ok(Vec::new());
+    };
+    let Value::Sequence(items) = value else {
+        return Err(format!(
+            "path_prefixes must be a list, not {}",
+            describe(&value)
+        ));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::String(prefix) = item else {
+                return Err(format!("path prefix {} is not a string", describe(&item)));
+            };
+            let valid = prefix.len() > 1
+                && prefix.starts_with('/')
+                && prefix.ends_with('/')
+                && prefix.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(format!(
+                    "path prefix \"{prefix}\" must start and end with / (e.g. /helloworld.Greeter/)"
+                ));
+            }
+            if prefix.starts_with(PROXY_PREFIX) || PROXY_PREFIX.starts_with(&prefix) {
+                return Err(format!(
+                    "path prefix \"{prefix}\" overlaps {PROXY_PREFIX}, which routes by service name"
+                ));
+            }
+            Ok(prefix)
+        })
+        .collect()
+}
+
 /// TLS to backends verifies their certificates against the system's roots unless told
 /// otherwise.
 fn upstream_tls_default() -> UpstreamTls {

@@ -115,23 +115,29 @@ impl GatewayProxy {
         let path = request.uri.path();
         // One load per request: the request keeps its service even if a reload swaps the table.
         let services = self.services.load();
-        let (service, route) = match routing::parse_proxy_path(path) {
+        // `/v1/proxy/{service}[/rest]`, or a path under a prefix a service claims (forwarded
+        // whole).
+        let (service, rest) = match routing::parse_proxy_path(path) {
             Ok(route) => match services.get(route.service) {
-                Some(service) => (service, route),
+                Some(service) => (service, route.rest),
                 None => {
                     self.stats.count_not_found();
                     return Err(ErrorReply::unknown_service(route.service));
                 }
             },
-            Err(e) => {
+            Err(RouteError::NotAProxyPath) => match services.by_prefix(path) {
+                Some(service) => (service, path),
+                None => {
+                    self.stats.count_not_found();
+                    return Err(ErrorReply::not_a_proxy_path());
+                }
+            },
+            Err(RouteError::MissingService) => {
                 self.stats.count_not_found();
-                return Err(match e {
-                    RouteError::NotAProxyPath => ErrorReply::not_a_proxy_path(),
-                    RouteError::MissingService => ErrorReply::missing_service(),
-                });
+                return Err(ErrorReply::missing_service());
             }
         };
-        ctx.resolved_rest = match routing::resolve_dot_segments(route.rest) {
+        ctx.resolved_rest = match routing::resolve_dot_segments(rest) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(resolved)) => Some(resolved),
             Err(ClimbsAboveRoot) => return Err(ErrorReply::path_climbs_above_service()),
@@ -145,7 +151,7 @@ impl GatewayProxy {
             return Err(ErrorReply::body_too_large(service.max_body.0));
         }
         service.stats.count(ServiceEvent::Request);
-        ctx.rest_start = path.len() - route.rest.len();
+        ctx.rest_start = path.len() - rest.len();
         ctx.deadline = Some(Instant::now() + service.timeouts.total);
         ctx.service = Some(Arc::clone(service));
         Ok(())
@@ -178,6 +184,9 @@ pub struct RequestContext {
     last_backend: Option<usize>,
     /// The status the latest attempt's backend answered with.
     upstream_status: Option<u16>,
+    /// The latest attempt's backend answered a gRPC call with `grpc-status: 14`
+    /// (UNAVAILABLE): a failure, whatever the HTTP status.
+    grpc_unavailable: bool,
     /// Whether the latest failed-over attempt timed out (504 rather than 502).
     last_failure_timed_out: bool,
     /// Why `upstream_peer` found no backend, if it did not.
@@ -219,6 +228,7 @@ impl RequestContext {
             attempt: None,
             last_backend: None,
             upstream_status: None,
+            grpc_unavailable: false,
             last_failure_timed_out: false,
             refusal: None,
             deadline: None,
@@ -356,6 +366,7 @@ impl ProxyHttp for GatewayProxy {
             attempt,
             last_backend,
             upstream_status,
+            grpc_unavailable,
             refusal,
             deadline,
             ..
@@ -370,6 +381,7 @@ impl ProxyHttp for GatewayProxy {
         // pooled connection: not the backend's fault, so dropping it is neutral.
         *attempt = None;
         *upstream_status = None;
+        *grpc_unavailable = false;
         let now = Instant::now();
         let remaining =
             deadline.map_or(service.timeouts.total, |d| d.saturating_duration_since(now));
@@ -473,6 +485,8 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
+        // A trailers-only gRPC answer carries its status in the header block.
+        ctx.grpc_unavailable = grpc_unavailable(&upstream_response.headers);
         if status == 101 && session.is_upgrade_req() {
             // The backend took the upgrade: that settles the attempt, a success. What happens
             // on the upgraded connection (either side closing, an idle timeout) is nobody's
@@ -493,6 +507,16 @@ impl ProxyHttp for GatewayProxy {
             let length = length.clone();
             upstream_response.insert_header(header::CONTENT_LENGTH, length)?;
         }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        ctx.grpc_unavailable |= grpc_unavailable(upstream_trailers);
         Ok(())
     }
 
@@ -624,7 +648,10 @@ impl ProxyHttp for GatewayProxy {
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
         if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
             let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
-            let outcome = attempt_outcome(e, ctx.upstream_status, deadline_passed);
+            let mut outcome = attempt_outcome(e, ctx.upstream_status, deadline_passed);
+            if ctx.grpc_unavailable && outcome == AttemptOutcome::Success {
+                outcome = AttemptOutcome::ServerError;
+            }
             if outcome == AttemptOutcome::CutByDeadline {
                 log::info!(
                     "the response of service \"{}\" was cut at its total_timeout ({:?}), request \
@@ -642,6 +669,14 @@ impl ProxyHttp for GatewayProxy {
             }
         }
     }
+}
+
+/// Whether a gRPC answer's `grpc-status` is 14, UNAVAILABLE: the backend cannot serve, which
+/// counts against it like a 5xx. Every other gRPC status is the application's answer.
+fn grpc_unavailable(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"14")
 }
 
 /// Whether the client's connection is TLS (the TLS listener).
