@@ -8,7 +8,8 @@
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
 //!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
-//!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--fail-health] [--log] PORT
+//!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--h2] [--fail-health]
+//!              [--log] PORT
 //! ```
 //!
 //! With `--tls-cert` and `--tls-key` (PEM) it serves HTTPS instead (TLS 1.2 and 1.3, OpenSSL);
@@ -21,6 +22,9 @@
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
 //! `--slow-body-ms N` sends the body in five parts, N ms apart.
+//!
+//! `--h2` serves HTTP/2 instead (h2c with prior knowledge, or h2 over TLS), with a small gRPC
+//! service: see `http2.rs`.
 //!
 //! `--fail-health` answers `500` on `/healthz` only (everything else as usual): a backend that
 //! fails its health checks while still serving, for demos of active health checks.
@@ -44,11 +48,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 
+mod http2;
+
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
                      [--fail-every N] \
                      [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
                      [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
-                     [--fail-health] [--log] PORT";
+                     [--h2] [--fail-health] [--log] PORT";
 const MAX_LINE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 
@@ -75,6 +81,8 @@ struct Behaviour {
     log: bool,
     /// Answer 500 on `/healthz`.
     fail_health: bool,
+    /// Serve HTTP/2 (and gRPC) instead of HTTP/1.1.
+    h2: bool,
     /// Serve HTTPS with these PEM files.
     tls: Option<TlsFiles>,
 }
@@ -149,6 +157,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if behaviour.h2 {
+        let acceptor = match behaviour.tls.as_ref().map(h2_tls_acceptor).transpose() {
+            Ok(acceptor) => acceptor.map(Arc::new),
+            Err(e) => {
+                eprintln!("mock-backend: TLS: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        http2::serve(listener, local.port(), acceptor);
+        return ExitCode::SUCCESS;
+    }
     let behaviour = Arc::new(behaviour);
     let started = Instant::now();
     let seed = Arc::new(AtomicU64::new(time_seed()));
@@ -198,6 +217,18 @@ fn tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorSt
         builder.set_ca_file(ca)?;
         builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     }
+    Ok(builder.build())
+}
+
+/// The TLS acceptor of the HTTP/2 mode: [`tls_acceptor`]'s, offering ALPN `h2` only.
+fn h2_tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    builder.set_certificate_chain_file(&files.cert)?;
+    builder.set_private_key_file(&files.key, SslFiletype::PEM)?;
+    builder.check_private_key()?;
+    builder.set_alpn_select_callback(|_, offered| {
+        openssl::ssl::select_next_proto(b"\x02h2", offered).ok_or(openssl::ssl::AlpnError::NOACK)
+    });
     Ok(builder.build())
 }
 
@@ -255,6 +286,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         slow_body: None,
         log: false,
         fail_health: false,
+        h2: false,
         tls: None,
     };
     let mut tls = TlsFiles::default();
@@ -311,6 +343,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
             }
             "--log" => behaviour.log = true,
             "--fail-health" => behaviour.fail_health = true,
+            "--h2" => behaviour.h2 = true,
             "--tls-cert" => tls.cert = value("--tls-cert")?,
             "--tls-key" => tls.key = value("--tls-key")?,
             "--tls-client-ca" => tls.client_ca = Some(value("--tls-client-ca")?),

@@ -176,3 +176,19 @@ fn an_unknown_path_is_not_found_as_a_grpc_status() {
     assert_eq!(reply["status"], "NOT_FOUND", "{reply:?}");
     assert!(reply["message"].contains("no route"), "{reply:?}");
 }
+
+#[test]
+fn the_mock_backends_grpc_service_answers_through_the_gateway() {
+    let mock = Mock::start(&["--h2"]);
+    let gateway = Gateway::start(
+        &format!(
+            "echo:\n  backends: [\"{}\"]\n  protocol: http2\n  path_prefixes: [/mock.Echo/]\n",
+            mock.url()
+        ),
+        "  status_log: false\n",
+    );
+    let reply = call(&gateway, "mock_echo");
+    assert_eq!(reply["reply"], "ping", "{reply:?}");
+    assert_eq!(reply["replies"], "tick|tick|tick");
+    assert_eq!(reply["status"], "UNAVAILABLE", "the last call: {reply:?}");
+}

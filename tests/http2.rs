@@ -263,3 +263,29 @@ fn the_phase_timeouts_hold_for_an_http2_upstream() {
         "{response:?}"
     );
 }
+
+#[test]
+fn the_mock_backend_speaks_http2_over_h2c_and_tls() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("mock h2 CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let cert = ca.issue(dir.path(), "localhost", &["localhost"], Validity::Now);
+    let h2c = Mock::start(&["--h2"]);
+    let h2 = Mock::start(&["--h2", "--tls-cert", cert.cert(), "--tls-key", cert.key()]);
+    let front = Gateway::start(
+        &format!(
+            "plain:\n  backends: [\"{}\"]\n  protocol: http2\n\
+             secure:\n  backends: [\"https://localhost:{}\"]\n  protocol: http2\n  tls_ca_file: {}\n",
+            h2c.url(),
+            h2.port,
+            ca_file.display()
+        ),
+        "  status_log: false\n",
+    );
+    for (path, mock) in [("/v1/proxy/plain", &h2c), ("/v1/proxy/secure", &h2)] {
+        let response = front.get(path);
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        assert_eq!(response.served_by(), Some(mock.port));
+        assert_eq!(response.header("x-mock-protocol"), Some("h2"), "{path}");
+    }
+}

@@ -104,6 +104,14 @@ def client(target, scenario):
             reply = channel.unary_unary(method(name))(b"x", timeout=10)
             print("status=OK")
             print(f"reply={reply.decode()}")
+        elif scenario == "mock_echo":
+            # The mock backend's own gRPC service (mock-backend --h2).
+            reply = channel.unary_unary("/mock.Echo/Unary")(b"ping", timeout=10)
+            replies = [m.decode() for m in channel.unary_stream("/mock.Echo/Stream")(b"tick", timeout=10)]
+            print("status=OK")
+            print(f"reply={reply.decode()}")
+            print(f"replies={'|'.join(replies)}")
+            channel.unary_unary("/mock.Echo/Unavailable")(b"x", timeout=10)
         elif scenario == "unknown":
             channel.unary_unary("/nowhere.Service/Call")(b"x", timeout=10)
             print("status=OK")
