@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# HTTP/2 side by side, in one run, with h2load (Debian's nghttp2-client):
+#   - h2c (prior knowledge) and h2 over TLS: the gateway and nginx (`http2` on) in front of the
+#     same two nginx backends (HTTP/1.1, keep-alive);
+#   - gRPC unary calls: through the gateway (`protocol: http2`, a path prefix) against straight
+#     to the mock backend's gRPC service (`mock-backend --h2`).
+# Rounds are interleaved, medians and ratios printed. Proxies and backends on core 1, h2load on
+# core 0 (one thread, 16 connections, 10 streams each); loopback only; processes stopped by PID.
+#
+#   benches/load/h2.sh [ROUNDS]        # default 3; builds the release binaries first
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+bash scripts/setup.sh
+command -v nginx >/dev/null && command -v h2load >/dev/null || {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx nghttp2-client >/dev/null
+}
+cargo build --release --locked --bins >/dev/null 2>&1
+
+work=$(mktemp -d /tmp/gateway-h2-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+
+nginx_user=www-data; id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
+cat >"$work/nginx.conf" <<EOF
+user $nginx_user;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  server { listen 127.0.0.1:9201; location / { return 200 "Hello from 9201\n"; } }
+  server { listen 127.0.0.1:9202; location / { return 200 "Hello from 9202\n"; } }
+  upstream product { server 127.0.0.1:9201; server 127.0.0.1:9202; keepalive 64; }
+  server {
+    listen 127.0.0.1:8282 http2;
+    listen 127.0.0.1:8444 ssl http2;
+    ssl_certificate $work/server.crt;
+    ssl_certificate_key $work/server.key;
+    location /v1/proxy/product {
+      proxy_pass http://product/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+cat >"$work/services.yaml" <<EOF
+product: ["http://127.0.0.1:9201", "http://127.0.0.1:9202"]
+echo:
+  backends: ["http://127.0.0.1:9203"]
+  protocol: http2
+  path_prefixes: [/mock.Echo/]
+EOF
+cat >"$work/gateway.yaml" <<EOF
+---
+version: 1
+threads: 1
+pid_file: $work/gateway.pid
+upgrade_sock: $work/upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+gateway:
+  listen: 127.0.0.1:18180
+  admin_listen: "off"
+  services: services.yaml
+  status_log: false
+  tls:
+    listen: 127.0.0.1:18443
+    certificates:
+      - cert: server.crt
+        key: server.key
+EOF
+# One gRPC message: no compression, 5 bytes, "hello".
+printf '\x00\x00\x00\x00\x05hello' >"$work/grpc-message"
+
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+taskset -c 1 ./target/release/mock-backend --h2 9203 >/dev/null & pids+=($!)
+taskset -c 1 ./target/release/gateway -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do
+  curl -sf --http2-prior-knowledge http://127.0.0.1:18180/v1/proxy/product >/dev/null \
+    && curl -sf --http2-prior-knowledge http://127.0.0.1:8282/v1/proxy/product >/dev/null && break
+  sleep 0.1
+done
+
+# req/s of one h2load run: URL, then extra h2load arguments.
+measure() {
+  local url=$1; shift
+  timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 40000 "$@" "$url" 2>/dev/null \
+    | awk '/^finished in/{gsub(",", "", $4); print $4}'
+}
+
+grpc=(-d "$work/grpc-message" -H "content-type: application/grpc" -H "te: trailers")
+declare -A results
+for round in $(seq "$rounds"); do
+  results[gateway-h2c]+="$(measure http://127.0.0.1:18180/v1/proxy/product) "
+  results[nginx-h2c]+="$(measure http://127.0.0.1:8282/v1/proxy/product) "
+  results[gateway-h2]+="$(measure https://127.0.0.1:18443/v1/proxy/product) "
+  results[nginx-h2]+="$(measure https://127.0.0.1:8444/v1/proxy/product) "
+  results[gateway-grpc]+="$(measure http://127.0.0.1:18180/mock.Echo/Unary "${grpc[@]}") "
+  results[direct-grpc]+="$(measure http://127.0.0.1:9203/mock.Echo/Unary "${grpc[@]}") "
+  echo "round $round: $(for k in "${!results[@]}"; do printf '%s=%s ' "$k" "$(echo ${results[$k]} | awk '{print $NF}')"; done)" >&2
+done
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+row() {
+  local label=$1 a b
+  a=$(echo "${results[$2]}" | median)
+  b=$(echo "${results[$3]}" | median)
+  printf '%-40s %12.0f %12.0f %7.2fx\n' "$label" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+}
+printf '%-40s %12s %12s %8s\n' "HTTP/2 ($rounds rounds, medians, req/s)" gateway other ratio
+row "h2c, against nginx" gateway-h2c nginx-h2c
+row "h2 over TLS, against nginx" gateway-h2 nginx-h2
+row "gRPC unary, against direct" gateway-grpc direct-grpc
