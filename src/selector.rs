@@ -255,14 +255,20 @@ mod tests {
         assert_eq!(sequence(&rr, 3), [1, 2, 0]);
     }
 
-    #[test]
-    fn slow_start_grows_a_recovered_backends_share_and_is_exact_when_off() {
+    /// Two backends, the second of which has just recovered (its probe succeeded).
+    fn one_just_recovered() -> (Rotation, Arc<ManualClock>) {
         let (rr, clock) = rotation(2);
         open(&rr, 1);
         clock.advance(COOLDOWN);
         let probe = rr.pick(rr.ticket(), &[0]).unwrap();
         assert_eq!(probe.index, 1);
         probe.permit.record(Outcome::Success);
+        (rr, clock)
+    }
+
+    #[test]
+    fn slow_start_grows_a_recovered_backends_share_and_is_exact_when_off() {
+        let (rr, clock) = one_just_recovered();
         assert_eq!(
             rr.breakers[1].state(),
             BreakerState::Closed,
@@ -289,26 +295,14 @@ mod tests {
         clock.advance(warm_up / 2);
         assert_eq!(share_of_1(&rr), 500, "warm: exact round-robin");
         // Without slow start, a recovered backend takes its full turn at once.
-        let (rr, clock) = rotation(2);
-        open(&rr, 1);
-        clock.advance(COOLDOWN);
-        rr.pick(rr.ticket(), &[0])
-            .unwrap()
-            .permit
-            .record(Outcome::Success);
+        let (rr, _) = one_just_recovered();
         let turns = sequence(&rr, 4);
         assert_eq!(turns.iter().filter(|&&i| i == 1).count(), 2, "{turns:?}");
     }
 
     #[test]
     fn a_warming_backend_still_serves_when_no_other_can() {
-        let (rr, clock) = rotation(2);
-        open(&rr, 1);
-        clock.advance(COOLDOWN);
-        rr.pick(rr.ticket(), &[0])
-            .unwrap()
-            .permit
-            .record(Outcome::Success);
+        let (rr, _) = one_just_recovered();
         rr.breakers[0].apply(ManualAction::Open);
         for _ in 0..20 {
             let pick = rr.rr.pick(

@@ -19,34 +19,13 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || {
 }
 cargo build --release --locked --bin gateway >/dev/null 2>&1
 
-work=$(mktemp -d /tmp/gateway-tls-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=common.sh
+source benches/load/common.sh
+make_certificate
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
-
-nginx_user=www-data; id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
-cat >"$work/nginx.conf" <<EOF
-user $nginx_user;
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
+{
+  nginx_conf_head
+  cat <<EOF
   server { listen 127.0.0.1:9101; location / { return 200 "Hello from 9101\n"; } }
   server { listen 127.0.0.1:9102; location / { return 200 "Hello from 9102\n"; } }
   upstream product { server 127.0.0.1:9101; server 127.0.0.1:9102; keepalive 64; }
@@ -63,6 +42,7 @@ http {
   }
 }
 EOF
+} >"$work/nginx.conf"
 cat >"$work/services.yaml" <<EOF
 product: ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
 EOF
@@ -116,7 +96,6 @@ for round in $(seq "$rounds"); do
   done
 done
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 printf '%-34s %12s %12s %8s\n' "TLS ($rounds interleaved rounds, medians)" gateway nginx ratio
 for mode in keepalive handshakes; do
   g=$(echo "${results[gateway-$mode]}" | median)

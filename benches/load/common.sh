@@ -1,0 +1,45 @@
+# Shared by tls.sh and h2.sh (sourced, not run): a work folder removed on exit with every
+# process started into `pids`, a self-signed certificate for localhost, the median of a list,
+# and the head of an nginx conf whose `http` block the caller completes.
+
+work=$(mktemp -d "/tmp/gateway-$(basename "$0" .sh)-bench.XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# $work/server.crt and $work/server.key, for localhost and 127.0.0.1, valid for two days.
+make_certificate() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+}
+
+# The start of an nginx conf writing only under $work, up to the opening of `http {`.
+nginx_conf_head() {
+  local nginx_user=www-data
+  id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
+  cat <<HEAD
+user $nginx_user;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+HEAD
+}
+
+# The median of the numbers on standard input (whitespace-separated).
+median() {
+  tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'
+}
