@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Prints the scenario's row for the README's reliability table (`--nocapture` shows it).
+/// Prints the scenario's row for the reliability table in docs/reliability.md (`--nocapture` shows it).
 fn report(scenario: &str, gateway: &Gateway, load: &LoadReport) {
     eprintln!(
         "| {scenario} | {} | {} | {} | {} | {} |",

@@ -78,7 +78,7 @@ async fn a_rapid_reset_flood_reaches_the_backend_boundedly_and_others_are_served
     let _ = tokio::time::timeout(DEADLINE, connection).await;
     // Streams reset as they open never get far: a few reach the backend, not thousands.
     // (Whether h2 also ends the connection depends on timing: its limit counts resets of
-    // streams not yet accepted, and Pingora accepts fast. See the README, "Security".)
+    // streams not yet accepted, and Pingora accepts fast. See docs/security.md.)
     let reached = attempts(&gateway, &mock);
     eprintln!("rapid reset: {opened} streams opened and reset, {reached} reached the backend");
     assert!(

@@ -7,8 +7,9 @@ Starts one scripted raw-socket backend, the gateway and nginx (installed from De
 missing) in front of it, sends each case below as raw bytes to both, and prints one row per case:
 what the client got (status lines, a few headers, body, whether the connection stayed open,
 when the first body byte came) and what the backend received. Rows where the two differ are
-marked `*` (statuses or connection reuse differ): that is where to look, not a verdict (nginx is not always right; the README's
-Security and Routing sections say which answer the gateway gives and why).
+marked `*` (statuses or connection reuse differ): that is where to look, not a verdict (nginx
+is not always right; docs/security.md and docs/configuration.md say which answer the gateway
+gives and why).
 
 Loopback only; every process started here is stopped by its PID. Needs Python 3.9+.
 """
