@@ -26,6 +26,7 @@ use crate::live::discovery::{DiscoveryService, DnsDiscovery};
 use crate::live::{LiveTable, ReloadOnHangup};
 use crate::proxy::{GatewayProxy, ProxySettings};
 use crate::resolver::SystemResolver;
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logs;
 use crate::telemetry::metrics::GatewayStats;
 
@@ -105,6 +106,10 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             header_limits: config.header_limits,
         },
     );
+    let gateway = match config.access_log {
+        Some(format) => gateway.with_access_log(AccessLog::start(format)),
+        None => gateway,
+    };
     let mut app = http_proxy(&server.configuration, gateway);
     let mut server_options = HttpServerOptions::default();
     // HTTP/2 with prior knowledge on the plaintext listener; the guard bounds Pingora's peek

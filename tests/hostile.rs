@@ -531,3 +531,41 @@ fn a_trusted_forwarding_chain_is_kept_and_extended() {
         Some("203.0.113.7, 127.0.0.1")
     );
 }
+
+#[test]
+fn slow_clients_are_counted_and_summed_up_not_logged_one_by_one() {
+    let s = setup("  request_header_timeout: 300ms\n");
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", s.gateway.port)).unwrap();
+            stream
+                .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: a\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let client_errors = || {
+        request(s.gateway.admin_port, "GET", "/metrics", &[], b"")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("gateway_client_errors_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert!(
+        wait_until(DEADLINE, || client_errors() == Some(20)),
+        "{:?}\n{}",
+        client_errors(),
+        s.gateway.log()
+    );
+    drop(slow);
+    let log = s.gateway.log();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("Fail to proxy"))
+        .count();
+    assert_eq!(errors, 0, "{log}");
+    let summaries = log
+        .matches("broke before their request head was read")
+        .count();
+    assert_eq!(summaries, 1, "one summary line for the burst:\n{log}");
+}

@@ -650,3 +650,32 @@ fn an_idle_client_connection_is_closed_after_the_keepalive_timeout() {
     let waited = idle.elapsed();
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
+
+#[test]
+fn the_access_log_has_one_line_per_request_in_text_or_json() {
+    let mock = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  status_log: false\n  access_log: text\n",
+    );
+    assert_eq!(gateway.get("/v1/proxy/product/item?q=1").status, 200);
+    let not_found = gateway.get("/nowhere");
+    let not_found_id = not_found.header("x-request-id").unwrap().to_owned();
+    let mock_url = mock.url();
+    gateway.wait_for_log(&format!(
+        "127.0.0.1 GET /v1/proxy/product/item product {mock_url} 200 attempts=1 upstream_ms="
+    ));
+    gateway.wait_for_log(&format!(
+        "{not_found_id} 127.0.0.1 GET /nowhere - - 404 attempts=0 upstream_ms=- total_ms="
+    ));
+    assert_eq!(gateway.log_count(" attempts="), 2, "{}", gateway.log());
+
+    let json = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  status_log: false\n  log_format: json\n  access_log: json\n",
+    );
+    assert_eq!(json.get("/v1/proxy/product").status, 200);
+    json.wait_for_log(r#""event":"access","#);
+    json.wait_for_log(r#""service":"product","#);
+    json.wait_for_log(r#""status":200,"attempts":1,"#);
+}

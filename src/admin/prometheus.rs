@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::service::{Backend, Service, ServiceTable};
+use crate::telemetry::logs;
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, PrometheusText, ServiceEvent};
 
 /// Transitions the breakers make on their own: always exported, zero or not, so dashboards
@@ -43,6 +44,17 @@ pub fn metrics_text(table: &ServiceTable, gateway: &GatewayStats, reload_failed:
         "Requests answered 404: not under /v1/proxy/, or naming no configured service.",
     );
     text.sample("gateway_not_found_total", &[], gateway.not_found() as f64);
+    text.family(
+        "gateway_client_errors_total",
+        "counter",
+        "Client connections that broke before their request head was read (slow heads closed \
+         by the head deadline, resets, garbage): counted, and summed up in the log.",
+    );
+    text.sample(
+        "gateway_client_errors_total",
+        &[],
+        logs::client_errors() as f64,
+    );
     text.family(
         "gateway_config_reload_failed",
         "gauge",

@@ -77,6 +77,19 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         }
     };
 
+    let access_log = match section.access_log.as_deref() {
+        None | Some("off") => None,
+        Some("text") => Some(LogFormat::Text),
+        Some("json") => Some(LogFormat::Json),
+        Some(other) => {
+            return Err(ConfigError::new(
+                conf_file,
+                None,
+                format!("gateway.access_log \"{other}\" is none of \"off\", \"text\", \"json\""),
+            ))
+        }
+    };
+
     let header_limits = HeaderLimits {
         max_count: section.max_header_count.unwrap_or(DEFAULT_MAX_HEADER_COUNT),
         max_bytes: section
@@ -152,6 +165,7 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         admin_token,
         status_log: section.status_log.unwrap_or(true),
         log_format,
+        access_log,
         services_file,
         trust_forwarded_for: section.trust_forwarded_for.unwrap_or(false),
         underscores_in_headers: section.underscores_in_headers.unwrap_or(false),
@@ -239,6 +253,7 @@ struct RawGatewaySection {
     admin_listen: Option<String>,
     admin_token: Option<String>,
     log_format: Option<String>,
+    access_log: Option<String>,
     services: Option<PathBuf>,
     status_log: Option<bool>,
     trust_forwarded_for: Option<bool>,

@@ -111,6 +111,8 @@ pub struct GatewayConfig {
     pub status_log: bool,
     /// How log lines look.
     pub log_format: LogFormat,
+    /// The access log, one line per request, in this format; `None` when off.
+    pub access_log: Option<LogFormat>,
     /// The services file that was loaded.
     pub services_file: PathBuf,
     /// Whether an incoming `X-Forwarded-For` chain is kept (the peer appended) rather than
@@ -141,6 +143,7 @@ impl GatewayConfig {
             admin_token: None,
             status_log: false,
             log_format: LogFormat::Text,
+            access_log: None,
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
             underscores_in_headers: false,

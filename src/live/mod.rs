@@ -212,6 +212,7 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
         ("admin_token", running.admin_token != loaded.admin_token),
         ("status_log", running.status_log != loaded.status_log),
         ("log_format", running.log_format != loaded.log_format),
+        ("access_log", running.access_log != loaded.access_log),
         (
             "trust_forwarded_for",
             running.trust_forwarded_for != loaded.trust_forwarded_for,

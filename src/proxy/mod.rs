@@ -35,7 +35,9 @@ use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session, UpstreamResponseTimeouts};
+use pingora_proxy::{
+    FailToProxy, ProxyHttp, ProxyWarnLogContext, Session, UpstreamResponseTimeouts,
+};
 
 use crate::config::LogFormat;
 use crate::config::{HeaderLimits, UpstreamProtocol};
@@ -46,6 +48,7 @@ use crate::retry_budget::Spend;
 use crate::routing::{self, ClimbsAboveRoot, RouteError};
 use crate::selector::Pick;
 use crate::service::{Backend, Service, ServiceTable};
+use crate::telemetry::access_log::{AccessLog, AccessRecord};
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 
@@ -58,6 +61,7 @@ pub struct GatewayProxy {
     services: Arc<ArcSwap<ServiceTable>>,
     stats: Arc<GatewayStats>,
     settings: ProxySettings,
+    access_log: Option<AccessLog>,
 }
 
 /// How the proxy treats requests, beyond what each service says.
@@ -88,6 +92,15 @@ impl GatewayProxy {
             services,
             stats,
             settings,
+            access_log: None,
+        }
+    }
+
+    /// The same, writing one access-log line per request.
+    pub fn with_access_log(self, access_log: AccessLog) -> Self {
+        Self {
+            access_log: Some(access_log),
+            ..self
         }
     }
 
@@ -163,6 +176,12 @@ impl GatewayProxy {
 pub struct RequestContext {
     /// Names the request in error replies, logs and towards the backend.
     request_id: RequestId,
+    /// When the request's head had arrived (for the access log's total time).
+    started: Instant,
+    /// When its first attempt at a backend started.
+    upstream_started: Option<Instant>,
+    /// How many backends it was sent to.
+    attempts: u32,
     /// Request body bytes seen so far (over the service's limit: the answer is 413).
     body_bytes: u64,
     /// The routed service.
@@ -218,6 +237,9 @@ impl RequestContext {
     fn new() -> Self {
         Self {
             request_id: RequestId::next(),
+            started: Instant::now(),
+            upstream_started: None,
+            attempts: 0,
             body_bytes: 0,
             service: None,
             rest_start: 0,
@@ -368,6 +390,8 @@ impl ProxyHttp for GatewayProxy {
             upstream_status,
             grpc_unavailable,
             refusal,
+            attempts,
+            upstream_started,
             deadline,
             ..
         } = ctx;
@@ -400,6 +424,8 @@ impl ProxyHttp for GatewayProxy {
                     upstream_peer(&service.backends[pick.index], service, remaining, upgrade);
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started: now });
+                *attempts += 1;
+                upstream_started.get_or_insert(now);
                 Ok(Box::new(peer))
             }
             None if service.backends.is_empty() => {
@@ -637,6 +663,31 @@ impl ProxyHttp for GatewayProxy {
         client_gone
     }
 
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestContext,
+        e: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        if !matches!(context, ProxyWarnLogContext::UpstreamRetry) {
+            return false;
+        }
+        // One line of the gateway's for each failover, in place of Pingora's.
+        let service = ctx.service.as_deref();
+        let backend = service
+            .zip(ctx.last_backend)
+            .and_then(|(service, index)| service.backends.get(index))
+            .map_or("-", |backend| backend.url.as_str());
+        log::warn!(
+            "failover: service \"{}\", backend {backend} failed ({}); retrying, request id {}",
+            service.map_or("-", |s| s.name.as_str()),
+            e.etype().as_str(),
+            ctx.request_id
+        );
+        true
+    }
+
     fn request_summary(&self, session: &Session, ctx: &RequestContext) -> String {
         format!(
             "{}, request id {}",
@@ -645,7 +696,10 @@ impl ProxyHttp for GatewayProxy {
         )
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestContext) {
+        if let Some(access_log) = &self.access_log {
+            access_log.record(access_record(session, ctx));
+        }
         if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
             let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
             let mut outcome = attempt_outcome(e, ctx.upstream_status, deadline_passed);
@@ -668,6 +722,35 @@ impl ProxyHttp for GatewayProxy {
                 logs::log_status(&service.backends[index].breaker, format);
             }
         }
+    }
+}
+
+/// What the access log says of a request that has ended.
+fn access_record(session: &Session, ctx: &RequestContext) -> AccessRecord {
+    let request = session.req_header();
+    AccessRecord {
+        request_id: ctx.request_id.to_string(),
+        client: session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip()),
+        method: request.method.to_string(),
+        path: loggable_path(request.uri.path()),
+        service: ctx.service.as_ref().map(|s| s.name.clone()),
+        backend: ctx
+            .service
+            .as_ref()
+            .zip(ctx.last_backend)
+            .and_then(|(service, index)| service.backends.get(index))
+            .map(|backend| backend.url.clone()),
+        status: session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16()),
+        attempts: ctx.attempts,
+        upstream: ctx.upstream_started.map(|at| at.elapsed()),
+        total: ctx.started.elapsed(),
+        bytes_in: session.body_bytes_read() as u64,
+        bytes_out: session.body_bytes_sent() as u64,
     }
 }
 

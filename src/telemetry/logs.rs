@@ -30,7 +30,9 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use log::{info, log, Level};
@@ -41,7 +43,7 @@ use crate::json::json_string;
 
 /// The log target of events (transitions, request status): how the JSON format tells them
 /// from plain messages.
-const EVENT_TARGET: &str = "gateway::event";
+pub(crate) const EVENT_TARGET: &str = "gateway::event";
 
 /// Sets up `env_logger` in `format`: level `info` unless `RUST_LOG` says otherwise.
 pub fn init_logging(format: LogFormat) {
@@ -71,7 +73,85 @@ pub fn init_logging(format: LogFormat) {
             }
         }),
     };
-    builder.init();
+    let logger = builder.build();
+    log::set_max_level(logger.filter());
+    // Only fails if a logger is set already: then that one stays.
+    let _ = log::set_boxed_logger(Box::new(SummarisingLogger {
+        inner: logger,
+        last_summary: Mutex::new(None),
+    }));
+}
+
+/// How often client-side errors are summed up in one log line.
+const CLIENT_ERROR_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Client-side errors Pingora reported since the process started (slow or broken request
+/// heads, resets before a request was read): `/metrics` exports them.
+static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// How many client-side errors Pingora has reported so far.
+pub fn client_errors() -> u64 {
+    CLIENT_ERRORS.load(Ordering::Relaxed)
+}
+
+/// `env_logger`, less one kind of line: Pingora logs an `ERROR` for every client connection
+/// that breaks before its request head was read (a slowloris connection the head deadline
+/// closes, a reset, garbage), so attack traffic would become log volume. Those are counted
+/// instead, and summed up in one line at most every [`CLIENT_ERROR_SUMMARY_INTERVAL`].
+struct SummarisingLogger {
+    inner: env_logger::Logger,
+    last_summary: Mutex<Option<(Instant, u64)>>,
+}
+
+impl SummarisingLogger {
+    fn is_client_error(record: &log::Record<'_>) -> bool {
+        record.level() == Level::Error
+            && record.target().starts_with("pingora_proxy")
+            && record
+                .args()
+                .to_string()
+                .contains("downstream session type")
+    }
+}
+
+impl log::Log for SummarisingLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !Self::is_client_error(record) {
+            self.inner.log(record);
+            return;
+        }
+        let total = CLIENT_ERRORS.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_summary.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let due =
+            last.is_none_or(|(at, _)| now.duration_since(at) >= CLIENT_ERROR_SUMMARY_INTERVAL);
+        let counted = last.map_or(0, |(_, counted)| counted);
+        if due {
+            *last = Some((now, total));
+            drop(last);
+            let message = format!(
+                "{} client connection(s) broke before their request head was read (slow, reset \
+                 or malformed) since the last such line; e.g.: {}",
+                total - counted,
+                record.args()
+            );
+            self.inner.log(
+                &log::Record::builder()
+                    .level(Level::Warn)
+                    .target("gateway::clients")
+                    .args(format_args!("{message}"))
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// Logs every breaker transition, in the chosen format.
