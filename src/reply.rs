@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
-use pingora::{ErrorType::InternalError, OrErr, Result};
+use pingora::Result;
 use pingora_proxy::Session;
 
 use crate::config::is_service_name_byte;
@@ -283,42 +283,22 @@ impl ErrorReply {
     }
 
     /// Writes the reply to the client, naming the request by `request_id`: JSON, or for a gRPC
-    /// request (`content-type: application/grpc...`) a gRPC error: HTTP 200, no message, and
-    /// `grpc-status` and `grpc-message` in the trailers, which gRPC clients read as the call's
-    /// status. (Pingora 0.9's session cannot end an HTTP/2 stream on its header block, so this
-    /// is the headers-then-trailers form rather than trailers-only; clients take both. Over
-    /// HTTP/1, which has no trailers here, the status goes in the header block.)
+    /// request (`content-type: application/grpc...`) a gRPC error in the trailers-only form:
+    /// HTTP 200, `content-type: application/grpc`, `grpc-status` and `grpc-message` in the one
+    /// header block, which ends the stream; gRPC clients read it as the call's status.
     pub async fn send(self, session: &mut Session, request_id: RequestId) -> Result<()> {
         if is_grpc(session.req_header()) {
-            let status = self.grpc_status().to_string();
-            let message = grpc_message(&self.detail);
             let mut header = ResponseHeader::build(200, Some(5))?;
             header.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+            header.insert_header("grpc-status", self.grpc_status().to_string())?;
+            header.insert_header("grpc-message", grpc_message(&self.detail))?;
             header.insert_header("x-request-id", request_id.to_string())?;
             if !session.as_downstream().is_http2() {
-                header.insert_header("grpc-status", status)?;
-                header.insert_header("grpc-message", message)?;
                 header.insert_header(header::CONTENT_LENGTH, 0)?;
-                session
-                    .write_response_header(Box::new(header), true)
-                    .await?;
-                return session.write_response_body(None, true).await;
             }
-            session
-                .write_response_header(Box::new(header), false)
-                .await?;
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert(
-                "grpc-status",
-                http::HeaderValue::from_str(&status).or_err(InternalError, "grpc-status")?,
-            );
-            trailers.insert(
-                "grpc-message",
-                http::HeaderValue::from_str(&message).or_err(InternalError, "grpc-message")?,
-            );
             return session
                 .as_downstream_mut()
-                .write_response_trailers(trailers)
+                .write_response_header_end(Box::new(header), true)
                 .await;
         }
         let mut header = ResponseHeader::build(self.status, Some(5))?;

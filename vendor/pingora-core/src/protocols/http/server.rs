@@ -206,6 +206,28 @@ impl Session {
         }
     }
 
+    /// [`Self::write_response_header`] for a response that ends with its header when `end` is
+    /// set: over HTTP/2 the HEADERS frame carries END_STREAM (a header-only response, such as
+    /// gRPC's trailers-only form, which a separate empty DATA frame would break); over HTTP/1
+    /// the body is finished right after.
+    pub async fn write_response_header_end(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        end: bool,
+    ) -> Result<()> {
+        match self {
+            Self::H2(s) => s.write_response_header(resp, end),
+            Self::Custom(s) => s.write_response_header(resp, end).await,
+            Self::H1(_) | Self::Subrequest(_) => {
+                self.write_response_header(resp).await?;
+                if end {
+                    self.finish_body().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Similar to `write_response_header()`, this fn will clone the `resp` internally
     pub async fn write_response_header_ref(&mut self, resp: &ResponseHeader) -> Result<()> {
         match self {
