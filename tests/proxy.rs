@@ -173,7 +173,7 @@ fn a_stopped_backend_opens_its_breaker_while_every_client_still_gets_200() {
     gateway.wait_for_log(&format!("[CIRCUIT] {} OPEN (threshold reached)", b.url()));
     // Three connect failures, each failed over, then no more attempts at the open backend.
     assert_eq!(
-        gateway.log_count("Fail to connect to addr"),
+        gateway.log_count("failed (ConnectRefused); retrying"),
         3,
         "{}",
         gateway.log()
@@ -220,7 +220,7 @@ fn when_every_backend_is_open_the_answer_is_503_with_retry_after() {
         "never 503; log:\n{}",
         gateway.log()
     );
-    let connects_before = gateway.log_count("Fail to connect to addr");
+    let connects_before = gateway.log_count("failed (ConnectRefused); retrying");
     let response = gateway.get("/v1/proxy/product");
     assert_eq!(response.status, 503);
     let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
@@ -244,7 +244,7 @@ fn when_every_backend_is_open_the_answer_is_503_with_retry_after() {
     }
     assert!(response.body.contains("\"error\":\"no_available_backend\""));
     assert_eq!(
-        gateway.log_count("Fail to connect to addr"),
+        gateway.log_count("failed (ConnectRefused); retrying"),
         connects_before,
         "a 503 makes no upstream connection"
     );

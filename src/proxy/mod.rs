@@ -673,14 +673,15 @@ impl ProxyHttp for GatewayProxy {
         if !matches!(context, ProxyWarnLogContext::UpstreamRetry) {
             return false;
         }
-        // One line of the gateway's for each failover, in place of Pingora's.
+        // One line of the gateway's for each failover, in place of Pingora's, with the whole
+        // error chain (a refused certificate names OpenSSL's reason there).
         let service = ctx.service.as_deref();
         let backend = service
             .zip(ctx.last_backend)
             .and_then(|(service, index)| service.backends.get(index))
             .map_or("-", |backend| backend.url.as_str());
         log::warn!(
-            "failover: service \"{}\", backend {backend} failed ({}); retrying, request id {}",
+            "failover: service \"{}\", backend {backend} failed ({}); retrying, request id {} ({e})",
             service.map_or("-", |s| s.name.as_str()),
             e.etype().as_str(),
             ctx.request_id
