@@ -200,7 +200,9 @@ fn health_check(
             }
             let peer = &mut check.peer_template;
             peer.options.connection_timeout = Some(settings.timeout);
-            peer.options.read_timeout = Some(settings.timeout);
+            // No read timeout of its own: the whole check's `timeout` bounds the answer, and
+            // two equal timers would race to name the failure.
+            peer.options.read_timeout = None;
             if let Some(host) = &backend.tls_host {
                 peer.sni.clone_from(host);
                 peer.options.verify_cert = tls.verify;
