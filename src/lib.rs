@@ -26,7 +26,6 @@
 //! - [`failure_rate`]: a breaker's sliding window of recent failures (lock-free).
 //! - [`clock`]: monotonic time behind a trait, real or moved by hand.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the path a backend receives (pure).
-//! - [`json`]: JSON string escaping.
 //! - [`request_id`]: request ids.
 
 pub mod cli;
@@ -60,5 +59,4 @@ pub mod clock;
 
 pub mod routing;
 
-pub mod json;
 pub mod request_id;

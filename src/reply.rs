@@ -3,7 +3,6 @@
 //! request's id in `X-Request-Id`. None names a backend's address or an internal detail: the
 //! logs have those, under the same request id.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,9 +10,9 @@ use http::header;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 use pingora_proxy::Session;
+use serde_json::{json, Value};
 
 use crate::config::is_service_name_byte;
-use crate::json::json_string;
 use crate::selector::RoundRobin;
 use crate::service::Service;
 
@@ -39,11 +38,7 @@ impl ErrorReply {
     fn new(status: u16, error: &str, detail: &str) -> Self {
         Self {
             status,
-            body: format!(
-                "{{\"error\":{},\"detail\":{}}}",
-                json_string(error),
-                json_string(detail)
-            ),
+            body: json!({"error": error, "detail": detail}).to_string(),
             detail: detail.to_owned(),
             retry_after_secs: None,
         }
@@ -138,20 +133,19 @@ impl ErrorReply {
     /// address); `Retry-After` is the wait, rounded up, until the first backend admits a
     /// request again (at least 1 s).
     pub fn all_open(service: &Service) -> Self {
-        let mut backends = String::new();
-        for (index, backend) in service.backends.iter().enumerate() {
-            let breaker = &backend.breaker;
-            let snapshot = breaker.snapshot();
-            if !backends.is_empty() {
-                backends.push(',');
-            }
-            let _ = write!(
-                backends,
-                "{{\"index\":{index},\"state\":{},\"retry_in_ms\":{}}}",
-                json_string(&snapshot.state.to_string()),
-                snapshot.retry_in.as_millis()
-            );
-        }
+        let backends: Vec<Value> = service
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, backend)| {
+                let snapshot = backend.breaker.snapshot();
+                json!({
+                    "index": index,
+                    "state": snapshot.state.to_string(),
+                    "retry_in_ms": u64::try_from(snapshot.retry_in.as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
         let retry_after_secs =
             whole_seconds_at_least_one(RoundRobin::retry_after(&service.backends));
         let detail = format!(
@@ -160,12 +154,14 @@ impl ErrorReply {
         );
         Self {
             status: 503,
-            body: format!(
-                "{{\"error\":\"no_available_backend\",\"detail\":{},\"service\":{},\
-                 \"retry_after_seconds\":{retry_after_secs},\"backends\":[{backends}]}}",
-                json_string(&detail),
-                json_string(&service.name),
-            ),
+            body: json!({
+                "error": "no_available_backend",
+                "detail": detail,
+                "service": service.name,
+                "retry_after_seconds": retry_after_secs,
+                "backends": backends,
+            })
+            .to_string(),
             detail,
             retry_after_secs: Some(retry_after_secs),
         }

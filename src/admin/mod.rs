@@ -28,7 +28,6 @@
 
 mod prometheus;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +37,11 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
+use serde_json::{json, Value};
 
 use crate::breaker::ManualAction;
 use crate::config::ConnectionLimits;
 use crate::edge::ConnectionGuard;
-use crate::json::json_string;
 use crate::live::LiveTable;
 use crate::service::ServiceTable;
 use crate::telemetry::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
@@ -108,10 +107,7 @@ impl AdminApp {
                     Ok(()) => (StatusCode::OK, r#"{"status":"reloaded"}"#.to_owned()),
                     Err(e) => (
                         StatusCode::UNPROCESSABLE_ENTITY,
-                        format!(
-                            r#"{{"error":"invalid_config","detail":{}}}"#,
-                            json_string(&e)
-                        ),
+                        json!({"error": "invalid_config", "detail": e}).to_string(),
                     ),
                 }
             }
@@ -199,10 +195,7 @@ impl AdminApp {
         let not_found = |detail: &str| {
             (
                 StatusCode::NOT_FOUND,
-                format!(
-                    r#"{{"error":"not_found","detail":{}}}"#,
-                    json_string(detail)
-                ),
+                json!({"error": "not_found", "detail": detail}).to_string(),
             )
         };
         let Some((id, action)) = path[BACKENDS_PREFIX.len()..].rsplit_once('/') else {
@@ -234,11 +227,7 @@ impl AdminApp {
         breaker.apply(action);
         (
             StatusCode::OK,
-            format!(
-                r#"{{"url":{},"state":{}}}"#,
-                json_string(breaker.name()),
-                json_string(&breaker.state().to_string())
-            ),
+            json!({"url": breaker.name(), "state": breaker.state().to_string()}).to_string(),
         )
     }
 }
@@ -264,68 +253,55 @@ pub fn admin_service(
 /// `{"reload_error":..,"services":[{"name":..,"backends":[{"url":..,"state":..,...}]}]}`,
 /// services by name, backends in rotation order.
 fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String {
-    let mut out = format!(
-        r#"{{"reload_error":{},"services":["#,
-        reload_error.map_or("null".to_owned(), |e| json_string(&e))
-    );
-    for (i, service) in services.services().into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            r#"{{"name":{},"backends":["#,
-            json_string(&service.name)
-        );
-        for (j, backend) in service.backends.iter().enumerate() {
-            let breaker = &backend.breaker;
-            if j > 0 {
-                out.push(',');
-            }
-            let snapshot = breaker.snapshot();
-            let last_transition = breaker.last_transition().map_or("null".to_owned(), |t| {
-                format!(
-                    r#"{{"from":{},"to":{},"reason":{},"ms_ago":{}}}"#,
-                    json_string(&t.from.to_string()),
-                    json_string(&t.to.to_string()),
-                    json_string(&t.reason.to_string()),
-                    t.ago.as_millis()
-                )
-            });
-            let health = match &service.health_check {
-                None => "null".to_owned(),
-                Some(_) => {
-                    let record = backend.health.snapshot();
-                    format!(
-                        r#"{{"healthy":{},"passed":{},"failed":{},"last_error":{},"last_latency_ms":{}}}"#,
-                        record.healthy,
-                        record.passed,
-                        record.failed,
-                        record
-                            .last_error
-                            .as_deref()
-                            .map_or("null".to_owned(), json_string),
-                        record
-                            .last_latency
-                            .map_or("null".to_owned(), |l| l.as_millis().to_string())
-                    )
-                }
-            };
-            let _ = write!(
-                out,
-                r#"{{"url":{},"state":{},"consecutive_failures":{},"successes":{},"failures":{},"retry_in_ms":{},"last_transition":{last_transition},"health":{health}}}"#,
-                json_string(&backend.url),
-                json_string(&snapshot.state.to_string()),
-                snapshot.consecutive_failures,
-                snapshot.successes,
-                snapshot.failures,
-                snapshot.retry_in.as_millis()
-            );
-        }
-        out.push_str("]}");
-    }
-    out.push_str("]}");
-    out
+    let services: Vec<Value> = services
+        .services()
+        .into_iter()
+        .map(|service| {
+            let backends: Vec<Value> = service
+                .backends
+                .iter()
+                .map(|backend| {
+                    let breaker = &backend.breaker;
+                    let snapshot = breaker.snapshot();
+                    let last_transition = breaker.last_transition().map(|t| {
+                        json!({
+                            "from": t.from.to_string(),
+                            "to": t.to.to_string(),
+                            "reason": t.reason.to_string(),
+                            "ms_ago": millis(t.ago),
+                        })
+                    });
+                    let health = service.health_check.as_ref().map(|_| {
+                        let record = backend.health.snapshot();
+                        json!({
+                            "healthy": record.healthy,
+                            "passed": record.passed,
+                            "failed": record.failed,
+                            "last_error": record.last_error,
+                            "last_latency_ms": record.last_latency.map(millis),
+                        })
+                    });
+                    json!({
+                        "url": backend.url,
+                        "state": snapshot.state.to_string(),
+                        "consecutive_failures": snapshot.consecutive_failures,
+                        "successes": snapshot.successes,
+                        "failures": snapshot.failures,
+                        "retry_in_ms": millis(snapshot.retry_in),
+                        "last_transition": last_transition,
+                        "health": health,
+                    })
+                })
+                .collect();
+            json!({"name": service.name, "backends": backends})
+        })
+        .collect();
+    json!({"reload_error": reload_error, "services": services}).to_string()
+}
+
+/// A duration in whole milliseconds, as the JSON answers give them.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::config::LogFormat;
-use crate::json::json_string;
 use crate::telemetry::logs::EVENT_TARGET;
 
 /// How many records may wait for the writer.
@@ -117,22 +118,24 @@ pub fn text_line(r: &AccessRecord) -> String {
 
 /// The record as the fields of a JSON event object (the log formatter adds `ts` and `level`).
 pub fn json_line(r: &AccessRecord) -> String {
-    let text = |value: Option<&str>| value.map_or("null".to_owned(), json_string);
-    format!(
-        r#"{{"event":"access","request_id":{},"client":{},"method":{},"path":{},"service":{},"backend":{},"status":{},"attempts":{},"upstream_ms":{},"total_ms":{},"bytes_in":{},"bytes_out":{}}}"#,
-        json_string(&r.request_id),
-        text(r.client.map(|c| c.to_string()).as_deref()),
-        json_string(&r.method),
-        json_string(&r.path),
-        text(r.service.as_deref()),
-        text(r.backend.as_deref()),
-        r.status,
-        r.attempts,
-        r.upstream.map_or("null".to_owned(), millis),
-        millis(r.total),
-        r.bytes_in,
-        r.bytes_out
-    )
+    // Milliseconds to the microsecond, as numbers.
+    let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    json!({
+        "event": "access",
+        "request_id": r.request_id,
+        "client": r.client.map(|c| c.to_string()),
+        "method": r.method,
+        "path": r.path,
+        "service": r.service,
+        "backend": r.backend,
+        "status": r.status,
+        "attempts": r.attempts,
+        "upstream_ms": r.upstream.map(ms),
+        "total_ms": ms(r.total),
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use log::{info, log, Level};
+use serde_json::json;
 
 use crate::breaker::{Breaker, BreakerState, Transition, TransitionObserver};
 use crate::config::LogFormat;
-use crate::json::json_string;
 
 /// The log target of events (transitions, request status): how the JSON format tells them
 /// from plain messages.
@@ -65,10 +65,13 @@ pub fn init_logging(format: LogFormat) {
                 }
                 _ => writeln!(
                     buf,
-                    r#"{{"ts":"{ts}","level":"{}","target":{},"msg":{}}}"#,
-                    record.level(),
-                    json_string(record.target()),
-                    json_string(&message)
+                    "{}",
+                    json!({
+                        "ts": ts.to_string(),
+                        "level": record.level().as_str(),
+                        "target": record.target(),
+                        "msg": message,
+                    })
                 ),
             }
         }),
@@ -216,17 +219,17 @@ pub fn transition_line(transition: &Transition<'_>) -> String {
 
 /// A transition as a JSON event object.
 pub fn transition_event(transition: &Transition<'_>, services: &[String]) -> String {
-    let services: Vec<String> = services.iter().map(|s| json_string(s)).collect();
-    format!(
-        r#"{{"event":"transition","backend":{},"services":[{}],"from":{},"to":{},"reason":{},"successes":{},"failures":{}}}"#,
-        json_string(transition.breaker),
-        services.join(","),
-        json_string(&transition.from.to_string()),
-        json_string(&transition.to.to_string()),
-        json_string(&transition.reason.to_string()),
-        transition.successes,
-        transition.failures
-    )
+    json!({
+        "event": "transition",
+        "backend": transition.breaker,
+        "services": services,
+        "from": transition.from.to_string(),
+        "to": transition.to.to_string(),
+        "reason": transition.reason.to_string(),
+        "successes": transition.successes,
+        "failures": transition.failures,
+    })
+    .to_string()
 }
 
 /// Logs the status of `breaker` after a request it served, in `format`.
@@ -255,14 +258,15 @@ pub fn status_block(breaker: &Breaker) -> String {
 /// The status of `breaker` as a JSON event object.
 pub fn status_event(breaker: &Breaker) -> String {
     let snapshot = breaker.snapshot();
-    format!(
-        r#"{{"event":"request","backend":{},"state":{},"total":{},"successes":{},"failures":{}}}"#,
-        json_string(breaker.name()),
-        json_string(&snapshot.state.to_string()),
-        snapshot.total(),
-        snapshot.successes,
-        snapshot.failures
-    )
+    json!({
+        "event": "request",
+        "backend": breaker.name(),
+        "state": snapshot.state.to_string(),
+        "total": snapshot.total(),
+        "successes": snapshot.successes,
+        "failures": snapshot.failures,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
