@@ -44,7 +44,7 @@ use crate::config::ConnectionLimits;
 use crate::edge::ConnectionGuard;
 use crate::live::LiveTable;
 use crate::service::ServiceTable;
-use crate::telemetry::metrics::{GatewayStats, PROMETHEUS_CONTENT_TYPE};
+use crate::telemetry::metrics::GatewayStats;
 
 /// The admin endpoints over the gateway's services.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ impl AdminApp {
             ("GET", METRICS_PATH) => (
                 StatusCode::OK,
                 prometheus::metrics_text(
-                    &self.reloader.current(),
+                    self.reloader.current(),
                     &self.stats,
                     self.reloader.last_error().is_some(),
                 ),
@@ -144,7 +144,7 @@ impl ServeHttp for AdminApp {
             .answer(request.method.as_str(), path, authorization)
             .await;
         let content_type = if path == METRICS_PATH && status == StatusCode::OK {
-            PROMETHEUS_CONTENT_TYPE
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE
         } else {
             "application/json"
         };

@@ -1,16 +1,22 @@
 //! `GET /metrics`: the routing table's breakers and counters in the Prometheus text format.
 //!
-//! Rendered from the *current* table at scrape time (see [`crate::metrics`] for why), so a
-//! backend removed by a reload has no series left. Every series carries `service` and
-//! `backend` (the configured URL) labels; a backend listed by two services shows its one
-//! breaker under both.
+//! A `prometheus-client` [`Collector`] over the *current* table (see [`crate::telemetry::metrics`]
+//! for why), encoded at scrape time: a backend removed by a reload has no series left, and the
+//! request path only ever bumps atomics. Every series carries `service` and `backend` (the
+//! configured URL) labels; a backend listed by two services shows its one breaker under both.
 
+use std::fmt;
 use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::logs;
-use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, PrometheusText, ServiceEvent};
+use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 
 /// Transitions the breakers make on their own: always exported, zero or not, so dashboards
 /// and alerts have a series from the start. Manual ones appear once they happen.
@@ -21,285 +27,300 @@ const AUTOMATIC_TRANSITIONS: [(BreakerState, BreakerState); 4] = [
     (BreakerState::HalfOpen, BreakerState::Open),
 ];
 
-/// The whole exposition: per backend, per service, and for the gateway.
-pub fn metrics_text(table: &ServiceTable, gateway: &GatewayStats, reload_failed: bool) -> String {
-    let services = table.services();
-    let backends: Vec<(&Service, &Backend)> = services
-        .iter()
-        .flat_map(|service| {
-            service
-                .backends
-                .iter()
-                .map(move |backend| (service.as_ref(), backend))
-        })
-        .collect();
-    let mut text = PrometheusText::default();
-    backend_metrics(&mut text, &backends);
-    health_metrics(&mut text, &backends);
-    service_metrics(&mut text, &services);
+/// A series' labels.
+type Labels<'a> = Vec<(&'static str, &'a str)>;
 
-    text.family(
-        "gateway_not_found_total",
-        "counter",
-        "Requests answered 404: not under /v1/proxy/, or naming no configured service.",
-    );
-    text.sample("gateway_not_found_total", &[], gateway.not_found() as f64);
-    text.family(
-        "gateway_client_errors_total",
-        "counter",
-        "Client connections that broke before their request head was read (slow heads closed \
-         by the head deadline, resets, garbage): counted, and summed up in the log.",
-    );
-    text.sample(
-        "gateway_client_errors_total",
-        &[],
-        logs::client_errors() as f64,
-    );
-    text.family(
-        "gateway_config_reload_failed",
-        "gauge",
-        "1 when the latest reload of the services file failed (the previous table serves on).",
-    );
-    text.sample(
-        "gateway_config_reload_failed",
-        &[],
-        f64::from(u8::from(reload_failed)),
-    );
-    text.finish()
+/// The whole exposition: per backend, per service, and for the gateway.
+pub fn metrics_text(
+    table: Arc<ServiceTable>,
+    gateway: &GatewayStats,
+    reload_failed: bool,
+) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(TableCollector {
+        table,
+        not_found: gateway.not_found(),
+        client_errors: logs::client_errors(),
+        reload_failed,
+    }));
+    let mut text = String::new();
+    // Writing to a String cannot fail, and the collector's own writes only pass errors on.
+    let _ = prometheus_text::encode(&mut text, &registry);
+    text
 }
 
-fn backend_metrics(text: &mut PrometheusText, backends: &[(&Service, &Backend)]) {
-    let name = "gateway_upstream_attempts_total";
-    text.family(
-        name,
-        "counter",
+/// One scrape's view: the table current at the scrape and the gateway's counters.
+#[derive(Debug)]
+struct TableCollector {
+    table: Arc<ServiceTable>,
+    not_found: u64,
+    client_errors: u64,
+    reload_failed: bool,
+}
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let services = self.table.services();
+        let backends: Vec<(&Service, &Backend)> = services
+            .iter()
+            .flat_map(|service| {
+                service
+                    .backends
+                    .iter()
+                    .map(move |backend| (service.as_ref(), backend))
+            })
+            .collect();
+        backend_metrics(&mut encoder, &backends)?;
+        health_metrics(&mut encoder, &backends)?;
+        service_metrics(&mut encoder, &services)?;
+        family(
+            &mut encoder,
+            "gateway_not_found",
+            "Requests answered 404: not under /v1/proxy/, or naming no configured service.",
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.not_found, None)?;
+        family(
+            &mut encoder,
+            "gateway_client_errors",
+            "Client connections that broke before their request head was read (slow heads \
+             closed by the head deadline, resets, garbage): counted, and summed up in the log.",
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.client_errors, None)?;
+        family(
+            &mut encoder,
+            "gateway_config_reload_failed",
+            "1 when the latest reload of the services file failed (the previous table serves on).",
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&u32::from(self.reload_failed))
+    }
+}
+
+/// Starts a family. A counter's name is given without `_total`: the encoder adds it.
+fn family<'e>(
+    encoder: &'e mut DescriptorEncoder,
+    name: &'e str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'e>, fmt::Error> {
+    encoder.encode_descriptor(name, help, None, kind)
+}
+
+/// One counter sample.
+fn counter(metric: &mut MetricEncoder, labels: &Labels, value: u64) -> fmt::Result {
+    metric
+        .encode_family(labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+/// One gauge sample.
+fn gauge(metric: &mut MetricEncoder, labels: &Labels, value: impl Into<f64>) -> fmt::Result {
+    metric.encode_family(labels)?.encode_gauge(&value.into())
+}
+
+/// One integer gauge sample.
+fn count_gauge(metric: &mut MetricEncoder, labels: &Labels, value: u64) -> fmt::Result {
+    metric.encode_family(labels)?.encode_gauge(&value)
+}
+
+/// The labels every backend series starts with.
+fn backend_labels<'a>(service: &'a Service, backend: &'a Backend) -> Labels<'a> {
+    vec![
+        ("service", service.name.as_str()),
+        ("backend", backend.url.as_str()),
+    ]
+}
+
+fn backend_metrics(
+    encoder: &mut DescriptorEncoder,
+    backends: &[(&Service, &Backend)],
+) -> fmt::Result {
+    let mut metric = family(
+        encoder,
+        "gateway_upstream_attempts",
         "Attempts at a backend, by outcome: success (any status below 500), connect_error, \
          timeout, http_5xx, broken_response (reset or closed mid-exchange), cancelled (the \
          client went away first).",
-    );
+        MetricType::Counter,
+    )?;
     for (service, backend) in backends {
         for outcome in AttemptOutcome::ALL {
-            text.sample(
-                name,
-                &[
-                    ("service", &service.name),
-                    ("backend", &backend.url),
-                    ("outcome", outcome.label()),
-                ],
-                backend.stats.attempts(outcome) as f64,
-            );
+            let mut labels = backend_labels(service, backend);
+            labels.push(("outcome", outcome.label()));
+            counter(&mut metric, &labels, backend.stats.attempts(outcome))?;
         }
     }
 
-    let name = "gateway_upstream_attempt_duration_seconds";
-    text.family(
-        name,
-        "histogram",
+    let mut metric = family(
+        encoder,
+        "gateway_upstream_attempt_duration_seconds",
         "How long attempts at a backend took, from the pick to the end of the response.",
-    );
-    let bucket = format!("{name}_bucket");
+        MetricType::Histogram,
+    )?;
     for (service, backend) in backends {
         let (buckets, sum) = backend.stats.latency();
-        for (bound, count) in &buckets {
-            let le = if bound.is_infinite() {
-                "+Inf".to_owned()
-            } else {
-                bound.to_string()
-            };
-            text.sample(
-                &bucket,
-                &[
-                    ("service", &service.name),
-                    ("backend", &backend.url),
-                    ("le", &le),
-                ],
-                *count as f64,
-            );
-        }
-        let labels = [
-            ("service", service.name.as_str()),
-            ("backend", &backend.url),
-        ];
-        text.sample(&format!("{name}_sum"), &labels, sum);
-        let count = buckets.last().map_or(0, |(_, count)| *count);
-        text.sample(&format!("{name}_count"), &labels, count as f64);
+        let count = buckets.iter().map(|(_, count)| count).sum();
+        metric
+            .encode_family(&backend_labels(service, backend))?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
     }
 
-    let name = "gateway_breaker_state";
-    text.family(
-        name,
-        "gauge",
+    let mut metric = family(
+        encoder,
+        "gateway_breaker_state",
         "The breaker's state: 1 for the current one of closed, open, half_open, forced_open.",
-    );
+        MetricType::Gauge,
+    )?;
     for (service, backend) in backends {
-        let breaker = &backend.breaker;
-        let current = breaker.state();
+        let current = backend.breaker.state();
         for state in BreakerState::ALL {
-            text.sample(
-                name,
-                &[
-                    ("service", &service.name),
-                    ("backend", &backend.url),
-                    ("state", state_label(state)),
-                ],
-                f64::from(u8::from(state == current)),
-            );
+            let mut labels = backend_labels(service, backend);
+            labels.push(("state", state_label(state)));
+            count_gauge(&mut metric, &labels, u64::from(state == current))?;
         }
     }
 
     for (name, kind, help, value) in [
         (
             "gateway_breaker_consecutive_failures",
-            "gauge",
+            MetricType::Gauge,
             "The current run of consecutive failures of a Closed breaker.",
-            (|b| f64::from(b.snapshot().consecutive_failures)) as fn(&Breaker) -> f64,
+            (|b| u64::from(b.snapshot().consecutive_failures)) as fn(&Breaker) -> u64,
         ),
         (
-            "gateway_breaker_rejections_total",
-            "counter",
+            "gateway_breaker_rejections",
+            MetricType::Counter,
             "Requests the breaker turned away: Open, Forced-Open, or Half-Open with its probe \
              out.",
-            |b| b.rejections() as f64,
+            Breaker::rejections,
         ),
     ] {
-        text.family(name, kind, help);
+        let mut metric = family(encoder, name, help, kind)?;
         for (service, backend) in backends {
-            let breaker = &backend.breaker;
-            text.sample(
-                name,
-                &[("service", &service.name), ("backend", &backend.url)],
-                value(breaker),
-            );
+            let labels = backend_labels(service, backend);
+            match kind {
+                MetricType::Counter => counter(&mut metric, &labels, value(&backend.breaker))?,
+                _ => count_gauge(&mut metric, &labels, value(&backend.breaker))?,
+            }
         }
     }
 
-    let name = "gateway_breaker_transitions_total";
-    text.family(
-        name,
-        "counter",
+    let mut metric = family(
+        encoder,
+        "gateway_breaker_transitions",
         "Breaker state changes, by from and to state.",
-    );
+        MetricType::Counter,
+    )?;
     for (service, backend) in backends {
-        let breaker = &backend.breaker;
-        let counts = breaker.transition_counts();
+        let counts = backend.breaker.transition_counts();
         for from in BreakerState::ALL {
             for to in BreakerState::ALL {
                 let count = counts.get(from, to);
                 if count > 0 || AUTOMATIC_TRANSITIONS.contains(&(from, to)) {
-                    text.sample(
-                        name,
-                        &[
-                            ("service", &service.name),
-                            ("backend", &backend.url),
-                            ("from", state_label(from)),
-                            ("to", state_label(to)),
-                        ],
-                        count as f64,
-                    );
+                    let mut labels = backend_labels(service, backend);
+                    labels.push(("from", state_label(from)));
+                    labels.push(("to", state_label(to)));
+                    counter(&mut metric, &labels, count)?;
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// The active health checks of backends whose service has them.
-fn health_metrics(text: &mut PrometheusText, backends: &[(&Service, &Backend)]) {
+fn health_metrics(
+    encoder: &mut DescriptorEncoder,
+    backends: &[(&Service, &Backend)],
+) -> fmt::Result {
     let checked: Vec<_> = backends
         .iter()
         .filter(|(service, _)| service.health_check.is_some())
-        .map(|(service, backend)| (service, backend, backend.health.snapshot()))
+        .map(|(service, backend)| (backend_labels(service, backend), backend.health.snapshot()))
         .collect();
-    let name = "gateway_health_check_healthy";
-    text.family(
-        name,
-        "gauge",
+    let mut metric = family(
+        encoder,
+        "gateway_health_check_healthy",
         "1 while the backend passes its active health checks (by the thresholds), else 0.",
-    );
-    for (service, backend, record) in &checked {
-        let labels = [
-            ("service", service.name.as_str()),
-            ("backend", &backend.url),
-        ];
-        text.sample(name, &labels, f64::from(u8::from(record.healthy)));
+        MetricType::Gauge,
+    )?;
+    for (labels, record) in &checked {
+        count_gauge(&mut metric, labels, u64::from(record.healthy))?;
     }
-    let name = "gateway_health_checks_total";
-    text.family(name, "counter", "Active health checks, by result.");
-    for (service, backend, record) in &checked {
+    let mut metric = family(
+        encoder,
+        "gateway_health_checks",
+        "Active health checks, by result.",
+        MetricType::Counter,
+    )?;
+    for (labels, record) in &checked {
         for (result, count) in [("pass", record.passed), ("fail", record.failed)] {
-            text.sample(
-                name,
-                &[
-                    ("service", service.name.as_str()),
-                    ("backend", &backend.url),
-                    ("result", result),
-                ],
-                count as f64,
-            );
+            let mut labels = labels.clone();
+            labels.push(("result", result));
+            counter(&mut metric, &labels, count)?;
         }
     }
-    let name = "gateway_health_check_duration_seconds";
-    text.family(name, "gauge", "How long the latest health check took.");
-    for (service, backend, record) in &checked {
+    let mut metric = family(
+        encoder,
+        "gateway_health_check_duration_seconds",
+        "How long the latest health check took.",
+        MetricType::Gauge,
+    )?;
+    for (labels, record) in &checked {
         if let Some(latency) = record.last_latency {
-            let labels = [
-                ("service", service.name.as_str()),
-                ("backend", &backend.url),
-            ];
-            text.sample(name, &labels, latency.as_secs_f64());
+            gauge(&mut metric, labels, latency.as_secs_f64())?;
         }
     }
+    Ok(())
 }
 
-fn service_metrics(text: &mut PrometheusText, services: &[&Arc<Service>]) {
-    let name = "gateway_service_backends";
-    text.family(
-        name,
-        "gauge",
+fn service_metrics(encoder: &mut DescriptorEncoder, services: &[&Arc<Service>]) -> fmt::Result {
+    let mut metric = family(
+        encoder,
+        "gateway_service_backends",
         "Backends the service has now (with DNS discovery: the addresses found).",
-    );
+        MetricType::Gauge,
+    )?;
     for service in services {
-        text.sample(
-            name,
-            &[("service", &service.name)],
-            service.backends.len() as f64,
-        );
+        let labels = vec![("service", service.name.as_str())];
+        count_gauge(&mut metric, &labels, service.backends.len() as u64)?;
     }
     for (event, name, help) in [
         (
             ServiceEvent::Request,
-            "gateway_service_requests_total",
+            "gateway_service_requests",
             "Requests routed to a service (each counted once, however many attempts it took).",
         ),
         (
             ServiceEvent::AllOpen,
-            "gateway_service_all_open_total",
+            "gateway_service_all_open",
             "Requests answered 503 at once because every backend's breaker was open.",
         ),
         (
             ServiceEvent::NoBackends,
-            "gateway_service_no_backends_total",
+            "gateway_service_no_backends",
             "Requests answered 503 at once because the service had no backends.",
         ),
         (
             ServiceEvent::Retry,
-            "gateway_service_retries_total",
+            "gateway_service_retries",
             "Requests failed over to another backend after an attempt failed.",
         ),
         (
             ServiceEvent::RetryBudgetExhausted,
-            "gateway_service_retry_budget_exhausted_total",
+            "gateway_service_retry_budget_exhausted",
             "Failovers refused because the service's retry budget was spent.",
         ),
     ] {
-        text.family(name, "counter", help);
+        let mut metric = family(encoder, name, help, MetricType::Counter)?;
         for service in services {
-            text.sample(
-                name,
-                &[("service", &service.name)],
-                service.stats.get(event) as f64,
-            );
+            let labels = vec![("service", service.name.as_str())];
+            counter(&mut metric, &labels, service.stats.get(event))?;
         }
     }
+    Ok(())
 }
 
 fn state_label(state: BreakerState) -> &'static str {

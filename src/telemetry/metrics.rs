@@ -1,16 +1,16 @@
-//! Metrics: plain atomic counters kept next to what they count, and a writer for the
-//! Prometheus text format that the admin listener renders them with at scrape time.
+//! Metrics: plain atomic counters kept next to what they count; the admin listener's
+//! `prometheus-client` collector (`admin/prometheus.rs`) reads them at scrape time.
 //!
-//! Why no `prometheus` registry (`pingora-prometheus` re-exports one): its labelled metrics
-//! look their series up in a locked hash map on every update, and a backend removed by a
-//! reload would have to be unregistered by hand or its series would live on. Here each
+//! Why no registered metric families (the `prometheus` crate's, or `prometheus-client`'s own
+//! `Family`): labelled metrics look their series up in a locked hash map on every update, and a
+//! backend removed by a reload would have to be unregistered by hand or its series would live
+//! on. Here each
 //! (service, backend) pair owns its [`BackendStats`] and each service its [`ServiceStats`]
 //! (kept across reloads by name, like the breakers), a request only bumps atomics it already
 //! holds, and a scrape walks the *current* routing table: removed backends' series are gone by
 //! construction, and label values come only from configured names. Pingora 0.9 registers no
 //! metrics of its own, so nothing is missed by not reading its global registry.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -108,19 +108,15 @@ impl BackendStats {
         self.attempts[outcome.index()].load(Ordering::Relaxed)
     }
 
-    /// The latency histogram as Prometheus wants it: cumulative counts per upper bound in
-    /// seconds (`f64::INFINITY` last), and the sum in seconds.
+    /// The latency histogram: the count in each bucket (not cumulative; the encoder sums them)
+    /// by its upper bound in seconds (`f64::INFINITY` last), and the sum in seconds.
     pub fn latency(&self) -> (Vec<(f64, u64)>, f64) {
-        let mut cumulative = 0;
         let buckets = LATENCY_BUCKETS_MICROS
             .iter()
             .map(|&bound| bound as f64 / 1e6)
             .chain([f64::INFINITY])
             .zip(&self.latency_buckets)
-            .map(|(bound, count)| {
-                cumulative += count.load(Ordering::Relaxed);
-                (bound, cumulative)
-            })
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect();
         let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (buckets, sum)
@@ -189,58 +185,6 @@ impl GatewayStats {
     }
 }
 
-/// Writes the Prometheus text exposition format (version 0.0.4): one `# HELP` and `# TYPE`
-/// per family, then its samples.
-#[derive(Debug, Default)]
-pub struct PrometheusText {
-    out: String,
-}
-
-/// The `Content-Type` of [`PrometheusText`].
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-impl PrometheusText {
-    /// Starts a family: `kind` is `counter`, `gauge` or `histogram`.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    /// One sample; label values are escaped as the format requires.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (label, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(label);
-                self.out.push_str("=\"");
-                for c in value.chars() {
-                    match c {
-                        '\\' => self.out.push_str("\\\\"),
-                        '"' => self.out.push_str("\\\""),
-                        '\n' => self.out.push_str("\\n"),
-                        c => self.out.push(c),
-                    }
-                }
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        if value == f64::INFINITY {
-            self.out.push_str(" +Inf\n");
-        } else {
-            let _ = writeln!(self.out, " {value}");
-        }
-    }
-
-    /// The text written so far.
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +202,11 @@ mod tests {
         let (buckets, sum) = stats.latency();
         assert_eq!(buckets.len(), LATENCY_BUCKETS_MICROS.len() + 1);
         assert_eq!(buckets[0], (0.0005, 2), "500 µs is in the 0.5 ms bucket");
-        assert_eq!(buckets[5], (0.025, 2));
-        assert_eq!(buckets[6], (0.05, 3));
-        assert_eq!(buckets[13], (10.0, 3));
-        assert_eq!(buckets[14], (f64::INFINITY, 4));
+        assert_eq!(buckets[5], (0.025, 0));
+        assert_eq!(buckets[6], (0.05, 1));
+        assert_eq!(buckets[13], (10.0, 0));
+        assert_eq!(buckets[14], (f64::INFINITY, 1));
+        assert_eq!(buckets.iter().map(|(_, count)| count).sum::<u64>(), 4);
         assert!((sum - 60.0309).abs() < 1e-9, "{sum}");
     }
 
@@ -275,19 +220,5 @@ mod tests {
             };
             assert_eq!(outcome.breaker_outcome(), expected, "{outcome:?}");
         }
-    }
-
-    #[test]
-    fn text_format_escapes_label_values() {
-        let mut text = PrometheusText::default();
-        text.family("x_total", "counter", "Things.");
-        text.sample("x_total", &[("a", "q\"b\\s\nn"), ("b", "ok")], 3.0);
-        text.sample("x_total", &[], f64::INFINITY);
-        text.sample("x_total", &[], 0.25);
-        assert_eq!(
-            text.finish(),
-            "# HELP x_total Things.\n# TYPE x_total counter\n\
-             x_total{a=\"q\\\"b\\\\s\\nn\",b=\"ok\"} 3\nx_total +Inf\nx_total 0.25\n"
-        );
     }
 }
