@@ -368,12 +368,21 @@ where
                         request_done = body.as_ref().is_none_or(HttpTask::is_end);
                         continue;
                     }
+                    // The end of the request as sent before the upgrade (a `Body` task) can
+                    // still be in the pipe when the `101` has been read: it ends the request,
+                    // not the upgraded stream, which ends with an `UpgradedBody` end or the
+                    // pipe closing.
+                    let ends_upgraded = !matches!(body, Some(HttpTask::Body(..)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                response_done = true;
+                                if ends_upgraded {
+                                    response_done = true;
+                                } else {
+                                    request_done = false;
+                                }
                             }
                         },
                         Err(e) => {
