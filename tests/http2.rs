@@ -203,9 +203,11 @@ fn an_http2_service_shares_one_connection_per_backend_among_concurrent_requests(
             assert_eq!(status.unwrap(), 200);
         }
     }
-    // Eight requests at a time over HTTP/1.1 would need eight connections.
+    // Eight requests at a time over HTTP/1.1 would need eight connections. Pingora takes a
+    // connection out of its pool while it opens a stream on it, and a request arriving in that
+    // moment opens another (a false negative its connector accepts): a few, never eight.
     assert!(
-        (1..=2).contains(&most),
+        (1..=4).contains(&most),
         "{most} connections to the HTTP/2 backend"
     );
 }
