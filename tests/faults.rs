@@ -44,6 +44,45 @@ fn assert_posts_get_three_clean_502s(gateway: &Gateway) {
     );
 }
 
+/// `gateway.metric` for a series of service `product`'s backend `mock`, with `more` labels.
+fn backend_metric(gateway: &Gateway, name: &str, mock: &Mock, more: &str) -> Option<f64> {
+    gateway.metric(&format!(
+        r#"{name}{{service="product",backend="{}"{more}}}"#,
+        mock.url()
+    ))
+}
+
+/// Sequential GETs alternate between a healthy and a broken backend: each one sent to the broken
+/// backend fails over, so all twelve get 200, and the breaker counts exactly three failures of
+/// the kind `outcome`, opening on the third, with exactly three retries.
+fn assert_gets_fail_over_exactly_three_times(gateway: &Gateway, broken: &Mock, outcome: &str) {
+    for _ in 0..12 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let outcome_label = format!(r#",outcome="{outcome}""#);
+    assert_eq!(
+        backend_metric(
+            gateway,
+            "gateway_upstream_attempts_total",
+            broken,
+            &outcome_label
+        ),
+        Some(3.0),
+        "{}",
+        gateway.log()
+    );
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(3.0)
+    );
+    assert_eq!(gateway.log_count("failover: service"), 3);
+    assert_eq!(
+        gateway.log_count(&format!("[CIRCUIT] {} OPEN", broken.url())),
+        1
+    );
+}
+
 #[test]
 fn a_backend_that_resets_before_headers_costs_no_get() {
     let (healthy, resetting) = (Mock::start(&[]), Mock::start(&["--reset"]));
@@ -63,6 +102,9 @@ fn a_backend_that_resets_before_headers_costs_no_get() {
 
     let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
     assert_posts_get_three_clean_502s(&gateway);
+
+    let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
+    assert_gets_fail_over_exactly_three_times(&gateway, &resetting, "broken_response");
 }
 
 #[test]
@@ -83,6 +125,9 @@ fn a_backend_that_closes_before_headers_costs_no_get_and_posts_get_502() {
         "no connection closed under a client: {load:?}"
     );
     report("closes before headers: GETs", &gateway, &load);
+
+    let gateway = gateway_over(&[&healthy, &closing], "{open_timeout: 1m}");
+    assert_gets_fail_over_exactly_three_times(&gateway, &closing, "broken_response");
 }
 
 #[test]
@@ -413,20 +458,29 @@ fn a_body_still_streaming_when_the_total_timeout_ends_is_cut_right_then() {
     assert!(took < Duration::from_millis(300 + 250), "{took:?}");
 }
 
-/// GETs a body that `mock` streams slowly and the gateway cuts: the response is a `200` with
-/// part of the body, or none (the connection closed). Returns how long it took.
+/// GETs a body that `mock` streams slowly and the gateway cuts: the response is the `200`
+/// with the part of the body sent before the stall, and then the connection closes. Returns
+/// how long it took.
 fn get_a_cut_body(gateway: &Gateway, mock: &Mock) -> Duration {
     let started = Instant::now();
-    let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"");
+    let response =
+        try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"").expect("the cut response");
     let took = started.elapsed();
-    let full = format!("Hello from {}\n", mock.port);
-    assert!(
-        response
-            .as_ref()
-            .map_or(true, |r| r.status == 200 && r.body.len() < full.len()),
-        "{response:?}"
-    );
+    assert_cut(&response, mock);
     took
+}
+
+/// `response` is `mock`'s `200` with a strict, non-empty prefix of its body: what was sent
+/// before the stall.
+fn assert_cut(response: &Response, mock: &Mock) {
+    let full = format!("Hello from {}\n", mock.port);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        !response.body.is_empty()
+            && response.body.len() < full.len()
+            && full.starts_with(&response.body),
+        "a strict prefix of the body: {response:?}"
+    );
 }
 
 #[test]
@@ -460,23 +514,78 @@ fn a_response_header_trickling_in_is_cut_at_its_timeout_and_fails_over() {
         "[CIRCUIT] {} OPEN (threshold reached)",
         trickling.url()
     ));
+    // Exactly one timeout per request that tried it, and the breaker opened once, on the third.
+    assert_eq!(
+        backend_metric(
+            &gateway,
+            "gateway_upstream_attempts_total",
+            &trickling,
+            r#",outcome="timeout""#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        gateway.log_count(&format!("[CIRCUIT] {} OPEN", trickling.url())),
+        1
+    );
 }
 
 #[test]
-fn a_body_stalling_longer_than_the_read_timeout_is_cut_and_counts_as_a_failure() {
-    let stalling = Mock::start(&["--slow-body-ms", "1000"]);
+fn a_body_stalling_longer_than_the_read_timeout_is_cut_counted_once_and_never_retried() {
+    // The stalling backend's header and first part reached the client before the stall: that
+    // response is the client's now, cut, and is not retried on the healthy backend beside it.
+    let (stalling, healthy) = (Mock::start(&["--slow-body-ms", "1000"]), Mock::start(&[]));
     let gateway = gateway_over(
-        &[&stalling],
+        &[&stalling, &healthy],
         "{response_header_timeout: 5s, read_timeout: 200ms, open_timeout: 1m}",
     );
-    for _ in 0..3 {
-        let took = get_a_cut_body(&gateway, &stalling);
-        assert!(took < Duration::from_millis(200 + 500), "{took:?}");
+    let (mut cut, mut whole) = (0, 0);
+    // Six alternate between the two; the third cut opens the breaker after the last of them.
+    for _ in 0..6 {
+        let started = Instant::now();
+        let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"")
+            .expect("a response, whole or cut");
+        if response.served_by() == Some(healthy.port) {
+            assert_eq!(response.body, format!("Hello from {}\n", healthy.port));
+            whole += 1;
+        } else {
+            assert_cut(&response, &stalling);
+            assert!(
+                started.elapsed() < Duration::from_millis(200 + 500),
+                "{:?}",
+                started.elapsed()
+            );
+            cut += 1;
+        }
     }
+    assert_eq!((cut, whole), (3, 3));
     gateway.wait_for_log(&format!(
         "[CIRCUIT] {} OPEN (threshold reached)",
         stalling.url()
     ));
+    assert_eq!(
+        backend_metric(
+            &gateway,
+            "gateway_upstream_attempts_total",
+            &stalling,
+            r#",outcome="timeout""#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(0.0),
+        "nothing is retried once response bytes reached the client"
+    );
+    assert_eq!(gateway.log_count("failover: service"), 0);
+    assert_eq!(
+        gateway.log_count(&format!("[CIRCUIT] {} OPEN", stalling.url())),
+        1
+    );
 }
 
 #[test]
@@ -518,4 +627,53 @@ fn a_client_too_slow_to_send_its_body_within_the_total_timeout_costs_the_backend
     // With a threshold of 1, one failure would have opened the only backend's breaker.
     assert_eq!(gateway.get("/v1/proxy/product").status, 200);
     assert_eq!(gateway.log_count("[CIRCUIT] "), 0, "{}", gateway.log());
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_request_costs_the_backend_nothing() {
+    // One failure would open this breaker; a hang-up must count as neither failure nor success.
+    let slow = Mock::start(&["--delay-ms", "400"]);
+    let gateway = gateway_over(&[&slow], "{failure_threshold: 1, open_timeout: 1m}");
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    client
+        .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .unwrap();
+    // Hang up once the request is with the backend, before its answer.
+    assert!(wait_until(DEADLINE, || {
+        gateway.metric(r#"gateway_service_requests_total{service="product"}"#) == Some(1.0)
+    }));
+    drop(client);
+    let outcome = |name: &str| {
+        backend_metric(
+            &gateway,
+            "gateway_upstream_attempts_total",
+            &slow,
+            &format!(r#",outcome="{name}""#),
+        )
+    };
+    assert!(
+        wait_until(DEADLINE, || outcome("cancelled") == Some(1.0)),
+        "{}",
+        gateway.log()
+    );
+    for name in [
+        "success",
+        "timeout",
+        "broken_response",
+        "connect_error",
+        "http_5xx",
+    ] {
+        assert_eq!(outcome(name), Some(0.0), "{name}");
+    }
+    assert_eq!(
+        backend_metric(
+            &gateway,
+            "gateway_breaker_state",
+            &slow,
+            r#",state="closed""#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    assert_eq!(outcome("success"), Some(1.0));
 }

@@ -286,6 +286,16 @@ impl Gateway {
         self.log().matches(needle).count()
     }
 
+    /// The value of the `/metrics` sample named `series` (name and labels, as exposed), or
+    /// `None` when there is no such series.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let metrics = request(self.admin_port, "GET", "/metrics", &[], b"").body;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.parse().expect("a sample value"))
+    }
+
     /// GET `path` through the gateway.
     pub fn get(&self, path: &str) -> Response {
         request(self.port, "GET", path, &[], b"")
