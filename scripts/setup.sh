@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
-# toolchain, for Pingora's vendored zlib-ng; HAProxy, for the two-replica test; curl, for the
+# toolchain, for Pingora's vendored zlib-ng (and C++, for the fuzz targets' libFuzzer); HAProxy, for the two-replica test; curl, for the
 # image checks; patch, for the vendored Pingora crates' check; openssl, for the demo's
 # certificate; grpcio (PyPI), for the gRPC tests.
 # Idempotent; does nothing when they are already there.
@@ -9,6 +9,8 @@ set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v cc >/dev/null || missing+=(build-essential)
+# The fuzz targets' libFuzzer (checked to compile) is C++.
+command -v c++ >/dev/null || missing+=(g++)
 # The two-replica test (tests/replicas.rs) runs two gateways behind HAProxy.
 command -v haproxy >/dev/null || missing+=(haproxy)
 # scripts/docker-check.sh asks the gateway in the image; scripts/check-vendor.sh applies the
