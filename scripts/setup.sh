@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing the gateway needs beyond Rust itself: cmake and a C
-# toolchain, for Pingora's vendored zlib-ng (and C++, for the fuzz targets' libFuzzer); HAProxy, for the two-replica test; curl, for the
-# image checks; patch, for the vendored Pingora crates' check; openssl, for the demo's
-# certificate; grpcio (PyPI), for the gRPC tests.
+# toolchain, for Pingora's vendored zlib-ng; C++, for the fuzz targets' libFuzzer; HAProxy, for
+# the two-replica test; curl, for the image checks; patch, for the vendored Pingora crates'
+# check; openssl, for the demo's certificate; grpcio (PyPI), for the gRPC tests.
 # Idempotent; does nothing when they are already there.
 set -euo pipefail
 
