@@ -1137,6 +1137,59 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_probe_dropped_after_its_lease_does_not_free_the_current_probes_slot() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let hung = f.breaker.try_acquire().unwrap();
+        f.clock.advance(COOLDOWN);
+        let current = f.breaker.try_acquire().expect("lease expired");
+        drop(hung);
+        assert!(
+            f.breaker.try_acquire().is_none(),
+            "the current probe still holds the slot"
+        );
+        drop(current);
+        assert!(f.breaker.try_acquire().expect("slot freed").is_probe());
+    }
+
+    #[test]
+    fn a_probe_dropped_while_others_race_for_the_slot_lets_in_at_most_one() {
+        for _ in 0..50 {
+            let f = fixture(3);
+            open(&f);
+            f.clock.advance(COOLDOWN);
+            let probe = f.breaker.try_acquire().unwrap();
+            let threads = 8;
+            let barrier = Arc::new(Barrier::new(threads + 1));
+            let racers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let breaker = f.breaker.clone();
+                    let barrier = barrier.clone();
+                    thread::spawn(move || {
+                        barrier.wait();
+                        breaker.try_acquire()
+                    })
+                })
+                .collect();
+            barrier.wait();
+            drop(probe);
+            let admitted: Vec<Permit> = racers
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect();
+            assert!(admitted.len() <= 1, "{} probes", admitted.len());
+            if admitted.is_empty() {
+                // Every racer came before the drop: the slot is free now, not leaked.
+                assert!(f.breaker.try_acquire().expect("slot freed").is_probe());
+            } else {
+                assert!(admitted[0].is_probe());
+                assert!(f.breaker.try_acquire().is_none());
+            }
+        }
+    }
+
+    #[test]
     fn late_results_from_an_earlier_state_do_not_change_it() {
         let f = fixture(3);
         let slow = f.breaker.try_acquire().unwrap();
