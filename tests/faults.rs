@@ -227,24 +227,34 @@ fn a_flapping_backend_is_followed_by_its_breaker_and_costs_no_get() {
         "no connection closed under a client: {load:?}"
     );
 
-    // Not stuck: once the backend is steady again, its breaker closes within a cooldown.
+    // Not stuck: once the backend is steady again, it is back in the rotation within a
+    // cooldown, its breaker Closed, and stays: strict alternation again.
     flapping.restart(&[]);
-    let closes = gateway.log_count(&closed);
-    let prefix = format!("[CIRCUIT] {} ", flapping.url());
-    let last_line = |log: &str| {
-        log.lines()
-            .rfind(|l| l.contains(&prefix))
-            .map(str::to_owned)
-    };
     assert!(
-        wait_until(DEADLINE, || {
-            gateway.get("/v1/proxy/product");
-            gateway.log_count(&closed) > closes
-                || last_line(&gateway.log()).is_some_and(|l| l.contains("CLOSED"))
-        }),
+        wait_until(DEADLINE, || gateway.get("/v1/proxy/product").served_by()
+            == Some(flapping.port)),
         "{}",
         gateway.log()
     );
+    assert_eq!(
+        backend_metric(
+            &gateway,
+            "gateway_breaker_state",
+            &flapping,
+            r#",state="closed""#
+        ),
+        Some(1.0)
+    );
+    let served: Vec<Option<u16>> = (0..10)
+        .map(|_| gateway.get("/v1/proxy/product").served_by())
+        .collect();
+    for port in [steady.port, flapping.port] {
+        assert_eq!(
+            served.iter().filter(|&&p| p == Some(port)).count(),
+            5,
+            "{served:?}"
+        );
+    }
 }
 
 #[test]
