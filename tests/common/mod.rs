@@ -22,6 +22,18 @@ pub const MOCK: &str = env!("CARGO_BIN_EXE_mock-backend");
 /// How long anything may take to happen before a test gives up on it.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// `bound` scaled by `GATEWAY_TEST_TIME_FACTOR` (default 1): the upper bounds the tests put on
+/// how long something takes are tight enough to catch a timeout that is not applied, and a slow
+/// or loaded machine may set the factor to stretch them all at once.
+pub fn within(bound: Duration) -> Duration {
+    let factor: f64 = std::env::var("GATEWAY_TEST_TIME_FACTOR")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .filter(|f: &f64| *f >= 1.0)
+        .unwrap_or(1.0);
+    bound.mul_f64(factor)
+}
+
 /// Polls `check` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -392,6 +404,28 @@ pub fn try_request(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
+}
+
+/// Reads one whole response (head, then a `Content-Length` body) from a keep-alive `stream`,
+/// leaving whatever follows it unread. Byte by byte through the head: for tests only.
+pub fn read_one_response(mut stream: &TcpStream) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    while !raw.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.push(byte[0]);
+    }
+    let mut response = parse_response(&raw)?;
+    let length: usize = response
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    response.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(response)
 }
 
 pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
