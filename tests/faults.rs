@@ -29,13 +29,22 @@ fn gateway_over(mocks: &[&Mock], defaults: &str) -> Gateway {
     )
 }
 
-/// Sequential POSTs alternate between a healthy and a broken backend. Each one sent to the
-/// broken backend may have reached it, so it is never replayed: a clean 502, three times,
-/// until the breaker opens.
+/// Sequential POSTs (or PATCHes) alternate between a healthy and a broken backend. Each one
+/// sent to the broken backend may have reached it, so it is never replayed: a clean 502, three
+/// times, until the breaker opens.
 fn assert_posts_get_three_clean_502s(gateway: &Gateway) {
+    assert_three_clean_502s(gateway, "POST");
+}
+
+fn assert_three_clean_502s(gateway: &Gateway, method: &str) {
     let statuses: Vec<u16> = (0..12)
-        .map(|_| request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1").status)
+        .map(|_| request(gateway.port, method, "/v1/proxy/product", &[], b"order=1").status)
         .collect();
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(0.0),
+        "{method} is never replayed"
+    );
     let bad_gateways = statuses.iter().filter(|&&s| s == 502).count();
     assert_eq!(bad_gateways, 3, "{statuses:?}");
     assert!(
@@ -104,7 +113,61 @@ fn a_backend_that_resets_before_headers_costs_no_get() {
     assert_posts_get_three_clean_502s(&gateway);
 
     let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
+    assert_three_clean_502s(&gateway, "PATCH");
+
+    let gateway = gateway_over(&[&healthy, &resetting], "{open_timeout: 1m}");
     assert_gets_fail_over_exactly_three_times(&gateway, &resetting, "broken_response");
+}
+
+#[test]
+fn a_post_fails_over_after_a_connect_failure() {
+    // Nothing reached a backend that refused the connection, so any method may go elsewhere.
+    let (healthy, mut down) = (Mock::start(&[]), Mock::start(&[]));
+    down.stop();
+    let gateway = gateway_over(&[&down, &healthy], "{open_timeout: 1m}");
+    for _ in 0..6 {
+        let response = request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.served_by(), Some(healthy.port));
+    }
+    assert_eq!(
+        backend_metric(
+            &gateway,
+            "gateway_upstream_attempts_total",
+            &down,
+            r#",outcome="connect_error""#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn sigint_stops_at_once_without_waiting_for_requests_in_flight() {
+    let slow = Mock::start(&["--delay-ms", "5000"]);
+    let mut gateway = gateway_over(&[&slow], "{}");
+    let in_flight = simultaneous_gets(gateway.port, 1, "/v1/proxy/product");
+    assert!(wait_until(DEADLINE, || gateway
+        .metric(r#"gateway_service_requests_total{service="product"}"#)
+        == Some(1.0)));
+    let signalled = Instant::now();
+    signal(gateway.pid(), "INT");
+    assert!(gateway.wait_exit().is_some(), "exited");
+    // The backend would answer 5 s after the request; SIGTERM would have waited for it.
+    assert!(
+        signalled.elapsed() < within(Duration::from_secs(2)),
+        "{:?}",
+        signalled.elapsed()
+    );
+    for handle in in_flight {
+        assert!(
+            handle.join().unwrap().is_err(),
+            "the request in flight was cut"
+        );
+    }
 }
 
 #[test]

@@ -679,3 +679,63 @@ fn the_access_log_has_one_line_per_request_in_text_or_json() {
     json.wait_for_log(r#""service":"product","#);
     json.wait_for_log(r#""status":200,"attempts":1,"#);
 }
+
+#[test]
+fn a_manual_reset_zeroes_the_status_counters_but_never_a_prometheus_counter() {
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[&mock], "{}");
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    }
+    let attempts = format!(
+        r#"gateway_upstream_attempts_total{{service="product",backend="{}",outcome="success"}}"#,
+        mock.url()
+    );
+    assert_eq!(gateway.metric(&attempts), Some(3.0));
+    let id = mock.url().trim_start_matches("http://").to_owned();
+    let reset = request(
+        gateway.admin_port,
+        "POST",
+        &format!("/backends/{id}/reset"),
+        &[],
+        b"",
+    );
+    assert_eq!(reset.status, 200, "{reset:?}");
+    let status = request(gateway.admin_port, "GET", "/status", &[], b"").body;
+    assert!(status.contains(r#""successes":0,"failures":0"#), "{status}");
+    assert_eq!(
+        gateway.metric(&attempts),
+        Some(3.0),
+        "Prometheus counters only grow"
+    );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_without_a_token_is_warned_about_at_start() {
+    let mock = Mock::start(&[]);
+    // A gateway whose admin listener is on every address, with `gateway_extra` in its conf.
+    let start_open_admin = |gateway_extra: &str| {
+        let dir = TempDir::new();
+        dir.write("services.yaml", &services_yaml("product", &[mock.url()]));
+        let (port, admin_port) = (free_port(), free_port());
+        let conf = gateway_conf(dir.path(), port, admin_port, gateway_extra).replace(
+            &format!("admin_listen: 127.0.0.1:{admin_port}"),
+            &format!("admin_listen: 0.0.0.0:{admin_port}"),
+        );
+        let conf = dir.write("gateway.yaml", &conf);
+        let gateway = Gateway::spawn(dir, port, &["-c", conf.to_str().unwrap()]);
+        gateway.wait_ready();
+        (gateway, admin_port)
+    };
+    let (gateway, admin_port) = start_open_admin("");
+    gateway.wait_for_log(&format!(
+        "the admin listener on 0.0.0.0:{admin_port} is not on loopback and has no token"
+    ));
+    let (gateway, _) = start_open_admin("  admin_token: s3cret\n");
+    assert_eq!(
+        gateway.log_count("is not on loopback"),
+        0,
+        "{}",
+        gateway.log()
+    );
+}
