@@ -252,6 +252,9 @@ fn ambiguous_framing_is_rejected_before_anything_is_forwarded() {
         "POST /v1/proxy/guarded HTTP/1.0\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
             .to_owned(),
         format!("{post}Content-Length: -1\r\n\r\n"),
+        "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nX-Bad: a\u{1}b\r\n\r\n".to_owned(),
+        "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nX B: c\r\n\r\n".to_owned(),
+        "GET /v1/proxy/guarded HTTP/1.1\r\nHost: gateway\r\nHost: other\r\n\r\n".to_owned(),
     ] {
         s.assert_rejected_with_json(&raw, 400, "bad_request");
     }

@@ -265,3 +265,25 @@ fn a_discovered_service_whose_host_does_not_resolve_starts_and_answers_503() {
         gateway.log()
     );
 }
+
+#[test]
+fn requests_in_flight_finish_on_the_table_they_started_with() {
+    let (old, new) = (Mock::start(&["--delay-ms", "800"]), Mock::start(&[]));
+    let gateway = start(&[&old]);
+    let in_flight = simultaneous_gets(gateway.port, 1, "/v1/proxy/product");
+    assert!(wait_until(DEADLINE, || gateway
+        .metric(r#"gateway_service_requests_total{service="product"}"#)
+        == Some(1.0)));
+    rewrite_services(&gateway, &services_yaml("product", &[new.url()]));
+    assert_eq!(admin(&gateway, "POST", "/reload").status, 200);
+    assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(new.port));
+    for handle in in_flight {
+        let response = handle.join().unwrap().expect("the request in flight");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(
+            response.served_by(),
+            Some(old.port),
+            "the old table's backend"
+        );
+    }
+}
