@@ -62,6 +62,13 @@ const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 // different tolerance for malformed stream rejections.
 const MAX_MALFORMED_STREAMS_PER_CONN: usize = 32;
 
+/// Streams of one connection its client may reset after they were accepted, before the
+/// connection is ended with `GOAWAY(ENHANCE_YOUR_CALM)` when they are also more than half of
+/// the streams it opened: the rapid-reset pattern (CVE-2023-44487), in which each stream costs
+/// the server work and the client almost nothing. h2's own limit only counts streams reset
+/// before they were accepted, which a fast accept loop rarely leaves.
+const MAX_CLIENT_RESETS_PER_CONN: usize = 100;
+
 /// Build [`H2Options`] with bounded defaults for received requests.
 ///
 /// Use this as the starting point when customizing options to retain the default
@@ -145,6 +152,16 @@ pub(crate) async fn accept_downstream_sessions<F>(
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
     loop {
+        if !shutdown_initiated && active.too_many_client_resets() {
+            // Rare, connection-level abuse signal (once per connection): warn! is flood-safe.
+            warn!(
+                "ending downstream h2 connection: its client reset {} of the {} streams it opened",
+                active.client_resets.load(Ordering::Relaxed),
+                active.accepted.load(Ordering::Relaxed)
+            );
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            shutdown_initiated = true;
+        }
         let h2_stream = if shutdown_initiated {
             HttpSession::from_h2_conn_with_malformed_budget(
                 &mut conn,
@@ -191,7 +208,9 @@ pub(crate) async fn accept_downstream_sessions<F>(
             // The offending stream was already answered or reset; keep the
             // connection alive and continue accepting sibling streams.
             Ok(Some(H2Accept::Rejected)) => continue,
-            Ok(Some(H2Accept::Session(session))) => {
+            Ok(Some(H2Accept::Session(mut session))) => {
+                active.accepted.fetch_add(1, Ordering::Relaxed);
+                session.reset_count = Some(active.clone());
                 on_session(session, active.start_session());
             }
         }
@@ -216,6 +235,9 @@ impl Drop for StreamGuard {
 struct ActiveSessions {
     count: AtomicUsize,
     idle: Notify,
+    /// Streams accepted on the connection, and how many of them its client reset.
+    accepted: AtomicUsize,
+    client_resets: AtomicUsize,
 }
 
 impl ActiveSessions {
@@ -223,7 +245,16 @@ impl ActiveSessions {
         Self {
             count: AtomicUsize::new(0),
             idle: Notify::new(),
+            accepted: AtomicUsize::new(0),
+            client_resets: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether the client has reset enough of its streams to be ended (see
+    /// [`MAX_CLIENT_RESETS_PER_CONN`]).
+    fn too_many_client_resets(&self) -> bool {
+        let resets = self.client_resets.load(Ordering::Relaxed);
+        resets >= MAX_CLIENT_RESETS_PER_CONN && resets * 2 > self.accepted.load(Ordering::Relaxed)
     }
 
     fn start_session(self: &Arc<Self>) -> StreamGuard {
@@ -248,6 +279,22 @@ async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) 
 use futures::task::Context;
 use futures::task::Poll;
 use std::pin::Pin;
+
+impl Drop for HttpSession {
+    /// Counts a stream its client reset (with any reason but `NO_ERROR`, which a client sends
+    /// after a complete response) toward its connection's limit.
+    fn drop(&mut self) {
+        let Some(active) = self.reset_count.take() else {
+            return;
+        };
+        if self
+            .client_reset()
+            .is_some_and(|reason| reason != h2::Reason::NO_ERROR)
+        {
+            active.client_resets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 /// The future to poll for an idle session.
 ///
 /// Calling `.await` in this object will not return until the client decides to close this stream.
@@ -291,6 +338,10 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // Where a reset of this stream by the client is counted (see MAX_CLIENT_RESETS_PER_CONN)
+    reset_count: Option<Arc<ActiveSessions>>,
+    // Whether this side reset the stream (not counted against the client)
+    reset_sent: bool,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -499,6 +550,8 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            reset_count: None,
+            reset_sent: false,
         })))
     }
 
@@ -841,7 +894,26 @@ impl HttpSession {
     /// - [`h2::Reason::REFUSED_STREAM`] - Indicate the stream was refused before processing.
     pub fn shutdown_with_reason(&mut self, reason: h2::Reason) {
         if !self.ended {
+            // A stream the client reset first stays the client's reset.
+            self.reset_sent |= self.client_reset().is_none();
             self.send_response.send_reset(reason);
+        }
+    }
+
+    /// The reason the client reset this stream with, if it has (and this side had not).
+    fn client_reset(&mut self) -> Option<h2::Reason> {
+        if self.reset_sent {
+            return None;
+        }
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let reset = match self.send_response_body.as_mut() {
+            Some(body_writer) => body_writer.poll_reset(&mut cx),
+            None => self.send_response.poll_reset(&mut cx),
+        };
+        match reset {
+            Poll::Ready(Ok(reason)) => Some(reason),
+            _ => None,
         }
     }
 
