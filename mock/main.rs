@@ -8,6 +8,7 @@
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
 //!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
+//!              [--body-bytes N]
 //!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--h2] [--fail-health]
 //!              [--log] PORT
 //! ```
@@ -21,7 +22,8 @@
 //! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
-//! `--slow-body-ms N` sends the body in five parts, N ms apart.
+//! `--slow-body-ms N` sends the body in five parts, N ms apart. `--body-bytes N` pads every
+//! body with N dots (a large response).
 //!
 //! `--h2` serves HTTP/2 instead (h2c with prior knowledge, or h2 over TLS), with a small gRPC
 //! service: see `http2.rs`.
@@ -77,6 +79,8 @@ struct Behaviour {
     slow_head: Option<Duration>,
     /// Send the body in parts, this far apart.
     slow_body: Option<Duration>,
+    /// Pad every answer's body with this many bytes (`--body-bytes`).
+    body_bytes: usize,
     /// Print one line per request.
     log: bool,
     /// Answer 500 on `/healthz`.
@@ -284,6 +288,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         flap: None,
         slow_head: None,
         slow_body: None,
+        body_bytes: 0,
         log: false,
         fail_health: false,
         h2: false,
@@ -340,6 +345,11 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
             }
             "--slow-body-ms" => {
                 behaviour.slow_body = Some(millis("--slow-body-ms", &value("--slow-body-ms")?)?)
+            }
+            "--body-bytes" => {
+                behaviour.body_bytes = value("--body-bytes")?
+                    .parse()
+                    .map_err(|_| "--body-bytes takes a number of bytes")?
             }
             "--log" => behaviour.log = true,
             "--fail-health" => behaviour.fail_health = true,
@@ -449,6 +459,7 @@ fn serve<S: Read + Write>(stream: S, mock: &Mock<'_>) -> io::Result<()> {
         }
         let mut body = format!("{greeting} {port}\n").into_bytes();
         body.extend_from_slice(&request.body);
+        body.resize(body.len() + behaviour.body_bytes, b'.');
 
         let close = request.wants_close();
         let mut head = format!(

@@ -258,11 +258,29 @@ fn has_goaway(mut bytes: &[u8]) -> bool {
     false
 }
 
+/// The gateway process's resident memory, in KiB.
+fn rss_kib(gateway: &Gateway) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", gateway.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_does_not_stall_the_gateway() {
-    // A large response, and a client that opens many streams and reads none of them: the
-    // flow-control window bounds what the gateway buffers, and others are still served.
-    let (gateway, _mock) = gateway();
+    // 4 MiB responses, and a client that opens 50 streams and reads none of them: 200 MiB if
+    // the gateway buffered them; the flow-control windows (64 KiB a stream) and back-pressure
+    // to the backend bound it (about 0.5 MiB a stream here, whatever the body's size). Others
+    // are still served.
+    let mock = Mock::start(&["--body-bytes", "4194304"]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[mock.url()]),
+        "  status_log: false\n",
+    );
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+    let before = rss_kib(&gateway);
     let (send, _connection) = connect(gateway.port).await;
     let mut send = send.ready().await.unwrap();
     let mut held = Vec::new();
@@ -272,6 +290,25 @@ async fn a_client_that_never_reads_does_not_stall_the_gateway() {
             held.push(response);
         }
     }
+    // Every stream has reached the backend, which is sending its megabyte.
+    assert!(tokio::task::block_in_place(|| wait_until(DEADLINE, || {
+        gateway.metric(r#"gateway_service_requests_total{service="product"}"#) >= Some(51.0)
+    })));
+    // Let the buffers fill: until the gateway's memory stops growing (or 3 s).
+    let mut last = rss_kib(&gateway);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rss_kib(&gateway);
+        if now.abs_diff(last) < 256 {
+            break;
+        }
+        last = now;
+    }
+    let grown = rss_kib(&gateway).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "{grown} KiB more for 50 unread streams of 4 MiB"
+    );
     // Meanwhile another client is served at once.
     let response = tokio::task::spawn_blocking({
         let port = gateway.port;
