@@ -21,11 +21,13 @@ pub struct BackendHealth {
 pub struct HealthRecord {
     /// Whether the checks consider it healthy.
     pub healthy: bool,
-    /// Results in a row of the latest kind.
+    /// Checks passed in a row (zero after a failed one).
     pub consecutive_passes: u32,
+    /// Checks failed in a row (zero after a passed one).
     pub consecutive_failures: u32,
-    /// Checks that passed and failed since it was first checked.
+    /// Checks that passed since it was first checked.
     pub passed: u64,
+    /// Checks that failed since it was first checked.
     pub failed: u64,
     /// Why the latest failed check failed, while the latest check failed.
     pub last_error: Option<String>,

@@ -29,18 +29,29 @@ const WRITER_NAP: Duration = Duration::from_millis(20);
 /// One request, as the access log records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessRecord {
+    /// The request's id, as sent in `X-Request-Id`.
     pub request_id: String,
+    /// The client's address, when known.
     pub client: Option<IpAddr>,
+    /// The request method.
     pub method: String,
     /// The path, cut to 100 characters, control characters escaped.
     pub path: String,
+    /// The service it was routed to, if any.
     pub service: Option<String>,
+    /// The backend of the last attempt, if any.
     pub backend: Option<String>,
+    /// The status the client got.
     pub status: u16,
+    /// Attempts at backends.
     pub attempts: u32,
+    /// From the first pick of a backend to the end of the response, when one was picked.
     pub upstream: Option<Duration>,
+    /// From the request's arrival to the end of the response.
     pub total: Duration,
+    /// Request body bytes read from the client.
     pub bytes_in: u64,
+    /// Response body bytes written to the client.
     pub bytes_out: u64,
 }
 
