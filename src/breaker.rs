@@ -1153,6 +1153,31 @@ mod tests {
         assert!(f.breaker.try_acquire().expect("slot freed").is_probe());
     }
 
+    /// `threads` threads that each try for a permit once `barrier` opens.
+    fn race_for_permits(
+        breaker: &Arc<Breaker>,
+        threads: usize,
+        barrier: &Arc<Barrier>,
+    ) -> Vec<thread::JoinHandle<Option<Permit>>> {
+        (0..threads)
+            .map(|_| {
+                let (breaker, barrier) = (breaker.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    breaker.try_acquire()
+                })
+            })
+            .collect()
+    }
+
+    /// The permits the racers got.
+    fn admitted(racers: Vec<thread::JoinHandle<Option<Permit>>>) -> Vec<Permit> {
+        racers
+            .into_iter()
+            .filter_map(|racer| racer.join().unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_probe_dropped_while_others_race_for_the_slot_lets_in_at_most_one() {
         for _ in 0..50 {
@@ -1160,24 +1185,11 @@ mod tests {
             open(&f);
             f.clock.advance(COOLDOWN);
             let probe = f.breaker.try_acquire().unwrap();
-            let threads = 8;
-            let barrier = Arc::new(Barrier::new(threads + 1));
-            let racers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let breaker = f.breaker.clone();
-                    let barrier = barrier.clone();
-                    thread::spawn(move || {
-                        barrier.wait();
-                        breaker.try_acquire()
-                    })
-                })
-                .collect();
+            let barrier = Arc::new(Barrier::new(8 + 1));
+            let racers = race_for_permits(&f.breaker, 8, &barrier);
             barrier.wait();
             drop(probe);
-            let admitted: Vec<Permit> = racers
-                .into_iter()
-                .filter_map(|h| h.join().unwrap())
-                .collect();
+            let admitted = admitted(racers);
             assert!(admitted.len() <= 1, "{} probes", admitted.len());
             if admitted.is_empty() {
                 // Every racer came before the drop: the slot is free now, not leaked.
@@ -1249,22 +1261,11 @@ mod tests {
             let f = fixture(3);
             open(&f);
             f.clock.advance(COOLDOWN);
-            let threads = 16;
-            let barrier = Arc::new(Barrier::new(threads));
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    let breaker = f.breaker.clone();
-                    let barrier = barrier.clone();
-                    thread::spawn(move || {
-                        barrier.wait();
-                        breaker.try_acquire()
-                    })
-                })
-                .collect();
-            let admitted: Vec<Permit> = handles
-                .into_iter()
-                .filter_map(|h| h.join().unwrap())
-                .collect();
+            let admitted = admitted(race_for_permits(
+                &f.breaker,
+                16,
+                &Arc::new(Barrier::new(16)),
+            ));
             assert_eq!(admitted.len(), 1, "exactly one probe");
             assert!(admitted[0].is_probe());
             assert_eq!(
