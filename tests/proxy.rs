@@ -739,3 +739,38 @@ fn an_admin_listener_off_loopback_without_a_token_is_warned_about_at_start() {
         gateway.log()
     );
 }
+
+#[test]
+fn the_admin_listener_has_limits_of_its_own() {
+    // 64 connections at once, 5 s for a request head: fixed, so a flood of scrapers or a slow
+    // client cannot take the probes' listener, and the proxy's limits are not its limits.
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[&mock], "{}");
+    let held: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", gateway.admin_port)).unwrap())
+        .collect();
+    let refused = wait_until(DEADLINE, || {
+        try_request(gateway.admin_port, "GET", "/healthz", &[], b"")
+            .is_ok_and(|response| response.status == 503)
+    });
+    assert!(refused, "the 65th connection is answered 503");
+    // The head deadline frees the held connections, and probes are answered again.
+    let started = Instant::now();
+    let mut first = &held[0];
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(
+        first.read(&mut [0; 1]).unwrap_or(0),
+        0,
+        "closed by the gateway"
+    );
+    assert!(
+        started.elapsed() < within(Duration::from_secs(6)),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+    assert!(wait_until(DEADLINE, || {
+        try_request(gateway.admin_port, "GET", "/healthz", &[], b"")
+            .is_ok_and(|response| response.status == 200)
+    }));
+}
