@@ -1,5 +1,7 @@
-//! Property tests (proptest): the path router, the request-head checks and the services-file
-//! loader never panic on arbitrary input; routing never yields a backend outside the service
+//! Property tests (proptest): the breaker, driven by random waits, requests and abandoned
+//! requests, is always in the state the original design's state machine (a small model here)
+//! says; the path router, the request-head checks and the services-file loader never panic on
+//! arbitrary input; routing never yields a backend outside the service
 //! the path names; dot segments resolve as RFC 3986's `remove_dot_segments` does, or are refused
 //! exactly when they would climb above the root; a services file either loads or gets an error naming the file and, when the
 //! problem is inside a service, that service.
@@ -10,8 +12,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use gateway::breaker::IgnoreTransitions;
+use gateway::breaker::{Breaker, BreakerSettings, BreakerState, IgnoreTransitions, Outcome};
 
 use gateway::clock::ManualClock;
 use gateway::config::{
@@ -209,6 +212,99 @@ proptest! {
                     "{}\n{}", message, text
                 );
             }
+        }
+    }
+}
+
+/// What a client does to a breaker in the model test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Time passes.
+    Wait(Duration),
+    /// A request asks for a permit and, if admitted, ends in success or failure.
+    Request(bool),
+    /// A request is admitted and then dropped unsettled (the client went away).
+    Abandon,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u64..12_000).prop_map(|ms| Step::Wait(Duration::from_millis(ms))),
+        any::<bool>().prop_map(Step::Request),
+        Just(Step::Abandon),
+    ]
+}
+
+/// The original design's breaker, as its document states it: Closed opens after 3 failures in
+/// a row; Open refuses for 10 s, then admits one probe (Half-Open); the probe's success
+/// closes, its failure opens again for another 10 s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Model {
+    Closed { failures: u32 },
+    Open { until: Duration },
+    HalfOpen,
+}
+
+proptest! {
+    #[test]
+    fn the_breaker_follows_the_original_designs_state_machine(
+        steps in proptest::collection::vec(step(), 1..80)
+    ) {
+        const COOLDOWN: Duration = Duration::from_secs(10);
+        let clock = Arc::new(ManualClock::new());
+        let breaker = Arc::new(Breaker::new(
+            "http://model:1",
+            BreakerSettings::default(),
+            clock.clone(),
+            Arc::new(IgnoreTransitions),
+        ));
+        let mut now = Duration::ZERO;
+        let mut model = Model::Closed { failures: 0 };
+        for step in steps {
+            match step {
+                Step::Wait(by) => {
+                    clock.advance(by);
+                    now += by;
+                }
+                Step::Request(_) | Step::Abandon
+                    if matches!(model, Model::Open { until } if now < until) =>
+                {
+                    prop_assert!(breaker.try_acquire().is_none(), "Open refuses: {:?}", model);
+                }
+                Step::Request(success) => {
+                    let permit = breaker.try_acquire();
+                    prop_assert!(permit.is_some(), "{model:?} admits");
+                    let permit = permit.unwrap();
+                    let probing = !matches!(model, Model::Closed { .. });
+                    prop_assert_eq!(permit.is_probe(), probing);
+                    permit.record(if success { Outcome::Success } else { Outcome::Failure });
+                    model = match (model, success) {
+                        (Model::Closed { .. }, true) => Model::Closed { failures: 0 },
+                        (Model::Closed { failures }, false) if failures + 1 >= 3 => {
+                            Model::Open { until: now + COOLDOWN }
+                        }
+                        (Model::Closed { failures }, false) => Model::Closed { failures: failures + 1 },
+                        (_, true) => Model::Closed { failures: 0 },
+                        (_, false) => Model::Open { until: now + COOLDOWN },
+                    };
+                }
+                Step::Abandon => {
+                    let permit = breaker.try_acquire();
+                    prop_assert!(permit.is_some(), "{model:?} admits");
+                    drop(permit);
+                    // Neutral: a Closed breaker counts nothing; an abandoned probe leaves the
+                    // breaker Half-Open with its slot free for the next request.
+                    if !matches!(model, Model::Closed { .. }) {
+                        model = Model::HalfOpen;
+                    }
+                }
+            }
+            let expected = match model {
+                Model::Closed { .. } => BreakerState::Closed,
+                Model::Open { .. } => BreakerState::Open,
+                Model::HalfOpen => BreakerState::HalfOpen,
+            };
+            prop_assert_eq!(breaker.state(), expected, "after {:?}", model);
         }
     }
 }
