@@ -4,7 +4,8 @@
 #   benches/load/ab.sh BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]
 #
 # Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
-# loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections), and prints
+# loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections; with H2=1,
+# h2load over h2c instead: 16 connections x 10 streams, 100,000 requests), and prints
 # req/s, the gateway's CPU time per request and its RSS after the load. Loopback only; every
 # process started here is stopped by its PID.
 set -euo pipefail
@@ -20,11 +21,21 @@ measure() {
   taskset -c 1 "$binary" -c "$conf" >/dev/null 2>&1 & local gateway=$!
   pids+=("$gateway")
   sleep 1
-  timeout 15 taskset -c 0 wrk -t1 -c64 -d2s http://127.0.0.1:8080/v1/proxy/product >/dev/null
-  local before after out requests
-  before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
-  out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s http://127.0.0.1:8080/v1/proxy/product)
-  after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+  local url=http://127.0.0.1:8080/v1/proxy/product before after out requests
+  if [ -n "${H2:-}" ]; then
+    # h2c with prior knowledge: 16 connections of 10 streams each, a fixed number of requests.
+    timeout 30 taskset -c 0 h2load -t1 -c16 -m10 -n 20000 "$url" >/dev/null
+    before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    out=$(timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 100000 "$url")
+    after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    # In wrk's words, for the lines below.
+    out="$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print "Requests/sec: " $4} /^requests:/{print $4 " requests in"}')"
+  else
+    timeout 15 taskset -c 0 wrk -t1 -c64 -d2s "$url" >/dev/null
+    before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s "$url")
+    after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+  fi
   local rss_kb
   rss_kb=$(awk '/^VmRSS:/{print $2}' "/proc/$gateway/status")
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
