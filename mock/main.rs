@@ -1,9 +1,10 @@
-//! `mock-backend`: a small HTTP/1.1 server that stands in for a service replica in demos and
+//! `mock-backend`: a small HTTP server that stands in for a service replica in demos and
 //! tests, as the original design's `go run main.go 9001` did.
 //!
-//! Every request gets `200 Hello from <port>` (or `--status N`) followed by the request body, plus headers that
-//! tell what arrived: `X-Mock-Port`, `X-Mock-Method`, `X-Mock-Path` (path and query) and
-//! `X-Echo-<name>` for every request header. Flags make it misbehave on purpose:
+//! Every request gets `200 Hello from <port>` (or `--status N`) followed by the request body,
+//! plus headers that tell what arrived: `X-Mock-Port`, `X-Mock-Method`, `X-Mock-Path` (the
+//! request target), `X-Mock-Protocol` (`h1` or `h2`) and `X-Echo-<name>` for every request
+//! header (names in lower case, as hyper gives them). Flags make it misbehave on purpose:
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
@@ -21,12 +22,13 @@
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
 //! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
-//! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart;
+//! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart
+//! (and closes the connection after the answer);
 //! `--slow-body-ms N` sends the body in five parts, N ms apart. `--body-bytes N` pads every
 //! body with N dots (a large response).
 //!
 //! `--h2` serves HTTP/2 instead (h2c with prior knowledge, or h2 over TLS), with a small gRPC
-//! service: see `http2.rs`.
+//! service: see `grpc.rs`. The same flags apply to its answers.
 //!
 //! `--fail-health` answers `500` on `/healthz` only (everything else as usual): a backend that
 //! fails its health checks while still serving, for demos of active health checks.
@@ -36,28 +38,35 @@
 //! closes (the framing is `tungstenite`'s).
 //!
 //! Port 0 picks a free port; the first line on stdout always names the address it listens on.
-//! It serves with the standard library alone (one thread per connection, keep-alive), so it
-//! has nothing to hide; Tokio only waits for SIGTERM, which it exits on (also as a container's
-//! PID 1).
+//! HTTP itself is hyper's (HTTP/1.1 with upgrades, or HTTP/2), TLS is OpenSSL's through
+//! `tokio-openssl`, WebSocket framing is `tungstenite`'s: the mock writes no protocol by hand,
+//! only its faults, which sit around the stack (a reset before any HTTP, an error instead of an
+//! answer, a socket that writes the head a line at a time). It exits 0 on SIGTERM (also as a
+//! container's PID 1).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
-mod http2;
+mod answer;
+mod grpc;
+mod slow_head;
+mod websocket;
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
                      [--fail-every N] \
                      [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
                      [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
                      [--h2] [--fail-health] [--log] PORT";
-const MAX_LINE: usize = 16 * 1024;
+/// Request headers the mock reads before answering 431 (hyper's default is 100).
 const MAX_HEADERS: usize = 128;
 
 /// How this mock behaves.
@@ -133,86 +142,82 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind((bind.as_str(), port)) {
-        Ok(listener) => listener,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("mock-backend: cannot listen on {bind}:{port}: {e}");
+            eprintln!("mock-backend: cannot start Tokio: {e}");
             return ExitCode::from(1);
         }
     };
-    let local = match listener.local_addr() {
-        Ok(addr) => addr,
+    match runtime.block_on(run(&bind, port, behaviour)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mock-backend: {e}");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    if let Err(e) = exit_on_sigterm() {
-        eprintln!("mock-backend: cannot handle SIGTERM: {e}");
-        return ExitCode::from(1);
     }
+}
+
+/// Listens on `bind:port` and serves every connection as `behaviour` says, until SIGTERM.
+async fn run(bind: &str, port: u16, behaviour: Behaviour) -> io::Result<()> {
+    let listener = TcpListener::bind((bind, port))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {bind}:{port}: {e}")))?;
+    let local = listener.local_addr()?;
+    exit_on_sigterm()?;
+    let acceptor = behaviour
+        .tls
+        .as_ref()
+        .map(|files| tls_acceptor(files, behaviour.h2))
+        .transpose()
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?
+        .map(Arc::new);
     println!("mock-backend listening on {local}");
     let _ = io::stdout().flush();
 
-    let acceptor = match behaviour.tls.as_ref().map(tls_acceptor).transpose() {
-        Ok(acceptor) => acceptor.map(Arc::new),
-        Err(e) => {
-            eprintln!("mock-backend: TLS: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    if behaviour.h2 {
-        let acceptor = match behaviour.tls.as_ref().map(h2_tls_acceptor).transpose() {
-            Ok(acceptor) => acceptor.map(Arc::new),
-            Err(e) => {
-                eprintln!("mock-backend: TLS: {e}");
-                return ExitCode::from(1);
-            }
+    let shared = Arc::new(answer::Shared {
+        port: local.port(),
+        behaviour,
+        started: Instant::now(),
+        seed: AtomicU64::new(time_seed()),
+        requests: AtomicU64::new(0),
+    });
+    for connection in 1.. {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
         };
-        http2::serve(listener, local.port(), acceptor);
-        return ExitCode::SUCCESS;
-    }
-    let behaviour = Arc::new(behaviour);
-    let started = Instant::now();
-    let seed = Arc::new(AtomicU64::new(time_seed()));
-    let requests = Arc::new(AtomicU64::new(0));
-    for (connection, stream) in (1..).zip(listener.incoming()) {
-        let Ok(stream) = stream else { continue };
-        let behaviour = behaviour.clone();
-        let seed = seed.clone();
-        let requests = requests.clone();
+        let mock = answer::Mock {
+            shared: shared.clone(),
+            connection,
+        };
         let acceptor = acceptor.clone();
-        let port = local.port();
-        thread::spawn(move || {
-            let mock = Mock {
-                port,
-                connection,
-                behaviour: &behaviour,
-                seed: &seed,
-                requests: &requests,
-                started,
-            };
-            let _ = accept(stream, acceptor.as_deref(), &mock);
+        tokio::spawn(async move {
+            let _ = accept(tcp, acceptor.as_deref(), mock).await;
         });
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-/// What one connection's thread knows about the mock.
-struct Mock<'a> {
-    port: u16,
-    /// Which connection of the process this is, from 1.
-    connection: u64,
-    behaviour: &'a Behaviour,
-    seed: &'a AtomicU64,
-    /// Requests served by the process, for `--fail-every`.
-    requests: &'a AtomicU64,
-    started: Instant,
+/// Exits 0 on SIGTERM, from the moment it returns. A process's default action would do, but
+/// not as PID 1 of a container (`docker stop`, a Kubernetes pod ending), where an unhandled
+/// SIGTERM is ignored and the mock would wait to be killed.
+fn exit_on_sigterm() -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        terminate.recv().await;
+        std::process::exit(0);
+    });
+    Ok(())
 }
 
-/// An OpenSSL acceptor for `files`: TLS 1.2 and 1.3, and client certificates required when a
-/// client CA is given.
-fn tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+/// An OpenSSL acceptor for `files`: TLS 1.2 and 1.3, client certificates required when a
+/// client CA is given, and ALPN `h2` offered (only) when the mock serves HTTP/2.
+fn tls_acceptor(files: &TlsFiles, h2: bool) -> Result<SslAcceptor, openssl::error::ErrorStack> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
     builder.set_certificate_chain_file(&files.cert)?;
     builder.set_private_key_file(&files.key, SslFiletype::PEM)?;
@@ -221,26 +226,24 @@ fn tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorSt
         builder.set_ca_file(ca)?;
         builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     }
-    Ok(builder.build())
-}
-
-/// The TLS acceptor of the HTTP/2 mode: [`tls_acceptor`]'s, offering ALPN `h2` only.
-fn h2_tls_acceptor(files: &TlsFiles) -> Result<SslAcceptor, openssl::error::ErrorStack> {
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
-    builder.set_certificate_chain_file(&files.cert)?;
-    builder.set_private_key_file(&files.key, SslFiletype::PEM)?;
-    builder.check_private_key()?;
-    builder.set_alpn_select_callback(|_, offered| {
-        openssl::ssl::select_next_proto(b"\x02h2", offered).ok_or(openssl::ssl::AlpnError::NOACK)
-    });
+    if h2 {
+        builder.set_alpn_select_callback(|_, offered| {
+            openssl::ssl::select_next_proto(b"\x02h2", offered)
+                .ok_or(openssl::ssl::AlpnError::NOACK)
+        });
+    }
     Ok(builder.build())
 }
 
 /// Takes a new connection: misbehaves at once if told to, else serves it, over TLS if told to.
-fn accept(stream: TcpStream, acceptor: Option<&SslAcceptor>, mock: &Mock<'_>) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let behaviour = mock.behaviour;
-    let reset = match behaviour.fault_now(mock.started) {
+async fn accept(
+    tcp: TcpStream,
+    acceptor: Option<&SslAcceptor>,
+    mock: answer::Mock,
+) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let behaviour = &mock.shared.behaviour;
+    let reset = match behaviour.fault_now(mock.shared.started) {
         Some(ConnectionFault::Reset) => true,
         // A flapping backend that is down refuses new connections the rudest way.
         Some(ConnectionFault::Close) => behaviour.flap.is_some(),
@@ -248,32 +251,58 @@ fn accept(stream: TcpStream, acceptor: Option<&SslAcceptor>, mock: &Mock<'_>) ->
     };
     if reset {
         // Closing a socket with unread data makes the kernel answer with RST, not FIN.
-        stream.peek(&mut [0; 1])?;
+        tcp.peek(&mut [0; 1]).await?;
         return Ok(());
     }
     match acceptor {
-        None => serve(stream, mock),
+        None => serve(tcp, mock).await,
         Some(acceptor) => {
-            let stream = acceptor.accept(stream).map_err(io::Error::other)?;
-            serve(stream, mock)
+            let ssl = Ssl::new(acceptor.context()).map_err(io::Error::other)?;
+            let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(io::Error::other)?;
+            std::pin::Pin::new(&mut tls)
+                .accept()
+                .await
+                .map_err(io::Error::other)?;
+            serve(tls, mock).await
         }
     }
 }
 
-/// Exits 0 on SIGTERM, from the moment it returns. A process's default action would do, but
-/// not as PID 1 of a container (`docker stop`, a Kubernetes pod ending), where an unhandled
-/// SIGTERM is ignored and the mock would wait to be killed.
-fn exit_on_sigterm() -> io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut terminate = runtime.block_on(async { signal(SignalKind::terminate()) })?;
-    thread::spawn(move || {
-        runtime.block_on(terminate.recv());
-        std::process::exit(0);
-    });
-    Ok(())
+/// Serves HTTP on one connection with hyper: HTTP/2 with `--h2`, else HTTP/1.1 (keep-alive,
+/// upgrades); with `--slow-head-ms`, through a socket that trickles the response head.
+async fn serve<S>(io: S, mock: answer::Mock) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let behaviour = &mock.shared.behaviour;
+    let h2 = behaviour.h2;
+    let slow_head = behaviour.slow_head;
+    let service = service_fn(move |request| answer::answer(request, mock.clone()));
+    if h2 {
+        return hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await
+            .map_err(io::Error::other);
+    }
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(MAX_HEADERS);
+    let result = match slow_head {
+        Some(pause) => {
+            let io = TokioIo::new(slow_head::SlowHead::new(io, pause));
+            http1.serve_connection(io, service).with_upgrades().await
+        }
+        None => {
+            http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
+                .await
+        }
+    };
+    result.map_err(io::Error::other)
 }
 
 fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
@@ -386,290 +415,6 @@ fn millis(flag: &str, value: &str) -> Result<Duration, String> {
         .parse()
         .map(Duration::from_millis)
         .map_err(|_| format!("{flag} takes whole milliseconds"))
-}
-
-/// One request as read off the wire.
-struct Request {
-    method: String,
-    target: String,
-    version: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn wants_close(&self) -> bool {
-        let connection = self.header("connection").map(str::to_ascii_lowercase);
-        match connection.as_deref() {
-            Some(c) if c.contains("close") => true,
-            Some(c) if c.contains("keep-alive") => false,
-            _ => self.version == "HTTP/1.0",
-        }
-    }
-}
-
-/// Serves requests on one connection until the client closes it or asks to.
-fn serve<S: Read + Write>(stream: S, mock: &Mock<'_>) -> io::Result<()> {
-    let (port, behaviour, seed, started) = (mock.port, mock.behaviour, mock.seed, mock.started);
-    let mut reader = BufReader::new(stream);
-    loop {
-        let Some(request) = read_request(&mut reader)? else {
-            return Ok(());
-        };
-        if request
-            .header("upgrade")
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-        {
-            return echo_websocket(&request, reader);
-        }
-        let writer = reader.get_mut();
-        match behaviour.fault_now(started) {
-            Some(ConnectionFault::Close) => return Ok(()),
-            Some(ConnectionFault::Hang) => {
-                // Hold the connection until the client gives up on it.
-                while writer.read(&mut [0; 512])? > 0 {}
-                return Ok(());
-            }
-            Some(ConnectionFault::Reset) | None => {}
-        }
-        if !behaviour.delay.is_zero() {
-            thread::sleep(behaviour.delay);
-        }
-        let health_path = request.target == "/healthz" || request.target.starts_with("/healthz?");
-        let every = behaviour
-            .fail_every
-            .is_some_and(|n| mock.requests.fetch_add(1, Ordering::Relaxed) % n == n - 1);
-        let fail = (behaviour.fail_rate > 0.0 && next_random(seed) < behaviour.fail_rate)
-            || (behaviour.fail_health && health_path)
-            || every;
-        let (status, greeting) = if fail {
-            (500, "Failure from")
-        } else {
-            (behaviour.status, "Hello from")
-        };
-        if behaviour.log {
-            println!("{port} {} {} -> {status}", request.method, request.target);
-        }
-        let mut body = format!("{greeting} {port}\n").into_bytes();
-        body.extend_from_slice(&request.body);
-        body.resize(body.len() + behaviour.body_bytes, b'.');
-
-        let close = request.wants_close();
-        let mut head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-             X-Mock-Port: {port}\r\nX-Mock-Connection: {}\r\nX-Mock-Method: {}\r\n\
-             X-Mock-Path: {}\r\n",
-            reason_phrase(status),
-            body.len(),
-            mock.connection,
-            request.method,
-            request.target
-        );
-        for (name, value) in &request.headers {
-            head.push_str(&format!("X-Echo-{name}: {value}\r\n"));
-        }
-        if close {
-            head.push_str("Connection: close\r\n");
-        }
-        head.push_str("\r\n");
-        match behaviour.slow_head {
-            Some(pause) => {
-                for line in head.split_inclusive("\r\n") {
-                    writer.write_all(line.as_bytes())?;
-                    writer.flush()?;
-                    thread::sleep(pause);
-                }
-            }
-            None => writer.write_all(head.as_bytes())?,
-        }
-        if request.method != "HEAD" {
-            match behaviour.slow_body {
-                Some(pause) => {
-                    for part in body.chunks(body.len().div_ceil(5)) {
-                        writer.write_all(part)?;
-                        writer.flush()?;
-                        thread::sleep(pause);
-                    }
-                }
-                None => writer.write_all(&body)?,
-            }
-        }
-        writer.flush()?;
-        if close {
-            return Ok(());
-        }
-    }
-}
-
-/// Accepts the WebSocket upgrade `request` asked for and echoes messages until the
-/// connection closes.
-fn echo_websocket<S: Read + Write>(request: &Request, mut reader: BufReader<S>) -> io::Result<()> {
-    let key = request
-        .header("sec-websocket-key")
-        .ok_or_else(|| invalid("a WebSocket upgrade without Sec-WebSocket-Key"))?;
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    reader.get_mut().write_all(
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .as_bytes(),
-    )?;
-    let read_ahead = reader.buffer().to_vec();
-    let mut socket = tungstenite::WebSocket::from_partially_read(
-        reader.into_inner(),
-        read_ahead,
-        tungstenite::protocol::Role::Server,
-        None,
-    );
-    loop {
-        match socket.read() {
-            Ok(message) if message.is_text() || message.is_binary() => {
-                socket.send(message).map_err(io::Error::other)?;
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                return Ok(());
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        }
-    }
-}
-
-/// Reads one request; `None` when the client closed the connection between requests.
-fn read_request<S: Read + Write>(reader: &mut BufReader<S>) -> io::Result<Option<Request>> {
-    let Some(request_line) = read_line(reader)? else {
-        return Ok(None);
-    };
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("malformed request line"));
-    };
-    let mut request = Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        version: version.to_owned(),
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    loop {
-        let line = read_line(reader)?.ok_or_else(|| invalid("headers cut short"))?;
-        if line.is_empty() {
-            break;
-        }
-        if request.headers.len() == MAX_HEADERS {
-            return Err(invalid("too many headers"));
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| invalid("malformed header"))?;
-        request
-            .headers
-            .push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    if request
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
-        reader
-            .get_mut()
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let chunked = request
-        .header("transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        request.body = read_chunked(reader)?;
-    } else if let Some(length) = request.header("content-length") {
-        let length: usize = length.parse().map_err(|_| invalid("bad content-length"))?;
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        request.body = body;
-    }
-    Ok(Some(request))
-}
-
-fn read_chunked<S: Read>(reader: &mut BufReader<S>) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let size_line = read_line(reader)?.ok_or_else(|| invalid("chunk cut short"))?;
-        let size_text = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
-        if size == 0 {
-            // Trailers, then the empty line.
-            while !read_line(reader)?
-                .ok_or_else(|| invalid("trailers cut short"))?
-                .is_empty()
-            {}
-            return Ok(body);
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        read_line(reader)?;
-    }
-}
-
-/// One CRLF- (or LF-) terminated line, without the terminator; `None` at end of stream.
-fn read_line<S: Read>(reader: &mut BufReader<S>) -> io::Result<Option<String>> {
-    let mut line = Vec::new();
-    let read = reader
-        .by_ref()
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut line)?;
-    if read == 0 {
-        return Ok(None);
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(invalid("line too long or cut short"));
-    }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line)
-        .map(Some)
-        .map_err(|_| invalid("non-UTF-8 header"))
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Mock Status",
-    }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
-/// A uniform number in [0, 1) from a shared xorshift state: good enough to fail "30 % of the
-/// time" without pulling in a random-number crate.
-fn next_random(state: &AtomicU64) -> f64 {
-    let mut x = state.load(Ordering::Relaxed);
-    loop {
-        let mut next = x;
-        next ^= next << 13;
-        next ^= next >> 7;
-        next ^= next << 17;
-        match state.compare_exchange_weak(x, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return (next >> 11) as f64 / (1u64 << 53) as f64,
-            Err(current) => x = current,
-        }
-    }
 }
 
 fn time_seed() -> u64 {
