@@ -541,8 +541,7 @@ fn a_body_still_streaming_when_the_total_timeout_ends_is_cut_right_then() {
 /// how long it took.
 fn get_a_cut_body(gateway: &Gateway, mock: &Mock) -> Duration {
     let started = Instant::now();
-    let response =
-        try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"").expect("the cut response");
+    let response = raw_get(gateway.port, "/v1/proxy/product").expect("the cut response");
     let took = started.elapsed();
     assert_cut(&response, mock);
     took
@@ -625,8 +624,8 @@ fn a_body_stalling_longer_than_the_read_timeout_is_cut_counted_once_and_never_re
     // Six alternate between the two; the third cut opens the breaker after the last of them.
     for _ in 0..6 {
         let started = Instant::now();
-        let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"")
-            .expect("a response, whole or cut");
+        let response =
+            raw_get(gateway.port, "/v1/proxy/product").expect("a response, whole or cut");
         if response.served_by() == Some(healthy.port) {
             assert_eq!(response.body, format!("Hello from {}\n", healthy.port));
             whole += 1;

@@ -251,7 +251,7 @@ fn the_phase_timeouts_hold_for_an_http2_upstream() {
         "  status_log: false\n",
     );
     let started = Instant::now();
-    let response = try_request(front.port, "GET", "/v1/proxy/product", &[], b"");
+    let response = raw_get(front.port, "/v1/proxy/product");
     assert!(
         started.elapsed() < within(Duration::from_millis(2500)),
         "{:?} {response:?}",

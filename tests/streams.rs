@@ -123,7 +123,7 @@ fn a_response_cut_by_the_total_timeout_while_arriving_is_not_the_backends_failur
     // Five body parts 300 ms apart: the header arrives at once, the total timeout cuts the body.
     let streaming = Mock::start(&["--slow-body-ms", "300"]);
     let gateway = gateway_over(&streaming, "  total_timeout: 500ms\n  read_timeout: 5s\n");
-    let response = try_request(gateway.port, "GET", "/v1/proxy/product", &[], b"");
+    let response = raw_get(gateway.port, "/v1/proxy/product");
     let full = format!("Hello from {}\n", streaming.port);
     assert!(
         response

@@ -1,5 +1,7 @@
 //! Test harness: the real `gateway` and `mock-backend` binaries on loopback ephemeral ports,
-//! a minimal HTTP/1.1 client over raw sockets, and polling with deadlines.
+//! ordinary requests through a real HTTP client (`ureq`), a minimal HTTP/1.1 client over raw
+//! sockets where the bytes on the wire are the point (cut responses, counted resends on a
+//! reused connection), and polling with deadlines.
 //!
 //! Every process a test starts is owned by a guard that kills it (by PID, via `Child`) when the
 //! test ends, pass or fail.
@@ -368,7 +370,8 @@ impl Response {
     }
 }
 
-/// Sends one request with `Connection: close` and reads the whole response.
+/// Sends one request with `Connection: close` through a real HTTP client and reads the whole
+/// response. `Host` is `gateway.test` unless `headers` name one.
 pub fn request(
     port: u16,
     method: &str,
@@ -380,7 +383,7 @@ pub fn request(
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// As [`request`], but an I/O failure is an `Err`.
+/// As [`request`], but a failure (I/O, or a response the client cannot read) is an `Err`.
 pub fn try_request(
     port: u16,
     method: &str,
@@ -388,19 +391,60 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .max_idle_connections(0)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("connection", "close");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header("host", "gateway.test");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(body.to_vec()).map_err(std::io::Error::other)?;
+    let into_io = |e: ureq::Error| match e {
+        ureq::Error::Io(e) => e,
+        other => std::io::Error::other(other),
+    };
+    let mut response = agent.run(request).map_err(into_io)?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .map_err(into_io)?;
+    Ok(Response {
+        status: response.status().as_u16(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// One GET over a raw socket with `Connection: close`, read to the end of the connection:
+/// for responses a client library rightly refuses (a body cut short of its `Content-Length`).
+pub fn raw_get(port: u16, path: &str) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(DEADLINE))?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
