@@ -39,6 +39,8 @@ pub(crate) struct Mock {
     pub(crate) shared: Arc<Shared>,
     /// Which connection of the process this is, from 1.
     pub(crate) connection: u64,
+    /// Requests that came on this connection before.
+    pub(crate) answered: Arc<AtomicU64>,
 }
 
 /// Answers one request. An `Err` makes hyper drop the connection without a word (`--close`).
@@ -50,7 +52,11 @@ pub(crate) async fn answer(request: Request<Incoming>, mock: Mock) -> io::Result
     }
     let (parts, body) = request.into_parts();
     let received = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let reused = mock.answered.fetch_add(1, Ordering::Relaxed) > 0;
     match behaviour.fault_now(shared.started) {
+        _ if reused && behaviour.close_reused => {
+            return Err(io::Error::other("told to close reused connections"))
+        }
         Some(ConnectionFault::Close) => {
             return Err(io::Error::other("told to close without answering"))
         }

@@ -8,8 +8,8 @@
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
-//!              [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] [--slow-body-ms N]
-//!              [--body-bytes N]
+//!              [--reset | --close | --hang] [--close-reused] [--flap-ms N] [--slow-head-ms N]
+//!              [--slow-body-ms N] [--body-bytes N]
 //!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--h2] [--fail-health]
 //!              [--log] PORT
 //! ```
@@ -20,7 +20,10 @@
 //! so tests can count the connections, and TLS handshakes, a gateway opens.
 //!
 //! `--reset` resets every connection once a request arrives, `--close` reads the request and
-//! closes the connection without a word, `--hang` reads it and never answers. `--flap-ms N`
+//! closes the connection without a word, `--hang` reads it and never answers. `--close-reused`
+//! answers the first request on each connection (keep-alive) and closes without a word on any
+//! later one: to a client that pools connections, every reuse finds its connection gone stale.
+//! `--flap-ms N`
 //! alternates every N ms between healthy and broken (connections reset, requests dropped),
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart
 //! (and closes the connection after the answer);
@@ -63,7 +66,8 @@ mod websocket;
 
 const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] \
                      [--fail-every N] \
-                     [--delay-ms N] [--reset | --close | --hang] [--flap-ms N] [--slow-head-ms N] \
+                     [--delay-ms N] [--reset | --close | --hang] [--close-reused] [--flap-ms N] \
+                     [--slow-head-ms N] \
                      [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
                      [--h2] [--fail-health] [--log] PORT";
 /// Request headers the mock reads before answering 431 (hyper's default is 100).
@@ -82,6 +86,8 @@ struct Behaviour {
     delay: Duration,
     /// How the connection itself misbehaves, if it does.
     fault: Option<ConnectionFault>,
+    /// Close a connection without a word when a second request arrives on it.
+    close_reused: bool,
     /// Alternate between healthy and broken periods of this length.
     flap: Option<Duration>,
     /// Send the response head a line at a time, this far apart.
@@ -193,6 +199,7 @@ async fn run(bind: &str, port: u16, behaviour: Behaviour) -> io::Result<()> {
         let mock = answer::Mock {
             shared: shared.clone(),
             connection,
+            answered: Arc::default(),
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -314,6 +321,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         fail_every: None,
         delay: Duration::ZERO,
         fault: None,
+        close_reused: false,
         flap: None,
         slow_head: None,
         slow_body: None,
@@ -361,6 +369,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
             "--reset" => behaviour.fault = Some(ConnectionFault::Reset),
             "--close" => behaviour.fault = Some(ConnectionFault::Close),
             "--hang" => behaviour.fault = Some(ConnectionFault::Hang),
+            "--close-reused" => behaviour.close_reused = true,
             "--flap-ms" => {
                 let ms: u64 = value("--flap-ms")?
                     .parse()

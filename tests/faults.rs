@@ -146,6 +146,50 @@ fn a_post_fails_over_after_a_connect_failure() {
 }
 
 #[test]
+fn a_stale_pooled_connection_is_retried_on_a_fresh_one_and_counted_as_nothing() {
+    // The backend answers the first request on each connection and closes at the next: every
+    // reuse of a pooled connection finds it gone stale, as when a backend's idle timeout and the
+    // gateway's reuse cross. With a threshold of 1, a single failure counted would open it.
+    let stale = Mock::start(&["--close-reused"]);
+    let gateway = gateway_over(&[&stale], "{failure_threshold: 1, open_timeout: 1m}");
+    // Each GET after the first finds the connection the one before it left in the pool closed,
+    // and goes again on a fresh one: the backend's connection count says which served it.
+    for connection in 1..=4 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 200, "{response:?}\n{}", gateway.log());
+        assert_eq!(
+            response.header("x-mock-connection"),
+            Some(connection.to_string().as_str())
+        );
+    }
+    let attempts = |outcome: &str| {
+        let label = format!(r#",outcome="{outcome}""#);
+        backend_metric(&gateway, "gateway_upstream_attempts_total", &stale, &label)
+    };
+    // Counted as nothing: four answers, no failover.
+    assert_eq!(attempts("success"), Some(4.0));
+    assert_eq!(
+        gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        gateway.log_count("failover: service"),
+        0,
+        "{}",
+        gateway.log()
+    );
+    // A POST on a stale connection may have been read: never replayed, a clean 502, and still
+    // not the backend's fault.
+    let post = request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1");
+    assert_eq!(post.status, 502, "{post:?}");
+    for outcome in ["connect_error", "timeout", "http_5xx", "broken_response"] {
+        assert_eq!(attempts(outcome).unwrap_or(0.0), 0.0, "{outcome}");
+    }
+    assert_eq!(gateway.log_count("OPEN"), 0, "{}", gateway.log());
+    assert_eq!(gateway.get("/v1/proxy/product").status, 200);
+}
+
+#[test]
 fn sigint_stops_at_once_without_waiting_for_requests_in_flight() {
     let slow = Mock::start(&["--delay-ms", "5000"]);
     let mut gateway = gateway_over(&[&slow], "{}");
@@ -658,7 +702,12 @@ fn a_body_stalling_longer_than_the_read_timeout_is_cut_counted_once_and_never_re
         Some(0.0),
         "nothing is retried once response bytes reached the client"
     );
-    assert_eq!(gateway.log_count("failover: service"), 0);
+    assert_eq!(
+        gateway.log_count("failover: service"),
+        0,
+        "{}",
+        gateway.log()
+    );
     assert_eq!(
         gateway.log_count(&format!("[CIRCUIT] {} OPEN", stalling.url())),
         1

@@ -208,6 +208,9 @@ pub struct RequestContext {
     grpc_unavailable: bool,
     /// Whether the latest failed-over attempt timed out (504 rather than 502).
     last_failure_timed_out: bool,
+    /// The latest attempt found its pooled connection already closed by the backend: Pingora
+    /// sends the request again on a fresh connection, which is not a failover.
+    stale_connection: bool,
     /// Why `upstream_peer` found no backend, if it did not.
     refusal: Option<Refusal>,
     /// When the service's total timeout ends for this request.
@@ -252,6 +255,7 @@ impl RequestContext {
             upstream_status: None,
             grpc_unavailable: false,
             last_failure_timed_out: false,
+            stale_connection: false,
             refusal: None,
             deadline: None,
         }
@@ -389,6 +393,7 @@ impl ProxyHttp for GatewayProxy {
             last_backend,
             upstream_status,
             grpc_unavailable,
+            stale_connection,
             refusal,
             attempts,
             upstream_started,
@@ -406,6 +411,7 @@ impl ProxyHttp for GatewayProxy {
         *attempt = None;
         *upstream_status = None;
         *grpc_unavailable = false;
+        *stale_connection = false;
         let now = Instant::now();
         let remaining =
             deadline.map_or(service.timeouts.total, |d| d.saturating_duration_since(now));
@@ -601,6 +607,7 @@ impl ProxyHttp for GatewayProxy {
             if !replayable {
                 ctx.attempt = None;
             }
+            ctx.stale_connection = replayable;
             replayable
         } else if *e.esource() == ErrorSource::Upstream
             && !final_response_written(session)
@@ -680,6 +687,15 @@ impl ProxyHttp for GatewayProxy {
             .zip(ctx.last_backend)
             .and_then(|(service, index)| service.backends.get(index))
             .map_or("-", |backend| backend.url.as_str());
+        if ctx.stale_connection {
+            log::debug!(
+                "service \"{}\": backend {backend} had closed a pooled connection; request id {} \
+                 goes again on a fresh one",
+                service.map_or("-", |s| s.name.as_str()),
+                ctx.request_id
+            );
+            return true;
+        }
         log::warn!(
             "failover: service \"{}\", backend {backend} failed ({}); retrying, request id {} ({e})",
             service.map_or("-", |s| s.name.as_str()),
