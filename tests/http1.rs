@@ -415,6 +415,48 @@ fn a_body_over_the_limit_gets_413_before_any_100_and_nothing_is_forwarded() {
 }
 
 #[test]
+fn after_an_early_error_the_rest_of_a_slowly_sent_body_is_read_before_the_close() {
+    // Refused by its declared length, in `request_filter`.
+    let backend = echo_backend();
+    let gateway = gateway_for(&backend, "  max_body_size: 1KiB\n", "");
+    assert_lingers(&gateway, 413);
+    assert_eq!(backend.connection_count(), 0);
+    // Its only backend refuses connections, in `fail_to_proxy`.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let gateway = Gateway::start(
+        &format!("svc:\n  backends: [\"{down}\"]\n"),
+        "  status_log: false\n",
+    );
+    assert_lingers(&gateway, 502);
+}
+
+/// Sends a POST whose body comes in four parts 200 ms apart, and expects the answer `status`
+/// before the second part. The gateway must read and drop the rest (a lingering close, bounded)
+/// and close after the last part: every write lands and the close is a clean end of stream.
+/// Closing at once, with bytes unread or still coming, would reset the connection under the
+/// client, and the writes after it would fail.
+fn assert_lingers(gateway: &Gateway, status: u16) {
+    let part = vec![b'x'; 16 * 1024];
+    let mut client = ClientConn::open(gateway.port);
+    client.send(
+        format!(
+            "POST /v1/proxy/svc/up HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n",
+            4 * part.len()
+        )
+        .as_bytes(),
+    );
+    client.send(&part);
+    let (answered, headers, _) = client.read_response();
+    assert_eq!(answered, status);
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(200));
+        client.send(&part);
+    }
+    assert!(client.closed(), "a clean end of stream, not a reset");
+}
+
+#[test]
 fn an_expectation_other_than_100_continue_gets_417() {
     let backend = echo_backend();
     let gateway = gateway_for(&backend, "", "");

@@ -297,6 +297,19 @@ impl RequestContext {
     }
 }
 
+/// Reads (and drops) what is left of the request body, for at most [`LINGERING_CLOSE`], before
+/// the connection closes after an early answer: closing it with request bytes unread or still
+/// coming would reset it under the client, which may lose the answer (a lingering close).
+async fn drain_before_close(session: &mut Session) {
+    if !session.is_body_done() {
+        let _ = timeout(
+            LINGERING_CLOSE,
+            session.as_downstream_mut().drain_request_body(),
+        )
+        .await;
+    }
+}
+
 /// Why no backend was picked for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -359,7 +372,14 @@ impl ProxyHttp for GatewayProxy {
         if reply.closes_connection() {
             session.set_keepalive(None);
         }
+        // A body refused by its declared length may be on its way already (unless the client
+        // waits for a `100 Continue` it will not get).
+        let drain =
+            reply.status == 413 && !session.req_header().headers.contains_key(header::EXPECT);
         reply.send(session, ctx.request_id).await?;
+        if drain {
+            drain_before_close(session).await;
+        }
         Ok(true)
     }
 
@@ -638,16 +658,8 @@ impl ProxyHttp for GatewayProxy {
                     log::debug!("could not send the error response: {write_error}");
                 }
             }
-            // The connection is closed after an error. Closing it with request body bytes
-            // still unread would reset it under the client before it read the answer, so
-            // read (and drop) the rest first, for a bounded time: a lingering close.
-            if !session.is_body_done() {
-                let _ = timeout(
-                    LINGERING_CLOSE,
-                    session.as_downstream_mut().drain_request_body(),
-                )
-                .await;
-            }
+            // The connection is closed after an error.
+            drain_before_close(session).await;
         }
         FailToProxy {
             error_code,
