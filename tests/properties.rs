@@ -3,8 +3,10 @@
 //! says; the path router, the request-head checks and the services-file loader never panic on
 //! arbitrary input; routing never yields a backend outside the service
 //! the path names; dot segments resolve as RFC 3986's `remove_dot_segments` does, or are refused
-//! exactly when they would climb above the root; a services file either loads or gets an error naming the file and, when the
-//! problem is inside a service, that service.
+//! exactly when they would climb above the root; a valid services file, random names and
+//! backends in either form, loads back exactly and routes each service round-robin over its
+//! backends in file order; any other services file either loads or gets an error naming the
+//! file and, when the problem is inside a service, that service.
 //!
 //! Hosts are resolved by `IpLiteralResolver`: no DNS lookups, so every case is fast and the
 //! same on every machine.
@@ -158,6 +160,53 @@ proptest! {
     }
 
     #[test]
+    fn a_valid_services_file_loads_back_exactly_and_routes_round_robin(table in valid_tables()) {
+        let mut text = String::new();
+        for (name, backends, long) in &table {
+            let urls: Vec<String> = backends
+                .iter()
+                .map(|(host, port, prefix)| format!("\"http://{host}:{port}{prefix}\""))
+                .collect();
+            if *long {
+                text.push_str(&format!("{name:?}:\n  backends: [{}]\n", urls.join(", ")));
+            } else {
+                text.push_str(&format!("{name:?}: [{}]\n", urls.join(", ")));
+            }
+        }
+        let loaded = load(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(loaded.len(), table.len());
+        for (service, (name, backends, _)) in loaded.iter().zip(&table) {
+            prop_assert_eq!(&service.name, name);
+            prop_assert_eq!(service.backends.len(), backends.len());
+            for (backend, (host, port, prefix)) in service.backends.iter().zip(backends) {
+                prop_assert_eq!(&backend.url, &format!("http://{host}:{port}{prefix}"));
+                prop_assert_eq!(&backend.authority, &format!("{host}:{port}"));
+                prop_assert_eq!(&backend.path_prefix, prefix);
+                prop_assert_eq!(backend.addr.port(), *port);
+                prop_assert_eq!(backend.addr.ip().to_string(), host.trim_matches(['[', ']']));
+                prop_assert_eq!(&backend.tls_host, &None);
+            }
+        }
+        // Every service routes by its name, and its backends take turns in file order.
+        let services = ServiceTable::build(
+            &loaded,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        for (name, backends, _) in &table {
+            let path = format!("/v1/proxy/{name}/x");
+            let route = parse_proxy_path(&path).map_err(|e| TestCaseError::fail(format!("{path}: {e:?}")))?;
+            prop_assert_eq!(route.service, name.as_str());
+            let service = services.get(name).expect("a loaded service");
+            for turn in 0..2 * backends.len() {
+                let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], None);
+                prop_assert_eq!(pick.map(|p| p.index), Some(turn % backends.len()));
+            }
+        }
+    }
+
+    #[test]
     fn any_services_text_loads_or_names_the_file(text in "\\PC{0,300}") {
         let parsed = load(&text);
         match parsed {
@@ -214,6 +263,26 @@ proptest! {
             }
         }
     }
+}
+
+/// A valid services table: distinct names (any of the characters a name may hold, some that
+/// YAML would read as something else unquoted), each with one to four distinct backends on IP
+/// literals, some with a path prefix, written in the short or the long form.
+fn valid_tables() -> impl Strategy<Value = Vec<(String, Vec<(String, u16, String)>, bool)>> {
+    let host = prop_oneof!["127\\.0\\.0\\.[1-9][0-9]?", Just("[::1]".to_owned())];
+    let prefix = "(/[a-z0-9]{1,5}){0,2}";
+    let backends = proptest::collection::btree_map((host, 1u16..), prefix, 1..5).prop_map(|m| {
+        m.into_iter()
+            .map(|((h, p), prefix)| (h, p, prefix))
+            .collect::<Vec<_>>()
+    });
+    let name = "[A-Za-z0-9._~-]{1,12}|true|null|~|1e3|-"
+        .prop_filter("a dot segment is no name", |n| n != "." && n != "..");
+    proptest::collection::btree_map(name, (backends, any::<bool>()), 1..6).prop_map(|m| {
+        m.into_iter()
+            .map(|(name, (backends, long))| (name, backends, long))
+            .collect()
+    })
 }
 
 /// What a client does to a breaker in the model test.
