@@ -265,10 +265,16 @@ proptest! {
     }
 }
 
+/// A backend of a generated table: an IP literal host, a port, a path prefix.
+type BackendSpec = (String, u16, String);
+/// A service of a generated table: its name, backends, and whether it is written in the long
+/// form.
+type ServiceSpec = (String, Vec<BackendSpec>, bool);
+
 /// A valid services table: distinct names (any of the characters a name may hold, some that
 /// YAML would read as something else unquoted), each with one to four distinct backends on IP
 /// literals, some with a path prefix, written in the short or the long form.
-fn valid_tables() -> impl Strategy<Value = Vec<(String, Vec<(String, u16, String)>, bool)>> {
+fn valid_tables() -> impl Strategy<Value = Vec<ServiceSpec>> {
     let host = prop_oneof!["127\\.0\\.0\\.[1-9][0-9]?", Just("[::1]".to_owned())];
     let prefix = "(/[a-z0-9]{1,5}){0,2}";
     let backends = proptest::collection::btree_map((host, 1u16..), prefix, 1..5).prop_map(|m| {
