@@ -76,14 +76,14 @@ pub enum BreakerState {
 
 impl BreakerState {
     /// Every state, in the order [`BreakerState::index`] numbers them.
-    pub const ALL: [BreakerState; 4] = [
+    pub(crate) const ALL: [BreakerState; 4] = [
         BreakerState::Closed,
         BreakerState::Open,
         BreakerState::HalfOpen,
         BreakerState::ForcedOpen,
     ];
 
-    /// The state's place in [`BreakerState::ALL`].
+    /// The state's place in `BreakerState::ALL`.
     pub fn index(self) -> usize {
         match self {
             BreakerState::Closed => 0,
@@ -209,7 +209,7 @@ pub struct LastTransition {
 
 /// How many times a breaker went from each state to each other, since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TransitionCounts([[u64; 4]; 4]);
+pub(crate) struct TransitionCounts([[u64; 4]; 4]);
 
 impl TransitionCounts {
     /// Transitions from `from` to `to`.
@@ -240,7 +240,7 @@ struct TransitionHistory {
 
 /// A point-in-time view of a breaker, for status logs and error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSnapshot {
+pub(crate) struct BreakerSnapshot {
     /// The current state.
     pub state: BreakerState,
     /// The current run of consecutive failures (Closed only; 0 otherwise).
@@ -360,7 +360,7 @@ impl Breaker {
     /// many Open breakers (which share one clock) so reads the clock once, not once per
     /// breaker. A reading a few hundred nanoseconds old at worst refuses a breaker whose
     /// cooldown has only just ended.
-    pub fn try_acquire_at(self: &Arc<Self>, now: &mut Option<Duration>) -> Option<Permit> {
+    pub(crate) fn try_acquire_at(self: &Arc<Self>, now: &mut Option<Duration>) -> Option<Permit> {
         let word = StateWord(self.word.load(Ordering::Acquire));
         let cooling_down = match word.state() {
             BreakerState::Closed => return Some(Permit::new(self, word.generation(), false)),
@@ -380,12 +380,12 @@ impl Breaker {
     }
 
     /// Requests this breaker turned away, since it was created.
-    pub fn rejections(&self) -> u64 {
+    pub(crate) fn rejections(&self) -> u64 {
         self.rejections.load(Ordering::Relaxed)
     }
 
     /// How many transitions of each kind this breaker made, since it was created.
-    pub fn transition_counts(&self) -> TransitionCounts {
+    pub(crate) fn transition_counts(&self) -> TransitionCounts {
         self.lock().counts
     }
 
@@ -425,7 +425,7 @@ impl Breaker {
     }
 
     /// A point-in-time view of the breaker.
-    pub fn snapshot(&self) -> BreakerSnapshot {
+    pub(crate) fn snapshot(&self) -> BreakerSnapshot {
         let word = StateWord(self.word.load(Ordering::Acquire));
         let retry_in = match word.state() {
             BreakerState::Closed | BreakerState::ForcedOpen => Duration::ZERO,
@@ -547,7 +547,7 @@ impl Breaker {
     /// to Closed less than `slow_start` ago. Its share grows from a twentieth to all requests
     /// over `slow_start`; `ticket` spreads the admitted ones evenly. A backend that never came
     /// back, or came back long enough ago, takes every request (one atomic load).
-    pub fn admits_while_warming(&self, slow_start: Duration, ticket: usize) -> bool {
+    pub(crate) fn admits_while_warming(&self, slow_start: Duration, ticket: usize) -> bool {
         let at = self.reclosed_at_nanos.load(Ordering::Relaxed);
         if at == 0 {
             return true;
@@ -568,7 +568,7 @@ impl Breaker {
     /// it back at once (Closed, `health check passed`), without waiting for a cooldown, but
     /// only if the health checks took it out: a breaker an operator opened, or one open on its
     /// own failures, stays as it is.
-    pub fn set_health(&self, healthy: bool) {
+    pub(crate) fn set_health(&self, healthy: bool) {
         let mut history = self.lock();
         let word = StateWord(self.word.load(Ordering::Acquire));
         let from = word.state();

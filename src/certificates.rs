@@ -15,7 +15,7 @@ use crate::config::ServedCertificate;
 
 /// The served certificates, as the handshakes see them.
 #[derive(Debug)]
-pub struct CertificateStore {
+pub(crate) struct CertificateStore {
     current: ArcSwap<Vec<Arc<ServedCertificate>>>,
 }
 

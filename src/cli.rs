@@ -31,7 +31,7 @@ use crate::telemetry::logs;
 use crate::telemetry::metrics::GatewayStats;
 
 /// Conf files tried, in order, when `-c` is not given: the repository's, then the image's.
-pub const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
+pub(crate) const DEFAULT_CONF_FILES: [&str; 2] = ["conf/gateway.yaml", "/etc/gateway/gateway.yaml"];
 
 /// Why the gateway could not start.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ pub struct BackendHealth {
 
 /// What the checks of one backend came to so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthRecord {
+pub(crate) struct HealthRecord {
     /// Whether the checks consider it healthy.
     pub healthy: bool,
     /// Checks passed in a row (zero after a failed one).
@@ -101,7 +101,7 @@ impl BackendHealth {
 
     /// Back to healthy with no history, when its service stops checking it; whether it was
     /// unhealthy.
-    pub fn forget(&self) -> bool {
+    pub(crate) fn forget(&self) -> bool {
         let mut record = self.lock();
         let was_unhealthy = !record.healthy;
         *record = HealthRecord::default();
@@ -109,7 +109,7 @@ impl BackendHealth {
     }
 
     /// What the checks found so far.
-    pub fn snapshot(&self) -> HealthRecord {
+    pub(crate) fn snapshot(&self) -> HealthRecord {
         self.lock().clone()
     }
 

@@ -34,7 +34,7 @@ use crate::service::{Backend, Service};
 const TICK: Duration = Duration::from_millis(50);
 
 /// The background service.
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
     live: Arc<LiveTable>,
     /// When each backend (by service and URL) is next due, and whether a check is running.
     schedule: Mutex<HashMap<(String, String), Due>>,
@@ -241,7 +241,7 @@ fn health_check(
 }
 
 /// The checks as a Pingora background service.
-pub struct HealthCheckService(pub Arc<HealthChecks>);
+pub(crate) struct HealthCheckService(pub Arc<HealthChecks>);
 
 #[async_trait]
 impl BackgroundService for HealthCheckService {

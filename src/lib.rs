@@ -12,24 +12,25 @@
 //! - [`edge`]: a client connection and its request heads, under Pingora: the connection cap,
 //!   the head deadline, head checks, the chunked-body check.
 //! - [`reply`]: the gateway's own JSON answers.
-//! - [`health_checks`]: active health checks of every backend, in the background.
+//! - `health_checks`: active health checks of every backend, in the background.
 //! - [`live`]: the live routing table, its hot reload and DNS discovery.
 //! - [`certificates`]: the certificates the TLS listener serves, by SNI, swapped by reloads.
 //! - [`service`]: the table of services and their backends, each with its breaker.
 //! - [`health`]: a backend's health as its active checks report it.
-//! - [`telemetry`]: metrics and logs.
+//! - `telemetry`: metrics and logs.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`resolver`]: host name resolution behind a seam.
 //! - [`selector`]: breaker-aware round-robin over one service's backends.
-//! - [`retry_budget`]: how many failovers a service may make.
+//! - `retry_budget`: how many failovers a service may make.
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
 //! - [`failure_rate`]: a breaker's sliding window of recent failures (lock-free).
 //! - [`clock`]: monotonic time behind a trait, real or moved by hand.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the path a backend receives (pure).
-//! - [`request_id`]: request ids.
+//! - `request_id`: request ids.
 //!
-//! Every public item is documented (`missing_docs` warns, and CI's clippy turns warnings into
-//! errors): the modules stay public for the integration tests, benches and fuzz targets.
+//! What the integration tests, benches, fuzz targets and `main` use is public, and documented
+//! (`missing_docs` warns, and CI's clippy turns warnings into errors). Everything else is
+//! `pub(crate)`, including the four modules listed above without a link.
 
 #![warn(missing_docs)]
 
@@ -41,21 +42,21 @@ pub mod proxy;
 pub mod edge;
 pub mod reply;
 
-pub mod health_checks;
+pub(crate) mod health_checks;
 pub mod live;
 
 pub mod certificates;
 pub mod service;
 
 pub mod health;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 pub mod config;
 pub mod resolver;
 
 pub mod selector;
 
-pub mod retry_budget;
+pub(crate) mod retry_budget;
 
 pub mod breaker;
 pub mod failure_rate;
@@ -64,4 +65,4 @@ pub mod clock;
 
 pub mod routing;
 
-pub mod request_id;
+pub(crate) mod request_id;

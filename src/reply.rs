@@ -23,7 +23,7 @@ const MAX_ECHOED_NAME: usize = 64;
 
 /// A gateway-generated response: status, JSON body and optional `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply {
+pub(crate) struct ErrorReply {
     /// The HTTP status.
     pub status: u16,
     /// The JSON body.
@@ -45,7 +45,7 @@ impl ErrorReply {
     }
 
     /// 404: the path is not `/v1/proxy/{service}[/...]`.
-    pub fn not_a_proxy_path() -> Self {
+    pub(crate) fn not_a_proxy_path() -> Self {
         Self::new(
             404,
             "not_found",
@@ -54,7 +54,7 @@ impl ErrorReply {
     }
 
     /// 404: `/v1/proxy/` names no service.
-    pub fn missing_service() -> Self {
+    pub(crate) fn missing_service() -> Self {
         Self::new(
             404,
             "not_found",
@@ -74,12 +74,12 @@ impl ErrorReply {
     }
 
     /// 400: the request's framing could be read two ways (see `edge::head`).
-    pub fn ambiguous_request(detail: &str) -> Self {
+    pub(crate) fn ambiguous_request(detail: &str) -> Self {
         Self::new(400, "bad_request", detail)
     }
 
     /// 400: a `..` in the path would climb above the service's root.
-    pub fn path_climbs_above_service() -> Self {
+    pub(crate) fn path_climbs_above_service() -> Self {
         Self::new(
             400,
             "bad_request",
@@ -88,7 +88,7 @@ impl ErrorReply {
     }
 
     /// 414: the request line alone is over the head size limit.
-    pub fn uri_too_long() -> Self {
+    pub(crate) fn uri_too_long() -> Self {
         Self::new(
             414,
             "uri_too_long",
@@ -97,7 +97,7 @@ impl ErrorReply {
     }
 
     /// 501: the request body has a transfer coding the gateway does not decode.
-    pub fn unsupported_transfer_coding() -> Self {
+    pub(crate) fn unsupported_transfer_coding() -> Self {
         Self::new(
             501,
             "not_implemented",
@@ -115,12 +115,12 @@ impl ErrorReply {
     }
 
     /// 431: the request head is over the configured limits.
-    pub fn header_too_large(detail: &str) -> Self {
+    pub(crate) fn header_too_large(detail: &str) -> Self {
         Self::new(431, "request_header_fields_too_large", detail)
     }
 
     /// 413: the request body is over the service's limit of `limit` bytes.
-    pub fn body_too_large(limit: u64) -> Self {
+    pub(crate) fn body_too_large(limit: u64) -> Self {
         Self::new(
             413,
             "payload_too_large",
@@ -218,7 +218,7 @@ impl ErrorReply {
 
     /// What Pingora answers itself, before the gateway sees the request: 400 for a head it
     /// cannot parse, 405 for `CONNECT`, anything else by its reason.
-    pub fn unreadable_request(status: u16) -> Self {
+    pub(crate) fn unreadable_request(status: u16) -> Self {
         match status {
             400 => Self::new(400, "bad_request", "the request head could not be parsed"),
             405 => Self::new(
@@ -241,7 +241,7 @@ impl ErrorReply {
 
     /// The reply as a whole HTTP/1.1 response that closes the connection, for answers written
     /// straight to a connection before Pingora has a session for it.
-    pub fn to_http1(&self, request_id: RequestId) -> Vec<u8> {
+    pub(crate) fn to_http1(&self, request_id: RequestId) -> Vec<u8> {
         let reason = http::StatusCode::from_u16(self.status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -258,7 +258,7 @@ impl ErrorReply {
 
     /// Whether the connection must close after this reply: the request's framing was not
     /// trusted, or its body was not read.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(self.status, 400 | 413 | 414 | 417 | 431 | 501)
     }
 
@@ -266,7 +266,7 @@ impl ErrorReply {
     /// statuses, with the gateway's own cases): 14 UNAVAILABLE when no backend could take the
     /// call, 4 DEADLINE_EXCEEDED for timeouts, 5 NOT_FOUND for an unknown service, 8
     /// RESOURCE_EXHAUSTED for limits, 3 INVALID_ARGUMENT for a bad request.
-    pub fn grpc_status(&self) -> u8 {
+    pub(crate) fn grpc_status(&self) -> u8 {
         match self.status {
             502 | 503 => 14,
             504 => 4,

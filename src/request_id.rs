@@ -16,7 +16,7 @@ thread_local! {
 
 /// The id of one request, shown as 16 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId(u64);
+pub(crate) struct RequestId(u64);
 
 impl RequestId {
     /// A fresh id.

@@ -15,7 +15,7 @@ pub trait Resolver: Send + Sync {
 
 /// The machine's resolver (`getaddrinfo`: `/etc/hosts`, then DNS).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemResolver;
+pub(crate) struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

@@ -58,7 +58,7 @@ struct Bucket {
 
 /// The answer to a request for one retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spend {
+pub(crate) enum Spend {
     /// Granted.
     Granted,
     /// Refused, and the budget had still granted the previous request.
@@ -92,7 +92,7 @@ impl RetryBudget {
     }
 
     /// Asks for one retry; `requests_total` is the service's request count so far.
-    pub fn try_spend(&self, requests_total: u64) -> Spend {
+    pub(crate) fn try_spend(&self, requests_total: u64) -> Spend {
         let now = self.clock.now();
         let mut bucket = self
             .bucket

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 /// The path every proxied request starts with.
-pub const PROXY_PREFIX: &str = "/v1/proxy/";
+pub(crate) const PROXY_PREFIX: &str = "/v1/proxy/";
 
 /// A request path split into the service it names and what follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

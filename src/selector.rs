@@ -64,7 +64,7 @@ impl RoundRobin {
     ///
     /// With `slow_start`, a backend that came back to Closed less than that long ago takes
     /// only its growing share of the requests whose turn it is (see
-    /// [`Breaker::admits_while_warming`]); the others go on to the next backend, and to the
+    /// `Breaker::admits_while_warming`); the others go on to the next backend, and to the
     /// warming one after all if no other admits them. Without it, round-robin is exact.
     pub fn pick<B: Guarded>(
         &self,

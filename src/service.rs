@@ -185,7 +185,7 @@ impl ServiceTable {
     }
 
     /// The service whose path prefix `path` starts with, the longest if several do.
-    pub fn by_prefix(&self, path: &str) -> Option<&Arc<Service>> {
+    pub(crate) fn by_prefix(&self, path: &str) -> Option<&Arc<Service>> {
         self.prefixes
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))

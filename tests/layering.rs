@@ -9,7 +9,9 @@ use std::path::Path;
 fn layers() -> Vec<String> {
     let lib = fs::read_to_string("src/lib.rs").unwrap();
     lib.lines()
-        .filter_map(|line| line.strip_prefix("//! - [`"))
+        .filter_map(|line| line.strip_prefix("//! - "))
+        // A public module is a link (`[`name`]`), a crate-private one plain code.
+        .filter_map(|rest| rest.trim_start_matches('[').strip_prefix('`'))
         .filter_map(|rest| rest.split('`').next())
         .map(str::to_owned)
         .collect()

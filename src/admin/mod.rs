@@ -7,7 +7,7 @@
 //! | `GET /healthz` | 200 while the process serves                                    |
 //! | `GET /readyz`  | 200 once the config is loaded and the listeners are up          |
 //! | `GET /status`  | JSON: every service and backend: breaker state, counters, last transition |
-//! | `GET /metrics` | the same and more in the Prometheus text format ([`prometheus`])  |
+//! | `GET /metrics` | the same and more in the Prometheus text format (`prometheus`)  |
 //! | `POST /backends/{id}/open`  | take the backend out: Forced-Open until closed by hand |
 //! | `POST /backends/{id}/close` | put it back: Closed                                |
 //! | `POST /backends/{id}/reset` | Closed, counters zeroed                            |
@@ -48,7 +48,7 @@ use crate::telemetry::metrics::GatewayStats;
 
 /// The admin endpoints over the gateway's services.
 #[derive(Debug)]
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     reloader: Arc<LiveTable>,
     stats: Arc<GatewayStats>,
     token: Option<String>,
@@ -234,7 +234,7 @@ impl AdminApp {
 
 /// The admin listener as a Pingora service, listening on `listen`, behind the same connection
 /// guard as the proxy listener with small limits: it serves operators, not traffic.
-pub fn admin_service(
+pub(crate) fn admin_service(
     app: AdminApp,
     listen: SocketAddr,
 ) -> Service<ConnectionGuard<HttpServer<AdminApp>>> {

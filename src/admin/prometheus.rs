@@ -31,7 +31,7 @@ const AUTOMATIC_TRANSITIONS: [(BreakerState, BreakerState); 4] = [
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
 /// The whole exposition: per backend, per service, and for the gateway.
-pub fn metrics_text(
+pub(crate) fn metrics_text(
     table: Arc<ServiceTable>,
     gateway: &GatewayStats,
     reload_failed: bool,

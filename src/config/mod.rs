@@ -58,34 +58,37 @@ use crate::breaker::BreakerSettings;
 use crate::retry_budget::RetryBudgetSettings;
 
 pub use gateway::{load, load_with};
-pub use services::{discover, is_service_name_byte, parse_services, parse_services_with};
-pub use tls::{CertificateFiles, ServedCertificate, TlsListener, UpstreamTls};
+#[cfg(test)]
+pub(crate) use services::parse_services;
+pub use services::parse_services_with;
+pub(crate) use services::{discover, is_service_name_byte};
+pub(crate) use tls::{CertificateFiles, ServedCertificate, TlsListener, UpstreamTls};
 
 /// Where the proxy listens when the conf does not say.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Where the admin listener listens when the conf does not say.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
 /// The environment variable that sets the admin listener's bearer token.
-pub const ADMIN_TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
+pub(crate) const ADMIN_TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
 /// The services file, relative to the conf file, when the conf does not say.
-pub const DEFAULT_SERVICES_FILE: &str = "config.yaml";
+pub(crate) const DEFAULT_SERVICES_FILE: &str = "config.yaml";
 /// The longest service name accepted.
-pub const MAX_SERVICE_NAME_LEN: usize = 64;
+pub(crate) const MAX_SERVICE_NAME_LEN: usize = 64;
 /// Request header fields accepted when the conf does not say (Pingora's own limit is 256).
-pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
+pub(crate) const DEFAULT_MAX_HEADER_COUNT: usize = 100;
 /// Bytes of request head (request line and header fields) accepted when the conf does not say.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Connections the proxy listener serves at once when the conf does not say.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long a request head may take to arrive when the conf does not say.
-pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle client connection is kept open for its next request when the conf does
 /// not say (Pingora's own default).
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often DNS discovery re-resolves when the service does not say.
-pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,7 +139,8 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// A config with every gateway setting at its default, over `services`: for tests.
-    pub fn with_services(services: Vec<ServiceConfig>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_services(services: Vec<ServiceConfig>) -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("the default listen address"),
             admin_listen: None,
@@ -157,12 +161,12 @@ impl GatewayConfig {
     }
 
     /// How many backends all services list together.
-    pub fn backend_count(&self) -> usize {
+    pub(crate) fn backend_count(&self) -> usize {
         self.services.iter().map(|s| s.backends.len()).sum()
     }
 
     /// For each backend URL, the services that list it.
-    pub fn services_by_backend(&self) -> HashMap<String, Vec<String>> {
+    pub(crate) fn services_by_backend(&self) -> HashMap<String, Vec<String>> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for service in &self.services {
             for backend in &service.backends {
@@ -298,7 +302,7 @@ pub struct UpstreamTimeouts {
     /// Establishing the TCP connection.
     pub connect: Duration,
     /// The whole response header, from when the request has been sent; `None` follows
-    /// `read` (see [`UpstreamTimeouts::response_header`]).
+    /// `read` (see `UpstreamTimeouts::response_header`).
     pub response_header: Option<Duration>,
     /// Each read of the response body (the idle time between two chunks) and each write of
     /// the request.
@@ -315,7 +319,7 @@ pub struct UpstreamTimeouts {
 impl UpstreamTimeouts {
     /// How long the whole response header may take: as configured, else `read` (so a conf
     /// from before the two were apart keeps its meaning).
-    pub fn response_header(&self) -> Duration {
+    pub(crate) fn response_header(&self) -> Duration {
         self.response_header.unwrap_or(self.read)
     }
 }

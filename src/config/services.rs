@@ -14,20 +14,21 @@ use super::tls::{load_ca, load_client_certificate};
 use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::failure_rate::FailureRate;
-use crate::resolver::{Resolver, SystemResolver};
+use crate::resolver::Resolver;
 use crate::routing::PROXY_PREFIX;
 
 /// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
 /// only used in error messages.
-pub fn parse_services(
+#[cfg(test)]
+pub(crate) fn parse_services(
     file: &Path,
     text: &str,
     defaults: &ServiceDefaults,
 ) -> Result<Vec<ServiceConfig>, ConfigError> {
-    parse_services_with(file, text, defaults, &SystemResolver)
+    parse_services_with(file, text, defaults, &crate::resolver::SystemResolver)
 }
 
-/// [`parse_services`] with hosts resolved by `resolver`.
+/// `parse_services` with hosts resolved by `resolver`.
 pub fn parse_services_with(
     file: &Path,
     text: &str,
@@ -348,7 +349,7 @@ fn resolve_each(
 /// One backend per address of every target's host (its IPv4 addresses, or its IPv6 ones if it
 /// has none), sorted by address; an address reached twice is one backend. Fails if a host
 /// does not resolve or resolves to nothing.
-pub fn discover(
+pub(crate) fn discover(
     targets: &[BackendTarget],
     resolver: &dyn Resolver,
 ) -> Result<Vec<BackendConfig>, String> {
@@ -393,7 +394,7 @@ fn validate_service_name(name: &str) -> Result<(), String> {
 }
 
 /// Bytes allowed in a service name: RFC 3986 unreserved characters.
-pub fn is_service_name_byte(b: u8) -> bool {
+pub(crate) fn is_service_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
 }
 

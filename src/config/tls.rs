@@ -94,7 +94,7 @@ impl PartialEq for UpstreamTls {
 
 /// Reads and checks a certificate chain and its key: both parse, the key is the leaf's, and the
 /// leaf is valid now. Errors name the file at fault.
-pub fn load_certificate(files: &CertificateFiles) -> Result<ServedCertificate, String> {
+pub(crate) fn load_certificate(files: &CertificateFiles) -> Result<ServedCertificate, String> {
     let chain = read_chain(&files.cert)?;
     let key = read_key(&files.key)?;
     let leaf = &chain[0];
@@ -120,12 +120,12 @@ pub fn load_certificate(files: &CertificateFiles) -> Result<ServedCertificate, S
 }
 
 /// Reads a CA bundle (one or more PEM certificates).
-pub fn load_ca(file: &Path) -> Result<Box<[X509]>, String> {
+pub(crate) fn load_ca(file: &Path) -> Result<Box<[X509]>, String> {
     Ok(read_chain(file)?.into_boxed_slice())
 }
 
 /// Reads a client certificate chain and key, checked as [`load_certificate`] checks.
-pub fn load_client_certificate(files: &CertificateFiles) -> Result<CertKey, String> {
+pub(crate) fn load_client_certificate(files: &CertificateFiles) -> Result<CertKey, String> {
     let served = load_certificate(files)?;
     Ok(CertKey::new(served.chain, served.key))
 }

@@ -3,9 +3,9 @@
 //!
 //! Pingora 0.9 times each read of a request head separately (60 s), so a client that trickles
 //! a byte a minute holds its connection forever, and it serves as many connections as arrive.
-//! So the gateway wraps Pingora's HTTP app in a [`ServerApp`] of its own, [`ConnectionGuard`],
+//! So the gateway wraps Pingora's HTTP app in a [`ServerApp`] of its own, `ConnectionGuard`,
 //! which sees every connection first: past the cap it answers 503 and closes; otherwise it
-//! hands Pingora the connection wrapped in a [`GuardedStream`] (see `stream`), which watches
+//! hands Pingora the connection wrapped in a `GuardedStream` (see `stream`), which watches
 //! the bytes going by: one deadline for each whole request head, chunked bodies checked before
 //! anything is forwarded, absolute-form targets turned into origin form, and the gateway's JSON
 //! errors in place of Pingora's empty ones.
@@ -35,11 +35,11 @@ use crate::config::ConnectionLimits;
 use crate::reply::ErrorReply;
 
 use stream::wire_reply;
-pub use stream::{GuardedStream, CHUNKED_LOOKAHEAD};
+pub(crate) use stream::GuardedStream;
 
 /// A [`ServerApp`] that guards `A` (Pingora's HTTP proxy app).
 #[derive(Debug)]
-pub struct ConnectionGuard<A> {
+pub(crate) struct ConnectionGuard<A> {
     app: Arc<A>,
     limits: ConnectionLimits,
     active: AtomicUsize,

@@ -47,7 +47,7 @@ use crate::request_id::RequestId;
 
 /// How much of a chunked request body the guard reads ahead and checks before Pingora sees
 /// the request.
-pub const CHUNKED_LOOKAHEAD: usize = 64 * 1024;
+pub(crate) const CHUNKED_LOOKAHEAD: usize = 64 * 1024;
 
 /// The longest request head the guard keeps a copy of, to look for `Transfer-Encoding`.
 const HEAD_COPY_LIMIT: usize = 64 * 1024;
@@ -75,7 +75,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client connection whose request heads must each arrive within a deadline.
 #[derive(Debug)]
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     header_timeout: Duration,
     phase: Phase,

@@ -1,5 +1,5 @@
 //! TLS termination on the proxy's TLS listener: the certificate for each handshake, picked by
-//! SNI from the [`CertificateStore`] (which reloads swap), TLS 1.2 and 1.3 only, ALPN `h2`
+//! SNI from the `CertificateStore` (which reloads swap), TLS 1.2 and 1.3 only, ALPN `h2`
 //! (preferred) and `http/1.1`.
 //!
 //! Pingora's provider is OpenSSL (vendored and linked statically): it is the one whose
@@ -19,7 +19,7 @@ use crate::certificates::CertificateStore;
 use crate::config::ServedCertificate;
 
 /// The TLS settings of the proxy's TLS listener, serving the certificates in `store`.
-pub fn tls_settings(store: Arc<CertificateStore>) -> pingora::Result<TlsSettings> {
+pub(crate) fn tls_settings(store: Arc<CertificateStore>) -> pingora::Result<TlsSettings> {
     let mut settings = TlsSettings::with_callbacks(Box::new(SniCertificates(store)))?;
     settings
         .set_min_proto_version(Some(SslVersion::TLS1_2))

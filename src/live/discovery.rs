@@ -2,7 +2,7 @@
 //! resolve to (a Kubernetes headless Service, say), and this background service re-resolves
 //! them every `discovery_interval`.
 //!
-//! A changed answer becomes a new routing table through the [`LiveTable`], built from the
+//! A changed answer becomes a new routing table through the `LiveTable`, built from the
 //! current one as a reload is: an address that stays keeps its breaker and metrics, a new one
 //! starts Closed, one that went away disappears with its series. A lookup that fails, or
 //! answers with no address at all, changes nothing: the last good set keeps serving (a
@@ -32,7 +32,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What one refresh of one service came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refresh {
+pub(crate) enum Refresh {
     /// The addresses changed; the service now has this many backends.
     Changed(usize),
     /// The same addresses as before.
@@ -42,7 +42,7 @@ pub enum Refresh {
 }
 
 /// Re-resolves discovered services and swaps their new backends in.
-pub struct DnsDiscovery {
+pub(crate) struct DnsDiscovery {
     reloader: Arc<LiveTable>,
     resolver: Arc<dyn Resolver>,
     /// Services whose latest lookup failed: their failure was logged, their recovery will be.
@@ -66,7 +66,7 @@ impl DnsDiscovery {
     }
 
     /// Re-resolves service `name` now (blocking), applies the answer and logs what changed.
-    pub fn refresh(&self, name: &str, discovery: &Discovery) -> Refresh {
+    pub(crate) fn refresh(&self, name: &str, discovery: &Discovery) -> Refresh {
         let outcome = match config::discover(&discovery.targets, self.resolver.as_ref()) {
             Err(e) => Refresh::Failed(e),
             Ok(backends) => {
@@ -110,8 +110,9 @@ impl DnsDiscovery {
         outcome
     }
 
-    /// Re-resolves every discovered service now (blocking); for tests and the first round.
-    pub fn refresh_all(&self) -> Vec<(String, Refresh)> {
+    /// Re-resolves every discovered service now (blocking); for tests.
+    #[cfg(test)]
+    pub(crate) fn refresh_all(&self) -> Vec<(String, Refresh)> {
         self.reloader
             .discovery_targets()
             .into_iter()
@@ -125,7 +126,7 @@ impl DnsDiscovery {
 
 /// Runs discovery until the server shuts down.
 #[derive(Debug)]
-pub struct DiscoveryService(pub Arc<DnsDiscovery>);
+pub(crate) struct DiscoveryService(pub Arc<DnsDiscovery>);
 
 #[async_trait]
 impl BackgroundService for DiscoveryService {

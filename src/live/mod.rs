@@ -1,4 +1,4 @@
-//! The live state: the routing table every request reads, and what swaps it. [`LiveTable`]
+//! The live state: the routing table every request reads, and what swaps it. `LiveTable`
 //! holds it; a hot reload re-reads the services file and swaps a new table in, without a
 //! restart and without losing what the breakers have learned; [`discovery`] swaps in a DNS
 //! service's new addresses the same way.
@@ -9,13 +9,13 @@
 //! that stays (see [`ServiceTable::build`]). A file that does not load changes nothing: the
 //! error is logged as at start and reported by the admin `/status`.
 //!
-//! Two triggers: `SIGHUP` ([`ReloadOnHangup`], a background service: Pingora 0.9 handles
+//! Two triggers: `SIGHUP` (`ReloadOnHangup`, a background service: Pingora 0.9 handles
 //! SIGTERM, SIGINT and SIGQUIT but not SIGHUP), and `POST /reload` on the admin listener.
 //! Only the services (and their settings) are reloaded; listeners and Pingora's own settings
 //! need a restart or a graceful upgrade.
 //!
 //! DNS discovery (see `discovery`) swaps tables the same way when a service's addresses
-//! change, through [`LiveTable::update_backends`]; one lock orders it with reloads.
+//! change, through `LiveTable::update_backends`; one lock orders it with reloads.
 
 pub mod discovery;
 
@@ -36,7 +36,7 @@ use crate::service::ServiceTable;
 use crate::telemetry::logs::CircuitLog;
 
 /// The routing table shared by the proxy and the admin listener, and the means to replace it.
-pub struct LiveTable {
+pub(crate) struct LiveTable {
     conf_file: PathBuf,
     /// The config the process started with: its gateway-wide settings are the ones in force
     /// (a reload applies only services).
@@ -138,12 +138,12 @@ impl LiveTable {
     }
 
     /// How many backends service `name` has now (0 for an unknown service).
-    pub fn backend_count(&self, name: &str) -> usize {
+    pub(crate) fn backend_count(&self, name: &str) -> usize {
         self.current().get(name).map_or(0, |s| s.backends.len())
     }
 
     /// Every service with DNS discovery, and how to discover its backends.
-    pub fn discovery_targets(&self) -> Vec<(String, Discovery)> {
+    pub(crate) fn discovery_targets(&self) -> Vec<(String, Discovery)> {
         self.lock_config()
             .services
             .iter()
@@ -155,7 +155,7 @@ impl LiveTable {
     /// table in if they differ from its current ones. Nothing happens if a reload has changed
     /// the service's discovery since (the answer would be stale). Returns whether the table
     /// changed.
-    pub fn update_backends(
+    pub(crate) fn update_backends(
         &self,
         name: &str,
         discovery: &Discovery,
@@ -191,7 +191,7 @@ impl LiveTable {
     }
 
     /// The error of the latest reload, if it failed.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -273,7 +273,7 @@ fn build_table(
 
 /// Reloads on every `SIGHUP` until the server shuts down.
 #[derive(Debug)]
-pub struct ReloadOnHangup(pub Arc<LiveTable>);
+pub(crate) struct ReloadOnHangup(pub Arc<LiveTable>);
 
 #[async_trait]
 impl BackgroundService for ReloadOnHangup {

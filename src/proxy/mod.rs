@@ -1,7 +1,7 @@
 //! The Pingora [`ProxyHttp`] implementation: the only module that speaks Pingora's hooks.
 //!
 //! It translates hook events into routing, selection and breaker outcomes, and keeps all
-//! per-request state in one [`RequestContext`]:
+//! per-request state in one `RequestContext`:
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
@@ -57,7 +57,7 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 
 /// The gateway's proxy logic, shared by all requests.
 #[derive(Debug)]
-pub struct GatewayProxy {
+pub(crate) struct GatewayProxy {
     services: Arc<ArcSwap<ServiceTable>>,
     stats: Arc<GatewayStats>,
     settings: ProxySettings,
@@ -66,7 +66,7 @@ pub struct GatewayProxy {
 
 /// How the proxy treats requests, beyond what each service says.
 #[derive(Debug, Clone, Copy)]
-pub struct ProxySettings {
+pub(crate) struct ProxySettings {
     /// Log the status block of the serving backend after each request, in this format.
     pub status_log: Option<LogFormat>,
     /// Keep an incoming `X-Forwarded-For` chain and `Forwarded` list (and append the peer)
@@ -97,7 +97,7 @@ impl GatewayProxy {
     }
 
     /// The same, writing one access-log line per request.
-    pub fn with_access_log(self, access_log: AccessLog) -> Self {
+    pub(crate) fn with_access_log(self, access_log: AccessLog) -> Self {
         Self {
             access_log: Some(access_log),
             ..self
@@ -173,7 +173,7 @@ impl GatewayProxy {
 
 /// Everything one request carries from hook to hook.
 #[derive(Debug)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// Names the request in error replies, logs and towards the backend.
     request_id: RequestId,
     /// When the request's head had arrived (for the access log's total time).

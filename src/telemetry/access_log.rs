@@ -28,7 +28,7 @@ const WRITER_NAP: Duration = Duration::from_millis(20);
 
 /// One request, as the access log records it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     /// The request's id, as sent in `X-Request-Id`.
     pub request_id: String,
     /// The client's address, when known.
@@ -57,7 +57,7 @@ pub struct AccessRecord {
 
 /// The handle the proxy logs through.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     queue: SyncSender<AccessRecord>,
     dropped: Arc<AtomicU64>,
 }
@@ -117,7 +117,7 @@ fn millis(d: Duration) -> String {
 
 /// `<request id> <client> <method> <path> <service> <backend> <status> attempts=N
 /// upstream_ms=X total_ms=Y in=B out=B`, `-` for what there is none of.
-pub fn text_line(r: &AccessRecord) -> String {
+pub(crate) fn text_line(r: &AccessRecord) -> String {
     let mut line = String::with_capacity(160);
     let _ = write!(
         line,
@@ -139,7 +139,7 @@ pub fn text_line(r: &AccessRecord) -> String {
 }
 
 /// The record as the fields of a JSON event object (the log formatter adds `ts` and `level`).
-pub fn json_line(r: &AccessRecord) -> String {
+pub(crate) fn json_line(r: &AccessRecord) -> String {
     // Milliseconds to the microsecond, as numbers.
     let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     json!({

@@ -46,7 +46,7 @@ use crate::config::LogFormat;
 pub(crate) const EVENT_TARGET: &str = "gateway::event";
 
 /// Sets up `env_logger` in `format`: level `info` unless `RUST_LOG` says otherwise.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     match format {
@@ -163,7 +163,7 @@ impl log::Log for SummarisingLogger {
 /// observer, so the services each backend belongs to are swapped in here at every rebuild
 /// rather than fixed when the breaker was made.
 #[derive(Debug, Default)]
-pub struct CircuitLog {
+pub(crate) struct CircuitLog {
     format: LogFormat,
     /// The services that list each backend URL, for JSON events.
     services_by_backend: ArcSwap<HashMap<String, Vec<String>>>,
@@ -179,7 +179,7 @@ impl CircuitLog {
     }
 
     /// Names, for each backend URL, the services that list it now.
-    pub fn set_services(&self, services_by_backend: HashMap<String, Vec<String>>) {
+    pub(crate) fn set_services(&self, services_by_backend: HashMap<String, Vec<String>>) {
         self.services_by_backend
             .store(Arc::new(services_by_backend));
     }
@@ -205,7 +205,7 @@ impl TransitionObserver for CircuitLog {
 }
 
 /// `[CIRCUIT] <url> <STATE> (<reason>)`.
-pub fn transition_line(transition: &Transition<'_>) -> String {
+pub(crate) fn transition_line(transition: &Transition<'_>) -> String {
     let state = match transition.to {
         BreakerState::Closed => "CLOSED",
         BreakerState::Open | BreakerState::ForcedOpen => "OPEN",
@@ -218,7 +218,7 @@ pub fn transition_line(transition: &Transition<'_>) -> String {
 }
 
 /// A transition as a JSON event object.
-pub fn transition_event(transition: &Transition<'_>, services: &[String]) -> String {
+pub(crate) fn transition_event(transition: &Transition<'_>, services: &[String]) -> String {
     json!({
         "event": "transition",
         "backend": transition.breaker,
@@ -233,7 +233,7 @@ pub fn transition_event(transition: &Transition<'_>, services: &[String]) -> Str
 }
 
 /// Logs the status of `breaker` after a request it served, in `format`.
-pub fn log_status(breaker: &Breaker, format: LogFormat) {
+pub(crate) fn log_status(breaker: &Breaker, format: LogFormat) {
     if log::log_enabled!(Level::Info) {
         match format {
             LogFormat::Text => info!("{}", status_block(breaker)),
@@ -243,7 +243,7 @@ pub fn log_status(breaker: &Breaker, format: LogFormat) {
 }
 
 /// The `[CIRCUIT STATUS]` block in the original layout.
-pub fn status_block(breaker: &Breaker) -> String {
+pub(crate) fn status_block(breaker: &Breaker) -> String {
     let snapshot = breaker.snapshot();
     format!(
         "[CIRCUIT STATUS] {}\n  Total:    {:>2}\n  Success:  {:>2}\n  Failures: {:>2}\n  State:     {}",
@@ -256,7 +256,7 @@ pub fn status_block(breaker: &Breaker) -> String {
 }
 
 /// The status of `breaker` as a JSON event object.
-pub fn status_event(breaker: &Breaker) -> String {
+pub(crate) fn status_event(breaker: &Breaker) -> String {
     let snapshot = breaker.snapshot();
     json!({
         "event": "request",

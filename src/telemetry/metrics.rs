@@ -38,7 +38,7 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     /// Every outcome, in the order they are stored and rendered.
-    pub const ALL: [AttemptOutcome; 7] = [
+    pub(crate) const ALL: [AttemptOutcome; 7] = [
         AttemptOutcome::Success,
         AttemptOutcome::ConnectError,
         AttemptOutcome::Timeout,
@@ -62,7 +62,7 @@ impl AttemptOutcome {
     }
 
     /// What the breaker makes of it; `None` is neutral.
-    pub fn breaker_outcome(self) -> Option<Outcome> {
+    pub(crate) fn breaker_outcome(self) -> Option<Outcome> {
         match self {
             AttemptOutcome::Success => Some(Outcome::Success),
             AttemptOutcome::Cancelled | AttemptOutcome::CutByDeadline => None,
@@ -110,7 +110,7 @@ impl BackendStats {
 
     /// The latency histogram: the count in each bucket (not cumulative; the encoder sums them)
     /// by its upper bound in seconds (`f64::INFINITY` last), and the sum in seconds.
-    pub fn latency(&self) -> (Vec<(f64, u64)>, f64) {
+    pub(crate) fn latency(&self) -> (Vec<(f64, u64)>, f64) {
         let buckets = LATENCY_BUCKETS_MICROS
             .iter()
             .map(|&bound| bound as f64 / 1e6)
@@ -140,7 +140,7 @@ pub enum ServiceEvent {
 
 impl ServiceEvent {
     /// Every event, in the order they are stored.
-    pub const ALL: [ServiceEvent; 5] = [
+    pub(crate) const ALL: [ServiceEvent; 5] = [
         ServiceEvent::Request,
         ServiceEvent::AllOpen,
         ServiceEvent::NoBackends,
@@ -169,13 +169,13 @@ impl ServiceStats {
 
 /// Counts for requests that never reach a service.
 #[derive(Debug, Default)]
-pub struct GatewayStats {
+pub(crate) struct GatewayStats {
     not_found: AtomicU64,
 }
 
 impl GatewayStats {
     /// Counts a request answered 404: not a proxy path, or an unknown service.
-    pub fn count_not_found(&self) {
+    pub(crate) fn count_not_found(&self) {
         self.not_found.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -4,5 +4,5 @@
 //! request, written off the request path.
 
 pub mod access_log;
-pub mod logs;
+pub(crate) mod logs;
 pub mod metrics;
