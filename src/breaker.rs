@@ -1058,6 +1058,81 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_is_admitted_any_time_after_the_cooldown_not_only_at_its_end() {
+        let f = fixture(3);
+        open(&f);
+        f.clock.advance(COOLDOWN + Duration::from_secs(5));
+        assert!(f.breaker.try_acquire().is_some_and(|p| p.is_probe()));
+    }
+
+    #[test]
+    fn the_slow_path_checks_the_cooldown_again_under_its_lock() {
+        // What a thread finds there when another one's reading of the clock let it through.
+        let f = fixture(3);
+        open(&f);
+        assert!(f.breaker.acquire_slow().is_none(), "still cooling down");
+        f.clock.advance(COOLDOWN);
+        assert!(f.breaker.acquire_slow().is_some_and(|p| p.is_probe()));
+    }
+
+    #[test]
+    fn a_probe_out_is_waited_for_until_its_lease_ends() {
+        let f = fixture(1);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().unwrap();
+        assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN, "the probe's lease");
+        f.clock.advance(Duration::from_secs(4));
+        assert_eq!(
+            f.breaker.snapshot().retry_in,
+            COOLDOWN - Duration::from_secs(4)
+        );
+        drop(probe);
+        assert_eq!(
+            f.breaker.snapshot().retry_in,
+            Duration::ZERO,
+            "the slot is free"
+        );
+    }
+
+    #[test]
+    fn results_of_requests_admitted_before_an_override_or_a_health_change_are_ignored() {
+        let f = fixture(1);
+        let before = f.breaker.try_acquire().unwrap();
+        assert!(!before.is_probe());
+        f.breaker.apply(ManualAction::Reset);
+        before.record(Outcome::Failure);
+        assert_eq!(f.breaker.state(), BreakerState::Closed, "after a reset");
+
+        let before = f.breaker.try_acquire().unwrap();
+        f.breaker.set_health(false);
+        f.breaker.set_health(true);
+        before.record(Outcome::Failure);
+        assert_eq!(
+            f.breaker.state(),
+            BreakerState::Closed,
+            "after a health round trip"
+        );
+    }
+
+    #[test]
+    fn slow_start_counts_from_the_close_not_from_the_probe() {
+        let f = fixture(1);
+        open(&f);
+        f.clock.advance(COOLDOWN);
+        let probe = f.breaker.try_acquire().unwrap();
+        // The probe takes half the slow start to answer; the backend takes a twentieth of the
+        // requests when it closes all the same.
+        let slow_start = Duration::from_secs(10);
+        f.clock.advance(slow_start / 2);
+        probe.record(Outcome::Success);
+        let admitted = (0..1000)
+            .filter(|&ticket| f.breaker.admits_while_warming(slow_start, ticket))
+            .count();
+        assert!((40..=60).contains(&admitted), "{admitted} of 1000");
+    }
+
+    #[test]
     fn probe_success_closes_and_resets_counters() {
         let f = fixture(3);
         open(&f);
@@ -1370,6 +1445,27 @@ mod tests {
             }
         }
         assert!(cooldowns.len() > 10, "{cooldowns:?}");
+    }
+
+    #[test]
+    fn jitter_spreads_evenly_over_its_whole_range() {
+        let f = fixture_with(BreakerSettings {
+            open_timeout: COOLDOWN,
+            open_timeout_jitter_percent: 20,
+            ..BreakerSettings::default()
+        });
+        let extra: Vec<f64> = (0..2000)
+            .map(|generation| {
+                let jittered = f.breaker.jittered(COOLDOWN, generation);
+                (jittered - COOLDOWN).as_secs_f64() / COOLDOWN.as_secs_f64()
+            })
+            .collect();
+        let (min, max) = extra
+            .iter()
+            .fold((1.0f64, 0.0f64), |(lo, hi), &e| (lo.min(e), hi.max(e)));
+        let mean = extra.iter().sum::<f64>() / extra.len() as f64;
+        assert!(min < 0.005 && max > 0.195 && max <= 0.2, "{min} {max}");
+        assert!((0.09..0.11).contains(&mean), "{mean}");
     }
 
     #[test]

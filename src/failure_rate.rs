@@ -160,6 +160,24 @@ mod tests {
     }
 
     #[test]
+    fn counts_add_up_across_the_seconds_of_the_window_far_into_the_clock() {
+        let w = window(100, 10, 5);
+        let start = Duration::from_secs(3600);
+        for second in 0..4 {
+            assert!(!feed(&w, start + Duration::from_secs(second), &[true]));
+        }
+        assert!(feed(&w, start + Duration::from_secs(9), &[true]), "5 of 5");
+    }
+
+    #[test]
+    fn a_second_a_whole_window_and_more_ago_never_counts() {
+        let w = window(50, 10, 5);
+        feed(&w, Duration::ZERO, &[true; 4]);
+        // 11 s later its bucket is not the current one, but it is out of the window.
+        assert!(!feed(&w, Duration::from_secs(11), &[true]), "1 of 1");
+    }
+
+    #[test]
     fn clearing_forgets_the_window() {
         let w = window(50, 30, 2);
         feed(&w, Duration::from_secs(3), &[true]);

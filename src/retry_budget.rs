@@ -178,10 +178,18 @@ mod tests {
         let (budget, clock) = budget(20, 1);
         spend_all(&budget, 0);
         clock.advance(Duration::from_secs(3600));
-        // One hour at 100 requests per second and the floor: at most 10 s of deposits.
-        let granted = spend_all(&budget, 360_000);
-        assert!(granted <= 200, "{granted}");
-        assert!(granted >= 10, "{granted}");
+        // One hour at 100 requests per second and the floor: 10 s of deposits at the recent
+        // rate (20 % of 100 per second), no more.
+        assert_eq!(spend_all(&budget, 360_000), 200);
+    }
+
+    #[test]
+    fn requests_counted_in_the_same_instant_bank_no_more_than_the_reserve() {
+        let (budget, _) = budget(20, 1);
+        spend_all(&budget, 0);
+        // No time has passed, so there is no recent rate: the floor's reserve caps the deposit
+        // of a million requests' 20 %.
+        assert_eq!(spend_all(&budget, 1_000_000), 10);
     }
 
     #[test]

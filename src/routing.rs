@@ -195,7 +195,13 @@ mod tests {
         ] {
             assert_eq!(resolved(rest), Err(ClimbsAboveRoot), "{rest}");
         }
-        assert!(matches!(resolve_dot_segments("/a/b"), Ok(Cow::Borrowed(_))));
+        // Nothing to resolve, even where a dot could have been: borrowed, no allocation.
+        for rest in ["/a/b", "/a/.b", "/a/b%2e", "/a/%2Ex/"] {
+            assert!(
+                matches!(resolve_dot_segments(rest), Ok(Cow::Borrowed(_))),
+                "{rest}"
+            );
+        }
     }
 
     #[test]

@@ -189,7 +189,10 @@ mod tests {
     #[test]
     fn alternates_in_config_order() {
         let (rr, _) = rotation(2);
+        assert_eq!(rr.rr.requests(), 0);
         assert_eq!(sequence(&rr, 6), [0, 1, 0, 1, 0, 1]);
+        // The retry budget reads the request count off the tickets.
+        assert_eq!(rr.rr.requests(), 6);
         let (rr, _) = rotation(3);
         assert_eq!(sequence(&rr, 6), [0, 1, 2, 0, 1, 2]);
     }

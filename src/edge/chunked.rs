@@ -139,6 +139,12 @@ mod tests {
     }
 
     #[test]
+    fn a_size_line_needs_a_digit_before_its_extension_or_end() {
+        assert!(matches!(check(b";ext\r\n0\r\n\r\n"), Framing::Invalid(_)));
+        assert!(matches!(check(b"\r\n0\r\n\r\n"), Framing::Invalid(_)));
+    }
+
+    #[test]
     fn valid_bodies_complete_where_they_end() {
         assert_eq!(check(b"0\r\n\r\n"), Framing::Complete(5));
         assert_eq!(

@@ -165,6 +165,40 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_are_inclusive() {
+        let head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let limits = HeaderLimits {
+            max_count: 1,
+            max_bytes: head.len(),
+        };
+        assert_eq!(check_head(head.as_bytes(), 1, &limits), Ok(()));
+        assert!(check_head(head.as_bytes(), 2, &limits).is_err());
+        let limits = HeaderLimits {
+            max_bytes: head.len() - 1,
+            ..limits
+        };
+        assert!(check_head(head.as_bytes(), 1, &limits).is_err());
+        // A head over the limit is a 414 only when its request line alone is.
+        let line_end = head.find('\n').unwrap();
+        let limits = HeaderLimits {
+            max_bytes: line_end,
+            ..limits
+        };
+        assert_eq!(
+            check_head(head.as_bytes(), 1, &limits),
+            Err(HeadRejection::TooLarge("the request head is too large"))
+        );
+        let limits = HeaderLimits {
+            max_bytes: line_end - 1,
+            ..limits
+        };
+        assert_eq!(
+            check_head(head.as_bytes(), 1, &limits),
+            Err(HeadRejection::UriTooLong)
+        );
+    }
+
+    #[test]
     fn a_plain_head_passes() {
         assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
         assert_eq!(
@@ -310,6 +344,14 @@ mod tests {
         ));
         assert!(!has_chunked_body_to_check(
             b"POST /transfer-encoding:chunked HTTP/1.1\r\n\r\n"
+        ));
+        // The name and the value must both match, on the same line.
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, deflate\r\nX-Note: chunked\r\n\r\n"
+        ));
+        assert!(has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: something-else\r\n\
+              X-Note: 100-continue\r\n\r\n"
         ));
         let mut last_two = [0; 2];
         assert_eq!(
