@@ -1,12 +1,14 @@
 //! Property tests (proptest): the breaker, driven by random waits, requests and abandoned
 //! requests, is always in the state the original design's state machine (a small model here)
 //! says; the path router, the request-head checks and the services-file loader never panic on
-//! arbitrary input; routing never yields a backend outside the service
-//! the path names; dot segments resolve as RFC 3986's `remove_dot_segments` does, or are refused
-//! exactly when they would climb above the root; a valid services file, random names and
-//! backends in either form, loads back exactly and routes each service round-robin over its
-//! backends in file order; any other services file either loads or gets an error naming the
-//! file and, when the problem is inside a service, that service.
+//! arbitrary input; the head checks refuse a head built from random framing fields exactly when
+//! a model of the rules, reading the fields rather than the bytes, does; routing never yields a
+//! backend outside the service the path names; dot segments resolve as RFC 3986's
+//! `remove_dot_segments` does, or are refused exactly when they would climb above the root; a
+//! valid services file, random names and backends in either form, loads back exactly and routes
+//! each service round-robin over its backends in file order; any other services file either
+//! loads or gets an error naming the file and, when the problem is inside a service, that
+//! service.
 //!
 //! Hosts are resolved by `IpLiteralResolver`: no DNS lookups, so every case is fast and the
 //! same on every machine.
@@ -22,7 +24,7 @@ use gateway::clock::ManualClock;
 use gateway::config::{
     parse_services_with, ConfigError, HeaderLimits, ServiceConfig, ServiceDefaults,
 };
-use gateway::edge::head::check_head;
+use gateway::edge::head::{check_head, HeadRejection};
 use gateway::resolver::IpLiteralResolver;
 use gateway::routing::{parse_proxy_path, resolve_dot_segments, upstream_path_and_query};
 use gateway::service::ServiceTable;
@@ -207,6 +209,23 @@ proptest! {
     }
 
     #[test]
+    fn head_checks_refuse_exactly_the_framing_a_model_of_the_rules_refuses(
+        fields in proptest::collection::vec((field_name(), field_value(), proptest::bool::weighted(0.9)), 0..6),
+        line_crlf in proptest::bool::weighted(0.9),
+        blank_crlf in proptest::bool::weighted(0.9),
+    ) {
+        let eol = |crlf: bool| if crlf { "\r\n" } else { "\n" };
+        let mut raw = format!("POST /v1/proxy/a HTTP/1.1{}", eol(line_crlf));
+        for (name, value, crlf) in &fields {
+            raw.push_str(&format!("{name}: {value}{}", eol(*crlf)));
+        }
+        raw.push_str(eol(blank_crlf));
+        let limits = HeaderLimits { max_count: 100, max_bytes: 64 * 1024 };
+        let got = check_head(raw.as_bytes(), fields.len(), &limits).map_err(rule);
+        prop_assert_eq!(got, head_model(&fields, line_crlf, blank_crlf), "{:?}", raw);
+    }
+
+    #[test]
     fn any_services_text_loads_or_names_the_file(text in "\\PC{0,300}") {
         let parsed = load(&text);
         match parsed {
@@ -263,6 +282,85 @@ proptest! {
             }
         }
     }
+}
+
+/// Header names of generated heads: the framing ones in any case, and others.
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("Content-Length".to_owned()),
+        Just("content-LENGTH".to_owned()),
+        Just("Transfer-Encoding".to_owned()),
+        Just("transfer-encoding".to_owned()),
+        Just("Host".to_owned()),
+        Just("X-Content-Length".to_owned()),
+    ]
+}
+
+/// Header values of generated heads: lengths, codings, lists of either.
+fn field_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("3".to_owned()),
+        Just("3, 3".to_owned()),
+        Just("chunked".to_owned()),
+        Just(" Chunked ".to_owned()),
+        Just("gzip".to_owned()),
+        Just("gzip, chunked".to_owned()),
+        Just("example".to_owned()),
+    ]
+}
+
+/// Which rule refused a head (the message aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Ambiguous,
+    TooLarge,
+    UriTooLong,
+    UnsupportedCoding,
+}
+
+fn rule(rejection: HeadRejection) -> Rule {
+    match rejection {
+        HeadRejection::Ambiguous(_) => Rule::Ambiguous,
+        HeadRejection::TooLarge(_) => Rule::TooLarge,
+        HeadRejection::UriTooLong => Rule::UriTooLong,
+        HeadRejection::UnsupportedCoding => Rule::UnsupportedCoding,
+    }
+}
+
+/// The framing rules of docs/security.md, read off a head's fields (name, value, CRLF-ended)
+/// rather than its bytes: line by line, a bare LF or a listed `Content-Length` is ambiguous;
+/// then two lengths, or a length with a coding, are ambiguous, and any coding but one lone
+/// `chunked` is unsupported.
+fn head_model(
+    fields: &[(String, String, bool)],
+    line_crlf: bool,
+    blank_crlf: bool,
+) -> Result<(), Rule> {
+    if !line_crlf {
+        return Err(Rule::Ambiguous);
+    }
+    let (mut lengths, mut codings, mut only_chunked) = (0, 0, true);
+    for (name, value, crlf) in fields {
+        if !crlf {
+            return Err(Rule::Ambiguous);
+        }
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" if value.contains(',') => return Err(Rule::Ambiguous),
+            "content-length" => lengths += 1,
+            "transfer-encoding" => {
+                codings += 1;
+                only_chunked &= value.trim().eq_ignore_ascii_case("chunked");
+            }
+            _ => {}
+        }
+    }
+    if !blank_crlf || lengths > 1 || (lengths == 1 && codings > 0) {
+        return Err(Rule::Ambiguous);
+    }
+    if codings > 1 || !only_chunked {
+        return Err(Rule::UnsupportedCoding);
+    }
+    Ok(())
 }
 
 /// A backend of a generated table: an IP literal host, a port, a path prefix.
