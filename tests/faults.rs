@@ -167,7 +167,7 @@ fn a_stale_pooled_connection_is_retried_on_a_fresh_one_and_counted_as_nothing() 
         backend_metric(&gateway, "gateway_upstream_attempts_total", &stale, &label)
     };
     // Counted as nothing: four answers, no failover.
-    assert_eq!(attempts("success"), Some(4.0));
+    assert!(wait_until(DEADLINE, || attempts("success") == Some(4.0)));
     assert_eq!(
         gateway.metric(r#"gateway_service_retries_total{service="product"}"#),
         Some(0.0)
@@ -343,15 +343,13 @@ fn a_flapping_backend_is_followed_by_its_breaker_and_costs_no_get() {
         "{}",
         gateway.log()
     );
-    assert_eq!(
-        backend_metric(
-            &gateway,
-            "gateway_breaker_state",
-            &flapping,
-            r#",state="closed""#
-        ),
-        Some(1.0)
-    );
+    // That answer was the probe; the breaker closes as it is settled, just after it.
+    assert!(wait_until(DEADLINE, || backend_metric(
+        &gateway,
+        "gateway_breaker_state",
+        &flapping,
+        r#",state="closed""#
+    ) == Some(1.0)));
     let served: Vec<Option<u16>> = (0..10)
         .map(|_| gateway.get("/v1/proxy/product").served_by())
         .collect();
@@ -801,5 +799,6 @@ fn a_client_that_hangs_up_mid_request_costs_the_backend_nothing() {
         Some(1.0)
     );
     assert_eq!(gateway.get("/v1/proxy/product").status, 200);
-    assert_eq!(outcome("success"), Some(1.0));
+    // Settled in the logging hook, just after the answer (see `Gateway::metric_reaches`).
+    assert!(wait_until(DEADLINE, || outcome("success") == Some(1.0)));
 }

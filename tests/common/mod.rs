@@ -310,6 +310,13 @@ impl Gateway {
             .map(|value| value.parse().expect("a sample value"))
     }
 
+    /// Whether the sample `series` reaches `value` within the deadline. An attempt is settled
+    /// in Pingora's logging hook, which may run just after the client has its answer: a count
+    /// read right after a response may still be one short.
+    pub fn metric_reaches(&self, series: &str, value: f64) -> bool {
+        wait_until(DEADLINE, || self.metric(series) == Some(value))
+    }
+
     /// GET `path` through the gateway.
     pub fn get(&self, path: &str) -> Response {
         request(self.port, "GET", path, &[], b"")
