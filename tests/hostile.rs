@@ -560,6 +560,9 @@ fn slow_clients_are_counted_and_summed_up_not_logged_one_by_one() {
         s.gateway.log()
     );
     drop(slow);
+    // The log is read off the process's output by a thread of the harness: wait for the line.
+    s.gateway
+        .wait_for_log("broke before their request head was read");
     let log = s.gateway.log();
     let errors = log
         .lines()

@@ -51,6 +51,13 @@ fn a_reload_keeps_open_breakers_adds_new_backends_and_drops_removed_ones() {
     for _ in 0..4 {
         assert_eq!(gateway.get("/v1/proxy/product").served_by(), Some(c.port));
     }
+    assert!(gateway.metric_reaches(
+        &format!(
+            "gateway_upstream_attempts_total{{service=\"product\",backend=\"{}\",outcome=\"success\"}}",
+            c.url()
+        ),
+        4.0
+    ));
     let metrics = admin(&gateway, "GET", "/metrics").body;
     assert!(
         metrics.contains(&format!(
