@@ -103,6 +103,7 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             trust_forwarded_for: config.trust_forwarded_for,
             underscores_in_headers: config.underscores_in_headers,
             keepalive_timeout: config.keepalive_timeout,
+            client_write_timeout: config.client_write_timeout,
             header_limits: config.header_limits,
         },
     );

@@ -277,7 +277,7 @@ async fn a_client_that_never_reads_does_not_stall_the_gateway() {
     let mock = Mock::start(&["--body-bytes", "4194304"]);
     let gateway = Gateway::start(
         &services_yaml("product", &[mock.url()]),
-        "  status_log: false\n",
+        "  status_log: false\n  client_write_timeout: 3s\n",
     );
     assert_eq!(gateway.get("/v1/proxy/product").status, 200);
     let before = rss_kib(&gateway);
@@ -317,5 +317,14 @@ async fn a_client_that_never_reads_does_not_stall_the_gateway() {
     .await
     .unwrap();
     assert_eq!(response.map(|r| r.status).ok(), Some(200));
+    // And the unread streams end at the write timeout, the client still connected: nobody's
+    // failure.
+    let cancelled = format!(
+        r#"gateway_upstream_attempts_total{{service="product",backend="{}",outcome="cancelled"}}"#,
+        mock.url()
+    );
+    assert!(tokio::task::block_in_place(
+        || gateway.metric_reaches(&cancelled, 50.0)
+    ));
     drop(held);
 }

@@ -574,3 +574,41 @@ fn slow_clients_are_counted_and_summed_up_not_logged_one_by_one() {
         .count();
     assert_eq!(summaries, 1, "one summary line for the burst:\n{log}");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_at_the_write_timeout_and_costs_the_backend_nothing() {
+    // 64 MiB: far more than the sockets between them buffer.
+    let big = Mock::start(&["--body-bytes", "67108864"]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[big.url()]),
+        "  status_log: false\n  client_write_timeout: 300ms\n  \
+         defaults: {failure_threshold: 1, total_timeout: 1m, read_timeout: 1m}\n",
+    );
+    let mut client = TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    client
+        .write_all(b"GET /v1/proxy/product HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .unwrap();
+    // The client reads nothing: the gateway's writes to it stall, and it gives up on the
+    // response 300 ms into a stall (else only the total timeout, a minute on, would end it).
+    let outcome = |name: &str| {
+        format!(
+            r#"gateway_upstream_attempts_total{{service="product",backend="{}",outcome="{name}"}}"#,
+            big.url()
+        )
+    };
+    assert!(
+        gateway.metric_reaches(&outcome("cancelled"), 1.0),
+        "{}",
+        gateway.log()
+    );
+    for name in ["success", "timeout", "broken_response"] {
+        assert_eq!(gateway.metric(&outcome(name)), Some(0.0), "{name}");
+    }
+    // What the client finds when it reads at last: the start of the response, then the end of
+    // the connection.
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut received = Vec::new();
+    let _ = client.read_to_end(&mut received);
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert!(received.len() < 64 << 20, "{} bytes", received.len());
+}

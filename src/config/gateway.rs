@@ -138,6 +138,17 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         ));
     }
 
+    let client_write_timeout = section
+        .client_write_timeout
+        .map_or(DEFAULT_CLIENT_WRITE_TIMEOUT, |d| d.0);
+    if client_write_timeout.is_zero() {
+        return Err(ConfigError::new(
+            conf_file,
+            None,
+            "gateway.client_write_timeout must be more than zero",
+        ));
+    }
+
     let defaults = section
         .defaults
         .unwrap_or_default()
@@ -171,6 +182,7 @@ pub fn load_with(conf_file: &Path, resolver: &dyn Resolver) -> Result<GatewayCon
         underscores_in_headers: section.underscores_in_headers.unwrap_or(false),
         h2c: section.h2c.unwrap_or(true),
         keepalive_timeout,
+        client_write_timeout,
         header_limits,
         connection_limits,
         tls,
@@ -264,6 +276,7 @@ struct RawGatewaySection {
     max_connections: Option<usize>,
     request_header_timeout: Option<ConfigDuration>,
     keepalive_timeout: Option<ConfigDuration>,
+    client_write_timeout: Option<ConfigDuration>,
     tls: Option<RawTls>,
     defaults: Option<RawOverrides>,
 }

@@ -85,6 +85,9 @@ pub(crate) const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(
 /// How long an idle client connection is kept open for its next request when the conf does
 /// not say (Pingora's own default).
 pub(crate) const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one write to a client may wait for the client to take data when the conf does not
+/// say (nginx's `send_timeout`).
+pub(crate) const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often DNS discovery re-resolves when the service does not say.
 pub(crate) const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Request body bytes accepted when neither the service nor the defaults say.
@@ -127,6 +130,8 @@ pub struct GatewayConfig {
     pub h2c: bool,
     /// How long an idle client connection waits for its next request; whole seconds.
     pub keepalive_timeout: Duration,
+    /// How long one write of a response to a client may wait for the client to read.
+    pub client_write_timeout: Duration,
     /// Limits on request heads.
     pub header_limits: HeaderLimits,
     /// Limits on client connections.
@@ -153,6 +158,7 @@ impl GatewayConfig {
             underscores_in_headers: false,
             h2c: true,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             header_limits: HeaderLimits::default(),
             connection_limits: ConnectionLimits::default(),
             tls: None,
@@ -869,6 +875,10 @@ mod tests {
             (
                 "gateway:\n  keepalive_timeout: 0s\n",
                 "gateway.keepalive_timeout must be whole seconds, at least 1s",
+            ),
+            (
+                "gateway:\n  client_write_timeout: 0s\n",
+                "gateway.client_write_timeout must be more than zero",
             ),
             (
                 "gateway:\n  services: missing.yaml\n",

@@ -77,6 +77,8 @@ pub(crate) struct ProxySettings {
     pub underscores_in_headers: bool,
     /// How long an idle client connection waits for its next request (whole seconds).
     pub keepalive_timeout: Duration,
+    /// How long one write to the client may wait for it to read.
+    pub client_write_timeout: Duration,
     /// Limits on request heads.
     pub header_limits: HeaderLimits,
 }
@@ -346,6 +348,9 @@ impl ProxyHttp for GatewayProxy {
         {
             session.set_keepalive(Some(keepalive));
         }
+        // A client that stops reading would hold its response, and the backend connection
+        // behind it, for as long as the response lasts.
+        session.set_write_timeout(Some(self.settings.client_write_timeout));
         // Pipelined requests are served in order (Pingora keeps the choice for the
         // connection's next requests); off, it would close the connection and drop them.
         if !session.as_downstream().pipelining_enabled() {
@@ -675,7 +680,10 @@ impl ProxyHttp for GatewayProxy {
             return true;
         }
         let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed);
+            && matches!(
+                e.etype(),
+                ReadError | WriteError | WriteTimedout | ConnectionClosed
+            );
         if client_gone {
             log::debug!("client went away: {e}");
         }
@@ -1022,7 +1030,7 @@ fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
         ErrorSource::Upstream if is_timeout(e) => Some(ErrorReply::gateway_timeout(service_name)),
         ErrorSource::Upstream => Some(ErrorReply::bad_gateway(service_name)),
         ErrorSource::Downstream => match e.etype() {
-            ReadError | WriteError | ConnectionClosed => None,
+            ReadError | WriteError | WriteTimedout | ConnectionClosed => None,
             _ => Some(ErrorReply::bad_request()),
         },
         ErrorSource::Internal | ErrorSource::Unset => Some(ErrorReply::other(500)),
