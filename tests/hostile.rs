@@ -479,6 +479,20 @@ fn a_full_listener_answers_503_and_serves_again_once_a_connection_closes() {
     );
     assert_request_id(&response);
     assert!(refused.closed);
+    // A refused client that had already sent a request with a body reads the 503 all the same:
+    // closing with its bytes unread would be a reset, which can overtake the answer.
+    for _ in 0..5 {
+        let body = "x".repeat(32 * 1024);
+        let refused = s.send(&format!(
+            "POST /v1/proxy/product HTTP/1.1\r\nHost: gateway\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let response = refused
+            .response
+            .expect("the 503, though the body was not read");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(refused.closed);
+    }
     drop(held);
     assert!(
         wait_until(DEADLINE, || {
