@@ -243,6 +243,13 @@ fn ambiguous_framing_is_rejected_before_anything_is_forwarded() {
     ] {
         s.assert_rejected_with_json(&raw, 400, "bad_request");
     }
+    // A body whose framing is not trusted is not waited for: the close comes at once, not after
+    // a lingering close for bytes that may never come.
+    s.assert_rejected_with_json(
+        &format!("{post}Content-Length: 4\r\nContent-Length: 4\r\n\r\n"),
+        400,
+        "bad_request",
+    );
     // What Pingora's parser refuses itself, before any hook runs: its empty 400 is replaced by
     // the gateway's JSON one.
     for raw in [
@@ -376,8 +383,8 @@ fn limits_answer_431_and_413() {
     assert_eq!(response.status, 413, "{response:?}");
     assert!(response.body.contains("payload_too_large"), "{response:?}");
     assert!(r.closed);
-    // Within the limit: served.
-    let ok = request(gateway.port, "POST", "/v1/proxy/small", &[], &[b'z'; 1000]);
+    // Within the limit, to the byte: served.
+    let ok = request(gateway.port, "POST", "/v1/proxy/small", &[], &[b'z'; 1024]);
     assert_eq!(ok.status, 200);
 }
 
