@@ -297,6 +297,12 @@ impl RequestContext {
             }
         }
     }
+
+    /// The backend of the latest attempt, if the request got as far as one.
+    fn last_backend(&self) -> Option<&Backend> {
+        let service = self.service.as_deref()?;
+        service.backends.get(self.last_backend?)
+    }
 }
 
 /// Reads (and drops) what is left of the request body, for at most [`LINGERING_CLOSE`], before
@@ -679,15 +685,11 @@ impl ProxyHttp for GatewayProxy {
         if matches!(ctx.refusal, Some(Refusal::AllOpen | Refusal::NoBackends)) {
             return true;
         }
-        let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ReadError | WriteError | WriteTimedout | ConnectionClosed
-            );
-        if client_gone {
+        let gone = client_gone(e);
+        if gone {
             log::debug!("client went away: {e}");
         }
-        client_gone
+        gone
     }
 
     fn suppress_proxy_warn_log(
@@ -703,9 +705,8 @@ impl ProxyHttp for GatewayProxy {
         // One line of the gateway's for each failover, in place of Pingora's, with the whole
         // error chain (a refused certificate names OpenSSL's reason there).
         let service = ctx.service.as_deref();
-        let backend = service
-            .zip(ctx.last_backend)
-            .and_then(|(service, index)| service.backends.get(index))
+        let backend = ctx
+            .last_backend()
             .map_or("-", |backend| backend.url.as_str());
         if ctx.stale_connection {
             log::debug!(
@@ -755,8 +756,8 @@ impl ProxyHttp for GatewayProxy {
             attempt.settle(service, outcome);
         }
         if let Some(format) = self.settings.status_log {
-            if let (Some(service), Some(index)) = (&ctx.service, ctx.last_backend) {
-                logs::log_status(&service.backends[index].breaker, format);
+            if let Some(backend) = ctx.last_backend() {
+                logs::log_status(&backend.breaker, format);
             }
         }
     }
@@ -774,12 +775,7 @@ fn access_record(session: &Session, ctx: &RequestContext) -> AccessRecord {
         method: request.method.to_string(),
         path: loggable_path(request.uri.path()),
         service: ctx.service.as_ref().map(|s| s.name.clone()),
-        backend: ctx
-            .service
-            .as_ref()
-            .zip(ctx.last_backend)
-            .and_then(|(service, index)| service.backends.get(index))
-            .map(|backend| backend.url.clone()),
+        backend: ctx.last_backend().map(|backend| backend.url.clone()),
         status: session
             .response_written()
             .map_or(0, |response| response.status.as_u16()),
@@ -1000,6 +996,16 @@ fn loggable_path(path: &str) -> String {
     out
 }
 
+/// Whether `e` says the client went away or stopped reading: nobody to answer, and nothing
+/// about the backend.
+fn client_gone(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ReadError | WriteError | WriteTimedout | ConnectionClosed
+        )
+}
+
 fn is_timeout(e: &Error) -> bool {
     matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout)
 }
@@ -1029,10 +1035,8 @@ fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
     match e.esource() {
         ErrorSource::Upstream if is_timeout(e) => Some(ErrorReply::gateway_timeout(service_name)),
         ErrorSource::Upstream => Some(ErrorReply::bad_gateway(service_name)),
-        ErrorSource::Downstream => match e.etype() {
-            ReadError | WriteError | WriteTimedout | ConnectionClosed => None,
-            _ => Some(ErrorReply::bad_request()),
-        },
+        ErrorSource::Downstream if client_gone(e) => None,
+        ErrorSource::Downstream => Some(ErrorReply::bad_request()),
         ErrorSource::Internal | ErrorSource::Unset => Some(ErrorReply::other(500)),
     }
 }
