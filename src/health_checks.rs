@@ -205,10 +205,7 @@ fn health_check(
             peer.options.read_timeout = None;
             if let Some(host) = &backend.tls_host {
                 peer.sni.clone_from(host);
-                peer.options.verify_cert = tls.verify;
-                peer.options.verify_hostname = tls.verify;
-                peer.options.ca.clone_from(&tls.ca);
-                peer.client_cert_key.clone_from(&tls.client);
+                tls.configure(peer);
             }
             let (low, high) = *expect_status;
             check.validator = Some(Box::new(move |response| {

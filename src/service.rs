@@ -2,8 +2,9 @@
 //! rotation, timeouts, retry budget and limits.
 //!
 //! The table is built once from the validated config, and again by each reload. Backends
-//! listed by several services share one breaker, keyed by URL, as in the original design; a
-//! rebuild keeps the breakers and metrics of what stays.
+//! listed by several services share one breaker, keyed by URL, as in the original design
+//! (an `https` URL that services reach under different TLS trust gets one breaker per
+//! trust); a rebuild keeps the breakers and metrics of what stays.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
 use crate::config::{
-    BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamProtocol, UpstreamTimeouts, UpstreamTls,
+    BackendConfig, BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamProtocol,
+    UpstreamTimeouts, UpstreamTls,
 };
 use crate::health::BackendHealth;
 use crate::retry_budget::RetryBudget;
@@ -24,7 +26,8 @@ use crate::telemetry::metrics::{BackendStats, ServiceStats};
 /// and what this service's attempts at it came to.
 #[derive(Debug)]
 pub struct Backend {
-    /// The URL as configured (also its breaker's name).
+    /// The URL as configured (also its breaker's name, unless services reach it under
+    /// different TLS trust: see [`ServiceTable::build`]).
     pub url: String,
     /// The resolved address, as Pingora's load-balancing crate describes a backend.
     pub address: pingora_load_balancing::Backend,
@@ -34,9 +37,10 @@ pub struct Backend {
     pub tls_host: Option<String>,
     /// The URL's path prefix (may be empty).
     pub path_prefix: String,
-    /// Its breaker: one per URL, shared by every service that lists the URL.
+    /// Its breaker: one per URL (and, for `https`, per TLS trust), shared by every service
+    /// that lists the URL.
     pub breaker: Arc<Breaker>,
-    /// Its health, as active checks report it: one per URL, like the breaker.
+    /// Its health, as active checks report it: one per breaker.
     pub health: Arc<BackendHealth>,
     /// What this service's attempts at this backend came to.
     pub stats: Arc<BackendStats>,
@@ -84,9 +88,10 @@ pub struct ServiceTable {
 }
 
 impl ServiceTable {
-    /// Builds the table, with one breaker per distinct backend URL. A breaker of `previous`
-    /// (the table being replaced by a reload) is kept, state and counters, when its URL stays
-    /// with the same breaker settings; other backends start Closed. Metrics are kept for every
+    /// Builds the table, with one breaker per distinct backend URL, named by it; an `https`
+    /// URL that services reach under different TLS trust gets one breaker per trust, named
+    /// `url (first service)`. A breaker of `previous` (the table being replaced by a reload)
+    /// is kept, state and counters, when its name stays with the same breaker settings; other backends start Closed. Metrics are kept for every
     /// service, and (service, backend URL) pair, that stays.
     pub fn build(
         services: &[ServiceConfig],
@@ -94,17 +99,18 @@ impl ServiceTable {
         observer: Arc<dyn TransitionObserver>,
         previous: Option<&ServiceTable>,
     ) -> Self {
-        let kept: HashMap<&str, &Arc<Breaker>> = previous
-            .into_iter()
-            .flat_map(|table| table.services.values())
-            .flat_map(|service| service.backends.iter())
-            .map(|backend| (backend.url.as_str(), &backend.breaker))
+        let names = breaker_names(services);
+        let previous_backends = || {
+            previous
+                .into_iter()
+                .flat_map(|table| table.services.values())
+                .flat_map(|service| service.backends.iter())
+        };
+        let kept: HashMap<&str, &Arc<Breaker>> = previous_backends()
+            .map(|backend| (backend.breaker.name(), &backend.breaker))
             .collect();
-        let kept_health: HashMap<&str, &Arc<BackendHealth>> = previous
-            .into_iter()
-            .flat_map(|table| table.services.values())
-            .flat_map(|service| service.backends.iter())
-            .map(|backend| (backend.url.as_str(), &backend.health))
+        let kept_health: HashMap<&str, &Arc<BackendHealth>> = previous_backends()
+            .map(|backend| (backend.breaker.name(), &backend.health))
             .collect();
         let mut healths: HashMap<&str, Arc<BackendHealth>> = HashMap::new();
         let previous_service = |name: &str| previous.and_then(|table| table.get(name));
@@ -114,17 +120,18 @@ impl ServiceTable {
             let kept_service = previous_service(&service.name);
             let mut backends = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
-                let breaker = breakers.entry(&backend.url).or_insert_with(|| {
-                    match kept.get(backend.url.as_str()) {
+                let name = names[&breaker_key(service, backend)].as_str();
+                let breaker = breakers
+                    .entry(name)
+                    .or_insert_with(|| match kept.get(name) {
                         Some(old) if old.settings() == service.breaker => Arc::clone(old),
                         _ => Arc::new(Breaker::new(
-                            backend.url.clone(),
+                            name.to_owned(),
                             service.breaker,
                             clock.clone(),
                             observer.clone(),
                         )),
-                    }
-                });
+                    });
                 backends.push(Backend {
                     url: backend.url.clone(),
                     address: resolved_address(backend.addr),
@@ -133,10 +140,10 @@ impl ServiceTable {
                     path_prefix: backend.path_prefix.clone(),
                     breaker: breaker.clone(),
                     health: healths
-                        .entry(&backend.url)
+                        .entry(name)
                         .or_insert_with(|| {
                             kept_health
-                                .get(backend.url.as_str())
+                                .get(name)
                                 .map_or_else(Default::default, |kept| Arc::clone(kept))
                         })
                         .clone(),
@@ -198,6 +205,45 @@ impl ServiceTable {
         services.sort_by(|a, b| a.name.cmp(&b.name));
         services
     }
+}
+
+/// What tells two backends apart for their breaker and health: the URL, and for an `https`
+/// URL the trust its TLS rests on ([`UpstreamTls::trust`]). Two services that reach one URL
+/// under different CA roots, verification or client certificates may reach, as far as the
+/// gateway can tell, different servers: one's refused handshakes say nothing about the other.
+type BreakerKey<'a> = (&'a str, Option<u64>);
+
+fn breaker_key<'a>(service: &ServiceConfig, backend: &'a BackendConfig) -> BreakerKey<'a> {
+    let trust = backend.tls_host.as_ref().map(|_| service.tls.trust);
+    (backend.url.as_str(), trust)
+}
+
+/// Each breaker's name: the URL, as in the original design's log lines, or, for a URL that
+/// services reach under different TLS trust, the URL and the first service (in config
+/// order) that reaches it so, e.g. `https://10.0.0.5:8443 (billing)`.
+fn breaker_names(services: &[ServiceConfig]) -> HashMap<BreakerKey<'_>, String> {
+    let mut first_service: HashMap<BreakerKey<'_>, &str> = HashMap::new();
+    let mut keys_per_url: HashMap<&str, usize> = HashMap::new();
+    for service in services {
+        for backend in &service.backends {
+            let key = breaker_key(service, backend);
+            if let std::collections::hash_map::Entry::Vacant(entry) = first_service.entry(key) {
+                entry.insert(&service.name);
+                *keys_per_url.entry(key.0).or_default() += 1;
+            }
+        }
+    }
+    first_service
+        .into_iter()
+        .map(|(key, service)| {
+            let name = if keys_per_url[key.0] > 1 {
+                format!("{} ({service})", key.0)
+            } else {
+                key.0.to_owned()
+            };
+            (key, name)
+        })
+        .collect()
 }
 
 fn resolved_address(addr: SocketAddr) -> pingora_load_balancing::Backend {
@@ -314,5 +360,52 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.backends[0].breaker, &a.backends[1].breaker));
         assert_eq!(a.backends[1].authority, "127.0.0.1:2");
         assert!(table.get("c").is_none());
+    }
+
+    #[test]
+    fn services_reaching_one_https_url_under_different_trust_get_a_breaker_each() {
+        let services = parse_services(
+            Path::new("s.yaml"),
+            "a: [\"https://localhost:1\"]\n\
+             b: {backends: [\"https://localhost:1\"], tls_verify: false}\n\
+             c: [\"https://localhost:1\", \"https://localhost:2\"]\n",
+            &ServiceDefaults::default(),
+        )
+        .unwrap();
+        let table = ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+            None,
+        );
+        let breaker = |service: &str, index: usize| {
+            table.get(service).unwrap().backends[index].breaker.clone()
+        };
+        assert!(!Arc::ptr_eq(&breaker("a", 0), &breaker("b", 0)));
+        assert!(
+            Arc::ptr_eq(&breaker("a", 0), &breaker("c", 0)),
+            "same trust, one breaker"
+        );
+        assert_eq!(breaker("a", 0).name(), "https://localhost:1 (a)");
+        assert_eq!(breaker("b", 0).name(), "https://localhost:1 (b)");
+        assert_eq!(
+            breaker("c", 1).name(),
+            "https://localhost:2",
+            "one trust: the URL alone"
+        );
+        let health = |service: &str| table.get(service).unwrap().backends[0].health.clone();
+        assert!(!Arc::ptr_eq(&health("a"), &health("b")));
+
+        // A reload keeps each by its name.
+        let rebuilt = ServiceTable::build(
+            &services,
+            Arc::new(ManualClock::new()),
+            Arc::new(IgnoreTransitions),
+            Some(&table),
+        );
+        assert!(Arc::ptr_eq(
+            &rebuilt.get("b").unwrap().backends[0].breaker,
+            &breaker("b", 0)
+        ));
     }
 }

@@ -436,3 +436,139 @@ fn a_backend_that_requires_a_client_certificate_gets_the_services() {
     );
     assert_eq!(without.get("/v1/proxy/product").status, 502);
 }
+
+/// Two services listing one `https` backend, `trusting` with TLS settings that accept it and
+/// `refusing` with settings that must not: each `*_tls` is the service's TLS lines. Both are
+/// asked in turn, in both orders, many times, over HTTP/1.1 or HTTP/2 to the backend. A
+/// connection pooled for one service is never handed to the other: `refusing` never gets an
+/// answer from the backend, and its failures count against its own breaker only.
+fn pooled_connections_stay_with_their_trust(
+    backend: &Mock,
+    trusting_tls: &str,
+    refusing_tls: &str,
+    h2: bool,
+) {
+    let url = https_url(backend);
+    let protocol = if h2 { "  protocol: http2\n" } else { "" };
+    // A threshold no test run reaches: every request of `refusing` tries a connection.
+    let service = |name: &str, tls: &str| {
+        format!("{name}:\n  backends: [\"{url}\"]\n  failure_threshold: 1000\n{protocol}{tls}")
+    };
+    let gateway = Gateway::start(
+        &format!(
+            "{}{}",
+            service("trusting", trusting_tls),
+            service("refusing", refusing_tls)
+        ),
+        "  status_log: false\n",
+    );
+    let rounds = 12;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            ["trusting", "refusing"]
+        } else {
+            ["refusing", "trusting"]
+        };
+        for name in order {
+            let response = gateway.get(&format!("/v1/proxy/{name}"));
+            if name == "trusting" {
+                assert_eq!(response.status, 200, "round {round}: {response:?}");
+                let protocol = if h2 { "h2" } else { "h1" };
+                assert_eq!(response.header("x-mock-protocol"), Some(protocol));
+            } else {
+                assert_eq!(response.status, 502, "round {round}: {response:?}");
+                assert_eq!(response.served_by(), None, "round {round}");
+            }
+        }
+    }
+    let series = |metric: &str, service: &str, extra: &str| {
+        format!("{metric}{{service=\"{service}\",backend=\"{url}\"{extra}}}")
+    };
+    let attempts = |service, outcome| {
+        let outcome = format!(",outcome=\"{outcome}\"");
+        series("gateway_upstream_attempts_total", service, &outcome)
+    };
+    // (A refused handshake is a connect error; a client certificate refused after a TLS 1.3
+    // handshake shows as a broken response. Either is the refusing service's failure.)
+    let failures = |service| series("gateway_breaker_consecutive_failures", service, "");
+    assert!(gateway.metric_reaches(&failures("refusing"), rounds as f64));
+    assert_eq!(gateway.metric(&failures("trusting")), Some(0.0));
+    assert!(gateway.metric_reaches(&attempts("trusting", "success"), rounds as f64));
+    assert_eq!(gateway.metric(&attempts("refusing", "success")), Some(0.0));
+}
+
+fn ca_line(file: &str) -> String {
+    format!("  tls_ca_file: {file}\n")
+}
+
+#[test]
+fn a_pooled_connection_is_never_reused_by_a_service_whose_ca_refuses_the_backend() {
+    let pki = pki();
+    let someone_else = TestCa::new("someone else's CA");
+    let other_ca = someone_else.write(pki.dir.path(), "other-ca");
+    let other_ca = other_ca.to_str().unwrap();
+    for h2 in [false, true] {
+        let backend = tls_mock(&pki.localhost, if h2 { &["--h2"] } else { &[] });
+        pooled_connections_stay_with_their_trust(
+            &backend,
+            &ca_line(&pki.ca_file),
+            &ca_line(other_ca),
+            h2,
+        );
+    }
+}
+
+#[test]
+fn a_pooled_connection_made_without_verification_is_never_reused_by_a_service_that_verifies() {
+    let pki = pki();
+    // The backend's certificate is from a CA the verifying service does not trust.
+    let someone_else = TestCa::new("someone else's CA");
+    let unverifiable = someone_else.issue(
+        pki.dir.path(),
+        "unverifiable",
+        &["localhost"],
+        Validity::Now,
+    );
+    for h2 in [false, true] {
+        let backend = tls_mock(&unverifiable, if h2 { &["--h2"] } else { &[] });
+        pooled_connections_stay_with_their_trust(
+            &backend,
+            "  tls_verify: false\n",
+            &ca_line(&pki.ca_file),
+            h2,
+        );
+    }
+}
+
+#[test]
+fn a_pooled_mtls_connection_is_never_reused_with_another_client_certificate_of_the_same_serial() {
+    let pki = pki();
+    let dir = pki.dir.path();
+    // Serials are unique per issuer only: two CAs' client certificates with the same number.
+    let admitted = pki
+        .ca
+        .issue_with_serial(dir, "admitted", &["gateway.client"], 4242);
+    let stranger_ca = TestCa::new("a CA the backend does not trust");
+    let stranger = stranger_ca.issue_with_serial(dir, "stranger", &["gateway.client"], 4242);
+    let client_lines = |files: &CertFiles| {
+        format!(
+            "{}  tls_client_cert: {}\n  tls_client_key: {}\n",
+            ca_line(&pki.ca_file),
+            files.cert(),
+            files.key()
+        )
+    };
+    for h2 in [false, true] {
+        let mut args = vec!["--tls-client-ca", pki.ca_file.as_str()];
+        if h2 {
+            args.push("--h2");
+        }
+        let backend = tls_mock(&pki.localhost, &args);
+        pooled_connections_stay_with_their_trust(
+            &backend,
+            &client_lines(&admitted),
+            &client_lines(&stranger),
+            h2,
+        );
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -236,10 +235,7 @@ fn parse_path_prefixes(fields: &mut serde_yaml::Mapping) -> Result<Vec<String>, 
 /// TLS to backends verifies their certificates against the system's roots unless told
 /// otherwise.
 fn upstream_tls_default() -> UpstreamTls {
-    UpstreamTls {
-        verify: true,
-        ..UpstreamTls::default()
-    }
+    UpstreamTls::new(None, true, None)
 }
 
 /// The service's `tls_*` keys (files relative to the services file's `folder`), read and
@@ -271,24 +267,20 @@ fn parse_upstream_tls(
             ))
         }
     };
-    let ca = ca_file.as_deref().map(load_ca).transpose()?.map(Arc::new);
-    let client_files = match (client_cert, client_key) {
+    let ca = match ca_file {
+        Some(file) => Some((file.clone(), load_ca(&file)?)),
+        None => None,
+    };
+    let client = match (client_cert, client_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(CertificateFiles { cert, key }),
+        (Some(cert), Some(key)) => {
+            let files = CertificateFiles { cert, key };
+            let key = load_client_certificate(&files)?;
+            Some((files, key))
+        }
         _ => return Err("tls_client_cert and tls_client_key go together".to_owned()),
     };
-    let client = client_files
-        .as_ref()
-        .map(load_client_certificate)
-        .transpose()?
-        .map(Arc::new);
-    Ok(UpstreamTls {
-        ca,
-        ca_file,
-        verify,
-        client,
-        client_files,
-    })
+    Ok(UpstreamTls::new(ca, verify, client))
 }
 
 fn parse_discovery(fields: &mut serde_yaml::Mapping) -> Result<Option<Duration>, String> {

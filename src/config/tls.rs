@@ -4,6 +4,7 @@
 //! file, at start, with `-t`, and at a reload (which then keeps what is in use).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
 
 /// A certificate chain and its private key, as PEM files.
@@ -60,7 +62,7 @@ pub struct TlsListener {
 }
 
 /// How a service talks TLS to its `https://` backends.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct UpstreamTls {
     /// Roots to verify backend certificates against, instead of the system's (`tls_ca_file`).
     pub ca: Option<Arc<Box<[X509]>>>,
@@ -72,6 +74,60 @@ pub struct UpstreamTls {
     pub client: Option<Arc<CertKey>>,
     /// Where `client` came from.
     pub client_files: Option<CertificateFiles>,
+    /// What the connection's trust rests on, by content: the roots, the verification flag
+    /// and the client certificate. Two services' connections to one backend may share a pool
+    /// only when this is the same (see [`UpstreamTls::configure`]), and they share a breaker
+    /// only then.
+    pub(crate) trust: u64,
+}
+
+impl UpstreamTls {
+    /// Settings as read: `trust` is computed from them.
+    pub(crate) fn new(
+        ca: Option<(PathBuf, Box<[X509]>)>,
+        verify: bool,
+        client: Option<(CertificateFiles, CertKey)>,
+    ) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        verify.hash(&mut hasher);
+        let roots = ca.as_ref().map(|(_, roots)| &roots[..]);
+        let chain = client.as_ref().map(|(_, key)| {
+            std::iter::once(key.leaf())
+                .chain(key.intermediates())
+                .collect::<Vec<_>>()
+        });
+        for certificates in [roots.map(|r| r.iter().collect()), chain] {
+            // The marker keeps "no roots, a client certificate" apart from the reverse.
+            certificates.is_some().hash(&mut hasher);
+            for cert in certificates.into_iter().flatten() {
+                // A certificate's DER encoding is the certificate; it is hashed once, here.
+                cert.to_der().unwrap_or_default().hash(&mut hasher);
+            }
+        }
+        let (ca_file, ca) = ca.map(|(file, roots)| (file, Arc::new(roots))).unzip();
+        let (client_files, client) = client.map(|(files, key)| (files, Arc::new(key))).unzip();
+        Self {
+            ca,
+            ca_file,
+            verify,
+            client,
+            client_files,
+            trust: hasher.finish(),
+        }
+    }
+
+    /// Sets `peer` up to speak TLS as this service does, and keys its pooled connections by
+    /// this service's trust. Pingora's pool key (`HttpPeer`'s `Hash`) covers the address,
+    /// SNI, the verify flags and the client certificate's serial, but not the CA roots, and a
+    /// serial is unique only per issuer: without `group_key`, a connection verified against
+    /// one service's CA would be handed to a service whose CA refuses that backend.
+    pub(crate) fn configure(&self, peer: &mut HttpPeer) {
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.options.ca.clone_from(&self.ca);
+        peer.client_cert_key.clone_from(&self.client);
+        peer.group_key = self.trust;
+    }
 }
 
 impl fmt::Debug for UpstreamTls {
@@ -87,8 +143,8 @@ impl fmt::Debug for UpstreamTls {
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
         self.ca_file == other.ca_file
-            && self.verify == other.verify
             && self.client_files == other.client_files
+            && self.trust == other.trust
     }
 }
 

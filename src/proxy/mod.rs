@@ -922,11 +922,7 @@ fn upstream_peer(
         None => HttpPeer::new(&backend.address, false, String::new()),
         Some(host) => {
             let mut peer = HttpPeer::new(&backend.address, true, host.clone());
-            let tls = &service.tls;
-            peer.options.verify_cert = tls.verify;
-            peer.options.verify_hostname = tls.verify;
-            peer.options.ca.clone_from(&tls.ca);
-            peer.client_cert_key.clone_from(&tls.client);
+            service.tls.configure(&mut peer);
             peer
         }
     };

@@ -45,13 +45,22 @@ fn serial() -> Asn1Integer {
 }
 
 fn builder(common_name: &str, key: &PKey<Private>, validity: Validity) -> X509Builder {
+    builder_numbered(common_name, key, validity, &serial())
+}
+
+fn builder_numbered(
+    common_name: &str,
+    key: &PKey<Private>,
+    validity: Validity,
+    serial: &Asn1Integer,
+) -> X509Builder {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_nid(Nid::COMMONNAME, common_name)
         .unwrap();
     let name = name.build();
     let mut builder = X509Builder::new().unwrap();
     builder.set_version(2).unwrap();
-    builder.set_serial_number(&serial()).unwrap();
+    builder.set_serial_number(serial).unwrap();
     builder.set_subject_name(&name).unwrap();
     builder.set_pubkey(key).unwrap();
     let (from, to) = match validity {
@@ -106,8 +115,33 @@ impl TestCa {
     /// A certificate for `names` (DNS names, or IP addresses), signed by this CA, written to
     /// `dir/<stem>.crt` and `dir/<stem>.key`.
     pub fn issue(&self, dir: &Path, stem: &str, names: &[&str], validity: Validity) -> CertFiles {
+        self.issue_numbered(dir, stem, names, validity, &serial())
+    }
+
+    /// [`TestCa::issue`] with the serial number `number`: serials are unique only per issuer,
+    /// so two CAs may well issue the same one.
+    pub fn issue_with_serial(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        number: u32,
+    ) -> CertFiles {
+        let serial = BigNum::from_u32(number).unwrap().to_asn1_integer().unwrap();
+        self.issue_numbered(dir, stem, names, Validity::Now, &serial)
+    }
+
+    /// [`TestCa::issue`] with the serial number `serial` (serials are only unique per issuer).
+    fn issue_numbered(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        validity: Validity,
+        serial: &Asn1Integer,
+    ) -> CertFiles {
         let key = new_key();
-        let mut builder = builder(names[0], &key, validity);
+        let mut builder = builder_numbered(names[0], &key, validity, serial);
         builder.set_issuer_name(self.cert.subject_name()).unwrap();
         let mut san = SubjectAlternativeName::new();
         for name in names {
