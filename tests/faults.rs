@@ -459,7 +459,9 @@ fn idle_keep_alive_connections_are_closed_as_soon_as_shutdown_begins() {
 #[test]
 fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
     let (a, mut b) = (Mock::start(&[]), Mock::start(&[]));
-    let gateway = gateway_over(&[&a, &b], "{open_timeout: 400ms}");
+    // The cooldown is also the probe's lease: long enough that all 100 requests arrive
+    // within it on a loaded machine, or a second probe would be due.
+    let gateway = gateway_over(&[&a, &b], "{open_timeout: 1s}");
     b.stop();
     let open = format!("[CIRCUIT] {} OPEN (threshold reached)", b.url());
     assert!(wait_until(DEADLINE, || {
@@ -468,7 +470,7 @@ fn at_the_end_of_a_cooldown_exactly_one_of_100_concurrent_requests_probes() {
     }));
     // The recovering backend is slow, so the probe is still out while the others arrive.
     b.restart(&["--delay-ms", "1500"]);
-    thread::sleep(Duration::from_millis(500));
+    thread::sleep(Duration::from_millis(1100));
 
     let handles = simultaneous_gets(gateway.port, 100, "/v1/proxy/product");
     let mut load = LoadReport::default();
