@@ -87,6 +87,16 @@ impl ErrorReply {
         )
     }
 
+    /// 400: the path holds a slash spelled `%2F`, `%5C` or `\`, which the service refuses
+    /// (`escaped_slashes: reject`, the default).
+    pub(crate) fn escaped_slash() -> Self {
+        Self::new(
+            400,
+            "escaped_slash",
+            "the path holds an escaped slash (%2F, %5C or \\), which this service refuses",
+        )
+    }
+
     /// 414: the request line alone is over the head size limit.
     pub(crate) fn uri_too_long() -> Self {
         Self::new(

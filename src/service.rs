@@ -19,6 +19,7 @@ use crate::config::{
 };
 use crate::health::BackendHealth;
 use crate::retry_budget::RetryBudget;
+use crate::routing::EscapedSlashes;
 use crate::selector::{Guarded, RoundRobin};
 use crate::telemetry::metrics::{BackendStats, ServiceStats};
 
@@ -75,6 +76,8 @@ pub struct Service {
     pub health_check: Option<HealthCheckSettings>,
     /// Slow start of backends that have just closed, when configured.
     pub slow_start: Option<Duration>,
+    /// What it does with `%2F`, `%5C` or `\` in a forwarded path.
+    pub escaped_slashes: EscapedSlashes,
     /// The HTTP version it speaks to its backends.
     pub protocol: UpstreamProtocol,
 }
@@ -165,6 +168,7 @@ impl ServiceTable {
                     tls: service.tls.clone(),
                     health_check: service.health_check.clone(),
                     slow_start: service.slow_start,
+                    escaped_slashes: service.escaped_slashes,
                     protocol: service.protocol,
                 }),
             );
@@ -191,12 +195,12 @@ impl ServiceTable {
         self.services.get(name)
     }
 
-    /// The service whose path prefix `path` starts with, the longest if several do.
-    pub(crate) fn by_prefix(&self, path: &str) -> Option<&Arc<Service>> {
+    /// The longest path prefix that `path` starts with, and the service that claims it.
+    pub(crate) fn by_prefix(&self, path: &str) -> Option<(&str, &Arc<Service>)> {
         self.prefixes
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map(|(_, service)| service)
+            .map(|(prefix, service)| (prefix.as_str(), service))
     }
 
     /// Every service, sorted by name.
@@ -332,7 +336,7 @@ mod tests {
             Arc::new(IgnoreTransitions),
             None,
         );
-        let name = |path| table.by_prefix(path).map(|s| s.name.as_str());
+        let name = |path| table.by_prefix(path).map(|(_, s)| s.name.as_str());
         assert_eq!(name("/pkg.Svc/Call"), Some("a"));
         assert_eq!(name("/pkg.Svc/Special/Call"), Some("b"));
         assert_eq!(name("/pkg/Other"), Some("a"));

@@ -541,6 +541,68 @@ fn dot_segments_never_climb_above_the_backends_prefix() {
     );
 }
 
+#[test]
+fn escaped_slashes_never_lead_a_backend_above_its_prefix() {
+    let backend = RawBackend::ok();
+    let url = backend.url("/api");
+    let gateway = Gateway::start(
+        &format!(
+            "svc: [\"{url}\"]\n\
+             decoding:\n  backends: [\"{url}\"]\n  escaped_slashes: decode\n\
+             keeping:\n  backends: [\"{url}\"]\n  escaped_slashes: keep\n\
+             grpc:\n  backends: [\"{}\"]\n  path_prefixes: [/pkg.Svc/]\n  escaped_slashes: keep\n",
+            backend.url("")
+        ),
+        "  status_log: false\n",
+    );
+    let forwarded = [
+        ("/v1/proxy/decoding/a/b%2Fc", "/api/a/b/c"),
+        ("/v1/proxy/decoding/a/b%2f..%2fc", "/api/a/c"),
+        ("/v1/proxy/decoding/a%5Cb", "/api/a/b"),
+        ("/v1/proxy/keeping/files/x%2Fy", "/api/files/x%2Fy"),
+        ("/v1/proxy/keeping/a/b%2f..%2fc", "/api/a/b%2f..%2fc"),
+        ("/pkg.Svc/a%2Fb", "/pkg.Svc/a%2Fb"),
+    ];
+    // Each on a connection of its own: a refused one is closed.
+    let ask = |path: &str| {
+        let mut client = ClientConn::open(gateway.port);
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes());
+        client.read_response()
+    };
+    for (path, _) in forwarded {
+        assert_eq!(ask(path).0, 200, "{path}");
+    }
+    let expected: Vec<String> = forwarded
+        .iter()
+        .map(|(_, path)| format!("GET {path} HTTP/1.1"))
+        .collect();
+    assert_eq!(backend.request_lines(), expected);
+    let refused = [
+        ("/v1/proxy/svc/a/..%2f..%2f../echo", "escaped_slash"),
+        ("/v1/proxy/svc/a%2Fb", "escaped_slash"),
+        ("/v1/proxy/svc/a%5c..", "escaped_slash"),
+        ("/v1/proxy/svc/a\\b", "escaped_slash"),
+        ("/v1/proxy/svc/..;/echo", "climbs above"),
+        ("/v1/proxy/decoding/a/..%2f..%2f../echo", "climbs above"),
+        ("/v1/proxy/decoding/..%5Cecho", "climbs above"),
+        ("/v1/proxy/keeping/a/..%2f..%2f../echo", "climbs above"),
+        ("/v1/proxy/keeping/%2e%2e%2Fecho", "climbs above"),
+        ("/pkg.Svc/../admin", "climbs above"),
+        ("/pkg.Svc/..%2fadmin", "climbs above"),
+    ];
+    for (path, why) in refused {
+        let (status, headers, body) = ask(path);
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains(why), "{path}: {body}");
+        assert_eq!(header(&headers, "connection"), Some("close"));
+    }
+    assert_eq!(
+        backend.request_lines().len(),
+        forwarded.len(),
+        "nothing more was forwarded"
+    );
+}
+
 /// The head the backend received for one request with `extra` header lines.
 fn forwarded_head(gateway_extra: &str, extra: &str) -> String {
     let backend = RawBackend::ok();

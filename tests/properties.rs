@@ -4,7 +4,10 @@
 //! arbitrary input; the head checks refuse a head built from random framing fields exactly when
 //! a model of the rules, reading the fields rather than the bytes, does; routing never yields a
 //! backend outside the service the path names; dot segments resolve as RFC 3986's
-//! `remove_dot_segments` does, or are refused exactly when they would climb above the root; a
+//! `remove_dot_segments` does, or are refused exactly when they would climb above the root; no
+//! forwarded path, under any `escaped_slashes` policy, is read by a lenient backend (one that
+//! decodes every escape once, takes `\` for `/` and drops `;` parameters) above its prefix, and
+//! `decode` refuses exactly what such a backend would read above it; a
 //! valid services file, random names and backends in either form, loads back exactly and routes
 //! each service round-robin over its backends in file order; any other services file either
 //! loads or gets an error naming the file and, when the problem is inside a service, that
@@ -26,7 +29,9 @@ use gateway::config::{
 };
 use gateway::edge::head::{check_head, HeadRejection};
 use gateway::resolver::IpLiteralResolver;
-use gateway::routing::{parse_proxy_path, resolve_dot_segments, upstream_path_and_query};
+use gateway::routing::{
+    forwarded_path, parse_proxy_path, resolve_dot_segments, upstream_path_and_query, EscapedSlashes,
+};
 use gateway::service::ServiceTable;
 use proptest::prelude::*;
 
@@ -104,6 +109,47 @@ fn remove_dot_segments_model(path: &str) -> (String, bool) {
     (output, climbed)
 }
 
+/// How a lenient backend reads a path it receives: every `%XX` decoded once, `\` taken for
+/// `/`, each segment's `;` parameters dropped, then dot segments removed as RFC 3986 says.
+/// The reading, and whether it climbed above the root.
+fn lenient_backend_model(path: &str) -> (String, bool) {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok());
+        match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+            Some(byte) if bytes[at] == b'%' => {
+                decoded.push(byte);
+                at += 3;
+            }
+            _ => {
+                decoded.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    let bare: Vec<&str> = decoded
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(segment))
+        .collect();
+    remove_dot_segments_model(&bare.join("/"))
+}
+
+/// A path's segments, built from the spellings that matter to a backend's reading of it.
+fn spelled_paths() -> impl Strategy<Value = String> {
+    let atom = "a|\\.|%2e|%2E|%2f|%2F|%5c|%5C|\\\\|;|;x|%25|%252f|%20|%";
+    proptest::collection::vec(proptest::collection::vec(atom, 0..4), 1..7).prop_map(|segments| {
+        segments
+            .iter()
+            .map(|atoms| format!("/{}", atoms.concat()))
+            .collect()
+    })
+}
+
 /// Backend URLs: mostly valid, some near misses, some noise.
 fn urls() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -153,6 +199,31 @@ proptest! {
                 let again = resolve_dot_segments(&resolved).unwrap();
                 prop_assert_eq!(again.as_ref(), resolved.as_ref(), "resolving twice changes {}", rest);
             }
+        }
+    }
+
+    #[test]
+    fn no_forwarded_path_leads_a_lenient_backend_out_of_its_prefix(rest in spelled_paths()) {
+        let policies = [EscapedSlashes::Reject, EscapedSlashes::Decode, EscapedSlashes::Keep];
+        for (root, within) in [("", ""), ("/p", "/p/")] {
+            let path = format!("{root}{rest}");
+            for policy in policies {
+                let Ok(forwarded) = forwarded_path(&path, policy, within) else {
+                    continue;
+                };
+                prop_assert!(forwarded.starts_with(within), "{path} {policy:?}: {forwarded}");
+                let (reading, climbed) = lenient_backend_model(&forwarded);
+                prop_assert!(!climbed, "{path} {policy:?}: {forwarded} climbs, read as {reading}");
+                prop_assert!(reading.starts_with(within), "{path} {policy:?}: {forwarded} read as {reading}");
+                let escaped = ["%2f", "%2F", "%5c", "%5C", "\\"].iter().any(|e| forwarded.contains(e));
+                prop_assert!(policy == EscapedSlashes::Keep || !escaped, "{path} {policy:?}: {forwarded}");
+                let again = forwarded_path(&forwarded, policy, within);
+                prop_assert_eq!(again.as_deref(), Ok(forwarded.as_ref()), "{} {:?}: not stable", path, policy);
+            }
+            // Decoding refuses only what a lenient backend would read above the prefix.
+            let (reading, climbed) = lenient_backend_model(&path);
+            let decoded = forwarded_path(&path, EscapedSlashes::Decode, within);
+            prop_assert_eq!(decoded.is_ok(), !climbed && reading.starts_with(within), "{} read as {}: {:?}", path, reading, decoded);
         }
     }
 

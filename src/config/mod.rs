@@ -56,6 +56,7 @@ use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
 use crate::retry_budget::RetryBudgetSettings;
+use crate::routing::EscapedSlashes;
 
 pub use gateway::{load, load_with};
 #[cfg(test)]
@@ -208,6 +209,8 @@ pub struct ServiceConfig {
     pub health_check: Option<HealthCheckSettings>,
     /// Opt-in slow start of backends that have just closed.
     pub slow_start: Option<Duration>,
+    /// What to do with `%2F`, `%5C` or `\` in a forwarded path.
+    pub escaped_slashes: EscapedSlashes,
     /// The HTTP version spoken to its backends.
     pub protocol: UpstreamProtocol,
     /// Path prefixes that reach the service with the path unchanged (gRPC's
@@ -402,6 +405,8 @@ pub struct ServiceDefaults {
     /// Opt-in: a backend that has just closed gets a share of traffic growing to full over
     /// this long.
     pub slow_start: Option<Duration>,
+    /// What to do with `%2F`, `%5C` or `\` in a forwarded path.
+    pub escaped_slashes: EscapedSlashes,
 }
 
 /// A configuration problem, naming the file, the service if any, and what is wrong.

@@ -14,7 +14,7 @@ use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::failure_rate::FailureRate;
 use crate::resolver::Resolver;
-use crate::routing::PROXY_PREFIX;
+use crate::routing::{EscapedSlashes, PROXY_PREFIX};
 
 /// Parses the services file's `text`, resolving hosts with the machine's resolver; `file` is
 /// only used in error messages.
@@ -188,6 +188,7 @@ fn parse_service(
         tls,
         health_check: settings.health_check,
         slow_start: settings.slow_start,
+        escaped_slashes: settings.escaped_slashes,
         protocol,
         path_prefixes,
     })
@@ -411,6 +412,7 @@ pub(super) struct RawOverrides {
     failure_rate_min_requests: Option<u32>,
     slow_start: Option<ConfigDuration>,
     health_check: Option<RawHealthCheck>,
+    escaped_slashes: Option<EscapedSlashes>,
 }
 
 /// `health_check:`, as written.
@@ -536,6 +538,9 @@ impl RawOverrides {
         }
         if let Some(per_second) = self.retry_budget_min_per_second {
             out.retry_budget.min_per_second = per_second;
+        }
+        if let Some(policy) = self.escaped_slashes {
+            out.escaped_slashes = policy;
         }
         if let Some(ConfigSize(bytes)) = self.max_body_size {
             out.max_body = BodyLimit(bytes);

@@ -45,7 +45,7 @@ use crate::edge::head::{check_head, HeadRejection};
 use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
-use crate::routing::{self, ClimbsAboveRoot, RouteError};
+use crate::routing::{self, PathRefusal, RouteError};
 use crate::selector::Pick;
 use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::access_log::{AccessLog, AccessRecord};
@@ -131,17 +131,17 @@ impl GatewayProxy {
         // One load per request: the request keeps its service even if a reload swaps the table.
         let services = self.services.load();
         // `/v1/proxy/{service}[/rest]`, or a path under a prefix a service claims (forwarded
-        // whole).
-        let (service, rest) = match routing::parse_proxy_path(path) {
+        // whole, and never out of that prefix).
+        let (service, rest, within) = match routing::parse_proxy_path(path) {
             Ok(route) => match services.get(route.service) {
-                Some(service) => (service, route.rest),
+                Some(service) => (service, route.rest, ""),
                 None => {
                     self.stats.count_not_found();
                     return Err(ErrorReply::unknown_service(route.service));
                 }
             },
             Err(RouteError::NotAProxyPath) => match services.by_prefix(path) {
-                Some(service) => (service, path),
+                Some((prefix, service)) => (service, path, prefix),
                 None => {
                     self.stats.count_not_found();
                     return Err(ErrorReply::not_a_proxy_path());
@@ -152,10 +152,13 @@ impl GatewayProxy {
                 return Err(ErrorReply::missing_service());
             }
         };
-        ctx.resolved_rest = match routing::resolve_dot_segments(rest) {
+        ctx.resolved_rest = match routing::forwarded_path(rest, service.escaped_slashes, within) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(resolved)) => Some(resolved),
-            Err(ClimbsAboveRoot) => return Err(ErrorReply::path_climbs_above_service()),
+            Err(PathRefusal::ClimbsAboveRoot) => {
+                return Err(ErrorReply::path_climbs_above_service())
+            }
+            Err(PathRefusal::EscapedSlash) => return Err(ErrorReply::escaped_slash()),
         };
         let declared_length = request
             .headers
@@ -190,7 +193,8 @@ pub(crate) struct RequestContext {
     service: Option<Arc<Service>>,
     /// Where the forwarded rest of the path starts in the request path.
     rest_start: usize,
-    /// The rest of the path with its dot segments resolved, when it had any.
+    /// The rest of the path with its dot segments resolved (and escaped slashes decoded, where
+    /// the service says so), when that changed it.
     resolved_rest: Option<String>,
     /// The client waits for `100 Continue` before sending its body: the gateway sends it
     /// once the first attempt has connected.
