@@ -273,10 +273,13 @@ impl Gateway {
         }
     }
 
-    /// Waits until the proxy port accepts connections.
+    /// Waits until the proxy port, and the admin port when it is known, accept connections.
     pub fn wait_ready(&self) {
+        // Both listeners: the admin one may come up a moment after the proxy one, and a test
+        // that reads a metric at once would find it refusing.
+        let listening = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
         let ready = wait_until(DEADLINE, || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            listening(self.port) && (self.admin_port == 0 || listening(self.admin_port))
         });
         assert!(ready, "gateway did not start; log:\n{}", self.log());
     }
