@@ -5,7 +5,7 @@
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
-//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); resolves dot segments (400 above the root); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
+//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); resolves dot segments and escaped slashes (400 above the root, or an escaped slash refused); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
 //! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
@@ -22,9 +22,12 @@
 //! `logging`. The attempt's
 //! [`Permit`](crate::breaker::Permit) lives in the context, so a request that ends any other
 //! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
+//!
+//! The hooks stay here; what they call is split by phase, each in a module of its own:
+//! `route` (the head checks and routing), `forward` (the peer, the forwarded headers, the
+//! `100 Continue`), `settle` (an attempt's outcome, the error reply) and `observe` (the
+//! access-log record).
 
-use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,18 +42,28 @@ use pingora_proxy::{
     FailToProxy, ProxyHttp, ProxyWarnLogContext, Session, UpstreamResponseTimeouts,
 };
 
+use crate::config::HeaderLimits;
 use crate::config::LogFormat;
-use crate::config::{HeaderLimits, UpstreamProtocol};
-use crate::edge::head::{check_head, HeadRejection};
-use crate::reply::ErrorReply;
 use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
-use crate::routing::{self, PathRefusal, RouteError};
+use crate::routing;
 use crate::selector::Pick;
 use crate::service::{Backend, Service, ServiceTable};
-use crate::telemetry::access_log::{AccessLog, AccessRecord};
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
+
+mod forward;
+mod observe;
+mod route;
+mod settle;
+
+use forward::{
+    append_if_trusted, drop_underscored_names, forwarded_element, send_continue, upstream_peer,
+};
+use observe::{access_record, loggable_path};
+use route::take_expectation;
+use settle::{attempt_outcome, client_gone, error_reply, failure_outcome, is_timeout};
 
 /// How long the rest of a request body is read before closing a connection after an error.
 const LINGERING_CLOSE: Duration = Duration::from_secs(2);
@@ -104,75 +117,6 @@ impl GatewayProxy {
             access_log: Some(access_log),
             ..self
         }
-    }
-
-    /// Checks the request head and routes it: on success the context holds the service; else
-    /// the reply to send. Counts what it refuses.
-    fn route(
-        &self,
-        session: &Session,
-        ctx: &mut RequestContext,
-    ) -> std::result::Result<(), ErrorReply> {
-        let request = session.req_header();
-        if let Some(h1) = session.as_downstream().as_http1() {
-            check_head(
-                &h1.get_headers_raw_bytes(),
-                request.headers.len(),
-                &self.settings.header_limits,
-            )
-            .map_err(|rejection| match rejection {
-                HeadRejection::Ambiguous(detail) => ErrorReply::ambiguous_request(detail),
-                HeadRejection::TooLarge(detail) => ErrorReply::header_too_large(detail),
-                HeadRejection::UriTooLong => ErrorReply::uri_too_long(),
-                HeadRejection::UnsupportedCoding => ErrorReply::unsupported_transfer_coding(),
-            })?;
-        }
-        let path = request.uri.path();
-        // One load per request: the request keeps its service even if a reload swaps the table.
-        let services = self.services.load();
-        // `/v1/proxy/{service}[/rest]`, or a path under a prefix a service claims (forwarded
-        // whole, and never out of that prefix).
-        let (service, rest, within) = match routing::parse_proxy_path(path) {
-            Ok(route) => match services.get(route.service) {
-                Some(service) => (service, route.rest, ""),
-                None => {
-                    self.stats.count_not_found();
-                    return Err(ErrorReply::unknown_service(route.service));
-                }
-            },
-            Err(RouteError::NotAProxyPath) => match services.by_prefix(path) {
-                Some((prefix, service)) => (service, path, prefix),
-                None => {
-                    self.stats.count_not_found();
-                    return Err(ErrorReply::not_a_proxy_path());
-                }
-            },
-            Err(RouteError::MissingService) => {
-                self.stats.count_not_found();
-                return Err(ErrorReply::missing_service());
-            }
-        };
-        ctx.resolved_rest = match routing::forwarded_path(rest, service.escaped_slashes, within) {
-            Ok(Cow::Borrowed(_)) => None,
-            Ok(Cow::Owned(resolved)) => Some(resolved),
-            Err(PathRefusal::ClimbsAboveRoot) => {
-                return Err(ErrorReply::path_climbs_above_service())
-            }
-            Err(PathRefusal::EscapedSlash) => return Err(ErrorReply::escaped_slash()),
-        };
-        let declared_length = request
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared_length.is_some_and(|length| length > service.max_body.0) {
-            return Err(ErrorReply::body_too_large(service.max_body.0));
-        }
-        service.stats.count(ServiceEvent::Request);
-        ctx.rest_start = path.len() - rest.len();
-        ctx.deadline = Some(Instant::now() + service.timeouts.total);
-        ctx.service = Some(Arc::clone(service));
-        Ok(())
     }
 }
 
@@ -767,30 +711,6 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
-/// What the access log says of a request that has ended.
-fn access_record(session: &Session, ctx: &RequestContext) -> AccessRecord {
-    let request = session.req_header();
-    AccessRecord {
-        request_id: ctx.request_id.to_string(),
-        client: session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip()),
-        method: request.method.to_string(),
-        path: loggable_path(request.uri.path()),
-        service: ctx.service.as_ref().map(|s| s.name.clone()),
-        backend: ctx.last_backend().map(|backend| backend.url.clone()),
-        status: session
-            .response_written()
-            .map_or(0, |response| response.status.as_u16()),
-        attempts: ctx.attempts,
-        upstream: ctx.upstream_started.map(|at| at.elapsed()),
-        total: ctx.started.elapsed(),
-        bytes_in: session.body_bytes_read() as u64,
-        bytes_out: session.body_bytes_sent() as u64,
-    }
-}
-
 /// Whether a gRPC answer's `grpc-status` is 14, UNAVAILABLE: the backend cannot serve, which
 /// counts against it like a 5xx. Every other gRPC status is the application's answer.
 fn grpc_unavailable(headers: &http::HeaderMap) -> bool {
@@ -811,322 +731,4 @@ fn final_response_written(session: &Session) -> bool {
     session
         .response_written()
         .is_some_and(|response| !response.status.is_informational())
-}
-
-/// Takes the request's `Expect`, which the gateway answers itself rather than forwarding:
-/// whether the client waits for `100 Continue` (an HTTP/1.1 request with a body), or 417 for
-/// any other expectation. An HTTP/1.0 client's expectation is ignored (RFC 9110 §10.1.1).
-fn take_expectation(session: &mut Session) -> std::result::Result<bool, ErrorReply> {
-    let request = session.req_header();
-    let Some(expect) = request.headers.get(header::EXPECT) else {
-        return Ok(false);
-    };
-    // HTTP/1.0 clients do not wait for a 100 (RFC 9110 §10.1.1); HTTP/1.1 and HTTP/2 ones do.
-    let waits_for_100 = request.version >= http::Version::HTTP_11;
-    if waits_for_100 && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-        return Err(ErrorReply::expectation_failed());
-    }
-    session.req_header_mut().remove_header(&header::EXPECT);
-    Ok(waits_for_100 && !session.as_downstream_mut().is_body_empty())
-}
-
-/// Tells a client that waits for it to send its body, and from then on keeps the backend's
-/// own 1xx answers (but `101`) from it. Pingora would close a connection whose response (a 1xx
-/// included) starts before its request body has been read; for the interim 100 that is
-/// wrong, so it is sent with that rule off.
-async fn send_continue(session: &mut Session) -> Result<()> {
-    let downstream = session.as_downstream_mut();
-    downstream.set_close_on_response_before_downstream_finish(false);
-    let sent = downstream.write_continue_response().await;
-    downstream.set_close_on_response_before_downstream_finish(true);
-    downstream.set_ignore_info_resp(true);
-    sent
-}
-
-/// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
-/// alone (an incoming value that is not text is dropped).
-fn append_if_trusted(trust: bool, incoming: Option<&http::HeaderValue>, own: String) -> String {
-    match incoming.and_then(|value| value.to_str().ok()) {
-        Some(incoming) if trust => format!("{incoming}, {own}"),
-        _ => own,
-    }
-}
-
-/// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
-/// for (quoted) and the protocol.
-fn forwarded_element(
-    client: Option<IpAddr>,
-    host: Option<&http::HeaderValue>,
-    proto: &str,
-) -> String {
-    let mut element = match client {
-        Some(IpAddr::V4(ip)) => format!("for={ip}"),
-        Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
-        None => "for=unknown".to_owned(),
-    };
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=\"");
-        for c in host.chars() {
-            if matches!(c, '"' | '\\') {
-                element.push('\\');
-            }
-            element.push(c);
-        }
-        element.push('"');
-    }
-    element.push_str(";proto=");
-    element.push_str(proto);
-    element
-}
-
-/// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
-/// from the same name with `-` (`X_Forwarded_For` would read as `X-Forwarded-For`).
-fn drop_underscored_names(request: &mut RequestHeader) {
-    if !request
-        .headers
-        .keys()
-        .any(|name| name.as_str().contains('_'))
-    {
-        return;
-    }
-    let underscored: Vec<http::HeaderName> = request
-        .headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in underscored {
-        request.remove_header(&name);
-    }
-}
-
-/// A peer for one attempt at `backend`, with the service's timeouts cut to `remaining`, what
-/// is left of the request's total timeout.
-///
-/// It sets no read timeout: reads are bounded by `upstream_response_timeouts` instead (the
-/// whole response header once the request is sent, each body read, the total deadline), so a
-/// client slowly sending its body does not count against the backend's header time.
-///
-/// An `https` backend is reached over TLS with its URL's host as the SNI and the name its
-/// certificate is verified for (against the service's `tls_ca_file`, or the system's roots),
-/// with the service's client certificate if it has one. A failed handshake or verification is
-/// a connect failure, as a refused connection is.
-///
-/// A `protocol: http2` service speaks HTTP/2 to its backends (h2c with prior knowledge on
-/// `http://`, ALPN on `https://`), many streams per connection, except for an upgrade request
-/// (a WebSocket), which needs HTTP/1.1.
-fn upstream_peer(
-    backend: &Backend,
-    service: &Service,
-    remaining: Duration,
-    upgrade: bool,
-) -> HttpPeer {
-    let timeouts = &service.timeouts;
-    let mut peer = match &backend.tls_host {
-        None => HttpPeer::new(&backend.address, false, String::new()),
-        Some(host) => {
-            let mut peer = HttpPeer::new(&backend.address, true, host.clone());
-            service.tls.configure(&mut peer);
-            peer
-        }
-    };
-    peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
-    peer.options.write_timeout = Some(timeouts.read.min(remaining));
-    if service.protocol == UpstreamProtocol::Http2 && !upgrade {
-        peer.options.set_http_version(2, 2);
-        peer.options.max_h2_streams = MAX_H2_STREAMS_PER_CONNECTION;
-    }
-    peer
-}
-
-/// How many concurrent streams the gateway opens on one HTTP/2 connection to a backend before
-/// it opens another.
-const MAX_H2_STREAMS_PER_CONNECTION: usize = 100;
-
-/// How an attempt that got past connecting ended.
-///
-/// An upstream error (reset, timeout, broken body) or a 5xx is a failure; any other answer is
-/// a success, 4xx included (the backend is alive). A request that ended for the client's
-/// sake before the backend answered (client gone) is cancelled: it says nothing about the
-/// backend. A response whose header had arrived and that timed out once the request's total
-/// timeout had passed was cut by the gateway's own deadline while the backend delivered: not
-/// the backend's failure either.
-fn attempt_outcome(
-    e: Option<&Error>,
-    upstream_status: Option<u16>,
-    deadline_passed: bool,
-) -> AttemptOutcome {
-    if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
-        if deadline_passed
-            && is_timeout(e)
-            && upstream_status.is_some_and(|s| (200..500).contains(&s))
-        {
-            return AttemptOutcome::CutByDeadline;
-        }
-        return failure_outcome(e, false);
-    }
-    match upstream_status {
-        Some(status) if status >= 500 => AttemptOutcome::ServerError,
-        Some(_) if e.is_none() => AttemptOutcome::Success,
-        _ => AttemptOutcome::Cancelled,
-    }
-}
-
-/// The kind of failure `e` is, for an attempt that failed while `connecting` or after.
-fn failure_outcome(e: &Error, connecting: bool) -> AttemptOutcome {
-    if is_timeout(e) {
-        AttemptOutcome::Timeout
-    } else if connecting {
-        AttemptOutcome::ConnectError
-    } else {
-        AttemptOutcome::BrokenResponse
-    }
-}
-
-/// A client's path, fit for a log line: at most 100 characters, control characters escaped.
-fn loggable_path(path: &str) -> String {
-    let mut out: String = path
-        .chars()
-        .take(100)
-        .flat_map(char::escape_debug)
-        .collect();
-    if path.chars().nth(100).is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
-/// Whether `e` says the client went away or stopped reading: nobody to answer, and nothing
-/// about the backend.
-fn client_gone(e: &Error) -> bool {
-    *e.esource() == ErrorSource::Downstream
-        && matches!(
-            e.etype(),
-            ReadError | WriteError | WriteTimedout | ConnectionClosed
-        )
-}
-
-fn is_timeout(e: &Error) -> bool {
-    matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout)
-}
-
-/// The response for a request that could not be proxied; `None` when the client is gone.
-fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply> {
-    let service = ctx.service.as_deref();
-    let service_name = service.map_or("", |s| s.name.as_str());
-    if let Some(service) = service.filter(|s| ctx.body_bytes > s.max_body.0) {
-        return Some(ErrorReply::body_too_large(service.max_body.0));
-    }
-    match (ctx.refusal, service) {
-        (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
-        (Some(Refusal::NoBackends), _) => return Some(ErrorReply::no_backends(service_name)),
-        (Some(Refusal::DeadlinePassed), _) => {
-            return Some(ErrorReply::gateway_timeout(service_name))
-        }
-        (Some(Refusal::NoBackendLeft), _) if ctx.last_failure_timed_out => {
-            return Some(ErrorReply::gateway_timeout(service_name))
-        }
-        (Some(Refusal::NoBackendLeft), _) => return Some(ErrorReply::bad_gateway(service_name)),
-        _ => {}
-    }
-    if let HTTPStatus(code) = e.etype() {
-        return Some(ErrorReply::other(*code));
-    }
-    match e.esource() {
-        ErrorSource::Upstream if is_timeout(e) => Some(ErrorReply::gateway_timeout(service_name)),
-        ErrorSource::Upstream => Some(ErrorReply::bad_gateway(service_name)),
-        ErrorSource::Downstream if client_gone(e) => None,
-        ErrorSource::Downstream => Some(ErrorReply::bad_request()),
-        ErrorSource::Internal | ErrorSource::Unset => Some(ErrorReply::other(500)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error(etype: ErrorType, source: ErrorSource) -> Box<Error> {
-        let mut e = Error::new(etype);
-        e.esource = source;
-        e
-    }
-
-    #[test]
-    fn outcomes_follow_the_breaker_contract() {
-        use AttemptOutcome::*;
-        let upstream_reset = error(ConnectionClosed, ErrorSource::Upstream);
-        let upstream_timeout = error(ReadTimedout, ErrorSource::Upstream);
-        let client_gone = error(WriteError, ErrorSource::Downstream);
-        assert_eq!(attempt_outcome(None, Some(200), false), Success);
-        assert_eq!(attempt_outcome(None, Some(404), false), Success);
-        assert_eq!(attempt_outcome(None, Some(500), false), ServerError);
-        assert_eq!(attempt_outcome(None, Some(503), false), ServerError);
-        assert_eq!(
-            attempt_outcome(Some(&upstream_reset), None, false),
-            BrokenResponse
-        );
-        assert_eq!(
-            attempt_outcome(Some(&upstream_timeout), Some(200), false),
-            Timeout
-        );
-        assert_eq!(attempt_outcome(Some(&client_gone), None, false), Cancelled);
-        assert_eq!(
-            attempt_outcome(Some(&client_gone), Some(200), false),
-            Cancelled
-        );
-        assert_eq!(
-            attempt_outcome(Some(&client_gone), Some(502), false),
-            ServerError
-        );
-        assert_eq!(attempt_outcome(None, None, false), Cancelled);
-        // Cut by the gateway's own total timeout once the backend was delivering: neutral;
-        // before its header, or a 5xx, still the backend's failure.
-        assert_eq!(
-            attempt_outcome(Some(&upstream_timeout), Some(200), true),
-            CutByDeadline
-        );
-        assert_eq!(
-            attempt_outcome(Some(&upstream_timeout), None, true),
-            Timeout
-        );
-        assert_eq!(
-            attempt_outcome(Some(&upstream_timeout), Some(503), true),
-            Timeout
-        );
-        assert_eq!(
-            attempt_outcome(Some(&upstream_reset), Some(200), true),
-            BrokenResponse
-        );
-
-        let refused = error(ConnectRefused, ErrorSource::Upstream);
-        let connect_timeout = error(ConnectTimedout, ErrorSource::Upstream);
-        assert_eq!(failure_outcome(&refused, true), ConnectError);
-        assert_eq!(failure_outcome(&connect_timeout, true), Timeout);
-        assert_eq!(failure_outcome(&upstream_reset, false), BrokenResponse);
-    }
-
-    #[test]
-    fn errors_map_to_statuses() {
-        let ctx = RequestContext::new();
-        let status = |etype, source| error_reply(&error(etype, source), &ctx).map(|r| r.status);
-        assert_eq!(status(ConnectRefused, ErrorSource::Upstream), Some(502));
-        assert_eq!(status(ConnectTimedout, ErrorSource::Upstream), Some(504));
-        assert_eq!(status(ReadTimedout, ErrorSource::Upstream), Some(504));
-        assert_eq!(status(ConnectionClosed, ErrorSource::Upstream), Some(502));
-        assert_eq!(status(ConnectionClosed, ErrorSource::Downstream), None);
-        assert_eq!(
-            status(InvalidHTTPHeader, ErrorSource::Downstream),
-            Some(400)
-        );
-        assert_eq!(status(InternalError, ErrorSource::Internal), Some(500));
-        assert_eq!(status(HTTPStatus(413), ErrorSource::Unset), Some(413));
-
-        let timed_out = RequestContext {
-            refusal: Some(Refusal::NoBackendLeft),
-            last_failure_timed_out: true,
-            ..RequestContext::new()
-        };
-        let e = error(HTTPStatus(502), ErrorSource::Unset);
-        assert_eq!(error_reply(&e, &timed_out).map(|r| r.status), Some(504));
-    }
 }

@@ -1,0 +1,129 @@
+//! On the way to a backend: the peer an attempt connects to (address, TLS, HTTP version,
+//! timeouts) and the headers the gateway adds to or drops from the forwarded request.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora_proxy::Session;
+
+use crate::config::UpstreamProtocol;
+use crate::service::{Backend, Service};
+
+/// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
+/// alone (an incoming value that is not text is dropped).
+pub(super) fn append_if_trusted(
+    trust: bool,
+    incoming: Option<&http::HeaderValue>,
+    own: String,
+) -> String {
+    match incoming.and_then(|value| value.to_str().ok()) {
+        Some(incoming) if trust => format!("{incoming}, {own}"),
+        _ => own,
+    }
+}
+
+/// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
+/// for (quoted) and the protocol.
+pub(super) fn forwarded_element(
+    client: Option<IpAddr>,
+    host: Option<&http::HeaderValue>,
+    proto: &str,
+) -> String {
+    let mut element = match client {
+        Some(IpAddr::V4(ip)) => format!("for={ip}"),
+        Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
+        None => "for=unknown".to_owned(),
+    };
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=\"");
+        for c in host.chars() {
+            if matches!(c, '"' | '\\') {
+                element.push('\\');
+            }
+            element.push(c);
+        }
+        element.push('"');
+    }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    element
+}
+
+/// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
+/// from the same name with `-` (`X_Forwarded_For` would read as `X-Forwarded-For`).
+pub(super) fn drop_underscored_names(request: &mut RequestHeader) {
+    if !request
+        .headers
+        .keys()
+        .any(|name| name.as_str().contains('_'))
+    {
+        return;
+    }
+    let underscored: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        request.remove_header(&name);
+    }
+}
+
+/// A peer for one attempt at `backend`, with the service's timeouts cut to `remaining`, what
+/// is left of the request's total timeout.
+///
+/// It sets no read timeout: reads are bounded by `upstream_response_timeouts` instead (the
+/// whole response header once the request is sent, each body read, the total deadline), so a
+/// client slowly sending its body does not count against the backend's header time.
+///
+/// An `https` backend is reached over TLS with its URL's host as the SNI and the name its
+/// certificate is verified for (against the service's `tls_ca_file`, or the system's roots),
+/// with the service's client certificate if it has one. A failed handshake or verification is
+/// a connect failure, as a refused connection is.
+///
+/// A `protocol: http2` service speaks HTTP/2 to its backends (h2c with prior knowledge on
+/// `http://`, ALPN on `https://`), many streams per connection, except for an upgrade request
+/// (a WebSocket), which needs HTTP/1.1.
+pub(super) fn upstream_peer(
+    backend: &Backend,
+    service: &Service,
+    remaining: Duration,
+    upgrade: bool,
+) -> HttpPeer {
+    let timeouts = &service.timeouts;
+    let mut peer = match &backend.tls_host {
+        None => HttpPeer::new(&backend.address, false, String::new()),
+        Some(host) => {
+            let mut peer = HttpPeer::new(&backend.address, true, host.clone());
+            service.tls.configure(&mut peer);
+            peer
+        }
+    };
+    peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
+    peer.options.write_timeout = Some(timeouts.read.min(remaining));
+    if service.protocol == UpstreamProtocol::Http2 && !upgrade {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = MAX_H2_STREAMS_PER_CONNECTION;
+    }
+    peer
+}
+
+/// How many concurrent streams the gateway opens on one HTTP/2 connection to a backend before
+/// it opens another.
+pub(super) const MAX_H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// Tells a client that waits for it to send its body, and from then on keeps the backend's
+/// own 1xx answers (but `101`) from it. Pingora would close a connection whose response (a 1xx
+/// included) starts before its request body has been read; for the interim 100 that is
+/// wrong, so it is sent with that rule off.
+pub(super) async fn send_continue(session: &mut Session) -> Result<()> {
+    let downstream = session.as_downstream_mut();
+    downstream.set_close_on_response_before_downstream_finish(false);
+    let sent = downstream.write_continue_response().await;
+    downstream.set_close_on_response_before_downstream_finish(true);
+    downstream.set_ignore_info_resp(true);
+    sent
+}
