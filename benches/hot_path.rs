@@ -20,7 +20,7 @@ use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
 use gateway::failure_rate::FailureRate;
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
-use gateway::selector::RoundRobin;
+use gateway::selector::{PickPolicy, RoundRobin};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -53,7 +53,7 @@ fn rotation(backends: usize) -> Rotation {
 fn select_once(rotation: &Rotation) {
     let rr = &rotation.rr;
     let pick = rr
-        .pick(&rotation.breakers, rr.ticket(), &[], None)
+        .pick(&rotation.breakers, rr.ticket(), &[], &PickPolicy::default())
         .expect("a backend");
     black_box(pick.index);
     pick.permit.record(Outcome::Success);

@@ -20,7 +20,11 @@
 //! - `telemetry`: metrics and logs.
 //! - [`config`]: the YAML files, validated and resolved once.
 //! - [`resolver`]: host name resolution behind a seam.
-//! - [`selector`]: breaker-aware round-robin over one service's backends.
+//! - [`selector`]: breaker-aware round-robin over one service's backends, filtered by their
+//!   concurrency limits too, or latency-aware when a service asks.
+//! - [`load`]: each backend's requests in flight, its concurrency limit (fixed or adaptive)
+//!   and latency, and a service's waiting room for requests that find every backend full.
+//! - [`rate_limit`]: requests per second per service and per client address.
 //! - `retry_budget`: how many failovers a service may make.
 //! - [`breaker`]: the per-backend state machine (pure: no HTTP, no I/O, injected clock).
 //! - [`failure_rate`]: a breaker's sliding window of recent failures (lock-free).
@@ -55,6 +59,9 @@ pub mod config;
 pub mod resolver;
 
 pub mod selector;
+
+pub mod load;
+pub mod rate_limit;
 
 pub(crate) mod retry_budget;
 

@@ -13,6 +13,8 @@ use pingora_proxy::Session;
 use serde_json::{json, Value};
 
 use crate::config::is_service_name_byte;
+use crate::load::Overflow;
+use crate::rate_limit::RateLimited;
 use crate::selector::RoundRobin;
 use crate::service::Service;
 
@@ -189,6 +191,47 @@ impl ErrorReply {
                     "service \"{service}\" has no backends yet: DNS discovery has found no \
                      address for it"
                 ),
+            )
+        }
+    }
+
+    /// 503: every backend that could take the request is at its concurrency limit, and the
+    /// service's waiting room was full or the wait ran out (`why`). `Retry-After: 1`: slots
+    /// free as fast as the backends answer.
+    pub(crate) fn overloaded(service: &str, why: Overflow) -> Self {
+        let why = match why {
+            Overflow::QueueFull => "and its queue is full",
+            Overflow::TimedOut => "and no slot freed within its queue_timeout",
+        };
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                503,
+                "overloaded",
+                &format!(
+                    "every backend of service \"{service}\" has as many requests as it may \
+                     take, {why}; retry shortly"
+                ),
+            )
+        }
+    }
+
+    /// 429: the request is over the service's rate limit, or its client's. `Retry-After` is
+    /// when the limit's window would admit it, rounded up (at least 1 s).
+    pub(crate) fn rate_limited(service: &str, which: RateLimited, after: Duration) -> Self {
+        let whose = match which {
+            RateLimited::Service => format!("service \"{service}\" is over its rate limit"),
+            RateLimited::Client => {
+                format!("this client is over its rate limit for service \"{service}\"")
+            }
+        };
+        let retry_after_secs = whole_seconds_at_least_one(after);
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                429,
+                "rate_limited",
+                &format!("{whose}; retry in {retry_after_secs} s"),
             )
         }
     }

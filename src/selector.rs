@@ -11,15 +11,23 @@
 //!
 //! A service's breakers share one clock, so a walk reads it at most once.
 //!
-//! The selector knows breakers but nothing of HTTP: it walks any list of things that have a
-//! breaker (a service's backends), and returns an index into it and the permit to settle once
-//! the attempt is over. It keeps only the counter; the list is the service's.
+//! Concurrency limits ([`crate::load`]) filter like breakers: a backend at its limit is
+//! skipped, and when every backend that would admit the request is full the answer says so
+//! ([`NoPick::Full`]), so the caller can queue it instead of failing it. Latency-aware picking
+//! (opt-in) only changes the walk's order: backends ranked by their load score, ties in
+//! rotation order; the filters and the failover rules are the same.
+//!
+//! The selector knows breakers and load but nothing of HTTP: it walks any list of things that
+//! have a breaker (a service's backends), and returns an index into it, the permit to settle
+//! once the attempt is over and the slot the attempt holds. It keeps only the counter; the list
+//! is the service's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::{Breaker, BreakerState, Permit};
+use crate::load::{BackendLoad, Picking, Slot};
 
 /// The backend chosen for one attempt.
 #[derive(Debug)]
@@ -28,12 +36,38 @@ pub struct Pick {
     pub index: usize,
     /// The breaker's leave to send the attempt; settle it with the attempt's outcome.
     pub permit: Permit,
+    /// The attempt's place under the backend's concurrency limit, if it has a load to track.
+    pub slot: Option<Slot>,
+}
+
+/// Why no backend was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// Every untried backend whose breaker would admit the request is at its concurrency
+    /// limit: a slot may free soon.
+    Full,
+    /// No untried backend's breaker admits it (or there are none).
+    Unavailable,
+}
+
+/// How a service picks among its backends, beyond the breakers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PickPolicy {
+    /// Round-robin or latency-aware.
+    pub picking: Picking,
+    /// Slow start of backends that have just closed.
+    pub slow_start: Option<Duration>,
 }
 
 /// Something guarded by a breaker: what the selector walks over.
 pub trait Guarded {
     /// The breaker that admits requests to it.
     fn breaker(&self) -> &Arc<Breaker>;
+
+    /// Its load (requests in flight, concurrency limit), if it is tracked.
+    fn load(&self) -> Option<&Arc<BackendLoad>> {
+        None
+    }
 }
 
 impl Guarded for Arc<Breaker> {
@@ -59,8 +93,9 @@ impl RoundRobin {
         self.next.load(Ordering::Relaxed) as u64
     }
 
-    /// The first of `backends` from the ticket's place on that is not in `tried` and whose
-    /// breaker admits a request; `None` if there is none.
+    /// The first of `backends` from the ticket's place on (or, latency-aware, in the order of
+    /// their load) that is not in `tried`, has room under its concurrency limit, and whose
+    /// breaker admits a request.
     ///
     /// With `slow_start`, a backend that came back to Closed less than that long ago takes
     /// only its growing share of the requests whose turn it is (see
@@ -71,38 +106,66 @@ impl RoundRobin {
         backends: &[B],
         ticket: usize,
         tried: &[usize],
-        slow_start: Option<Duration>,
-    ) -> Option<Pick> {
+        policy: &PickPolicy,
+    ) -> Result<Pick, NoPick> {
         let len = backends.len();
         if len == 0 {
-            return None;
+            return Err(NoPick::Unavailable);
         }
         let start = ticket % len;
+        let ranked = (policy.picking != Picking::RoundRobin)
+            .then(|| ranked(backends, start, policy.picking));
         let mut now = None;
         let mut warming = None;
+        let mut full = false;
         for step in 0..len {
-            let index = (start + step) % len;
+            let index = ranked.as_ref().map_or((start + step) % len, |r| r[step]);
             if tried.contains(&index) {
                 continue;
             }
-            let breaker = backends[index].breaker();
+            let backend = &backends[index];
+            let Ok(slot) = take_slot(backend) else {
+                full |= would_admit(backend.breaker());
+                continue;
+            };
+            let breaker = backend.breaker();
             if let Some(permit) = breaker.try_acquire_at(&mut now) {
-                if slow_start.is_some_and(|d| !breaker.admits_while_warming(d, ticket)) {
-                    // Dropping a Closed breaker's permit is neutral.
+                if policy
+                    .slow_start
+                    .is_some_and(|d| !breaker.admits_while_warming(d, ticket))
+                {
+                    // Dropping a Closed breaker's permit is neutral, and a slot unused.
                     warming.get_or_insert(index);
                     continue;
                 }
                 // Skipping a warming backend is its slow start, not an outage: the rotation
                 // stays where it is, so its turns keep coming.
-                if step > 0 && tried.is_empty() && warming.is_none() {
+                if step > 0 && tried.is_empty() && warming.is_none() && ranked.is_none() {
                     self.next.fetch_add(step, Ordering::Relaxed);
                 }
-                return Some(Pick { index, permit });
+                return Ok(Pick {
+                    index,
+                    permit,
+                    slot,
+                });
             }
         }
-        let index = warming?;
-        let permit = backends[index].breaker().try_acquire_at(&mut now)?;
-        Some(Pick { index, permit })
+        let unavailable = if full {
+            NoPick::Full
+        } else {
+            NoPick::Unavailable
+        };
+        let index = warming.ok_or(unavailable)?;
+        let slot = take_slot(&backends[index]).map_err(|()| NoPick::Full)?;
+        let permit = backends[index]
+            .breaker()
+            .try_acquire_at(&mut now)
+            .ok_or(unavailable)?;
+        Ok(Pick {
+            index,
+            permit,
+            slot,
+        })
     }
 
     /// How long until one of `backends` admits a request again: zero if one would now.
@@ -116,6 +179,38 @@ impl RoundRobin {
             .min()
             .unwrap_or(Duration::ZERO)
     }
+}
+
+/// A slot at `backend`, `None` if its load is not tracked; `Err` if it is full.
+fn take_slot<B: Guarded>(backend: &B) -> Result<Option<Slot>, ()> {
+    match backend.load() {
+        None => Ok(None),
+        Some(load) => load.try_take().map(Some).ok_or(()),
+    }
+}
+
+/// Whether a full backend's breaker would admit a request: if not, waiting for its slot is
+/// waiting for nothing.
+fn would_admit(breaker: &Breaker) -> bool {
+    matches!(
+        breaker.state(),
+        BreakerState::Closed | BreakerState::HalfOpen
+    )
+}
+
+/// Every index, lowest load score first, ties in rotation order from `start`.
+fn ranked<B: Guarded>(backends: &[B], start: usize, picking: Picking) -> Vec<usize> {
+    let len = backends.len();
+    let mut order: Vec<(u64, usize)> = (0..len)
+        .map(|step| {
+            let index = (start + step) % len;
+            let score = backends[index].load().map_or(0, |l| l.score(picking));
+            (score, index)
+        })
+        .collect();
+    // Stable: equal scores keep their rotation order.
+    order.sort_by_key(|&(score, _)| score);
+    order.into_iter().map(|(_, index)| index).collect()
 }
 
 #[cfg(test)]
@@ -134,7 +229,9 @@ mod tests {
 
     impl Rotation {
         fn pick(&self, ticket: usize, tried: &[usize]) -> Option<Pick> {
-            self.rr.pick(&self.breakers, ticket, tried, None)
+            self.rr
+                .pick(&self.breakers, ticket, tried, &PickPolicy::default())
+                .ok()
         }
 
         fn ticket(&self) -> usize {
@@ -165,6 +262,13 @@ mod tests {
             .collect();
         let rr = RoundRobin::default();
         (Rotation { rr, breakers }, clock)
+    }
+
+    fn warming(slow_start: Duration) -> PickPolicy {
+        PickPolicy {
+            slow_start: Some(slow_start),
+            ..PickPolicy::default()
+        }
     }
 
     fn open(rr: &Rotation, index: usize) {
@@ -282,7 +386,7 @@ mod tests {
             let picks = (0..1000).map(|_| {
                 let pick = rr
                     .rr
-                    .pick(&rr.breakers, rr.ticket(), &[], Some(warm_up))
+                    .pick(&rr.breakers, rr.ticket(), &[], &warming(warm_up))
                     .unwrap();
                 pick.permit.record(Outcome::Success);
                 pick.index
@@ -308,13 +412,9 @@ mod tests {
         let (rr, _) = one_just_recovered();
         rr.breakers[0].apply(ManualAction::Open);
         for _ in 0..20 {
-            let pick = rr.rr.pick(
-                &rr.breakers,
-                rr.ticket(),
-                &[],
-                Some(Duration::from_secs(60)),
-            );
-            assert_eq!(pick.map(|p| p.index), Some(1));
+            let policy = warming(Duration::from_secs(60));
+            let pick = rr.rr.pick(&rr.breakers, rr.ticket(), &[], &policy);
+            assert_eq!(pick.ok().map(|p| p.index), Some(1));
         }
     }
 
@@ -322,7 +422,132 @@ mod tests {
     fn an_empty_rotation_picks_nothing() {
         let rr = RoundRobin::default();
         let none: [Arc<Breaker>; 0] = [];
-        assert!(rr.pick(&none, rr.ticket(), &[], None).is_none());
+        let pick = rr.pick(&none, rr.ticket(), &[], &PickPolicy::default());
+        assert_eq!(pick.err(), Some(NoPick::Unavailable));
         assert_eq!(RoundRobin::retry_after(&none), Duration::ZERO);
+    }
+
+    /// A backend with a breaker and a tracked load.
+    struct Limited {
+        breaker: Arc<Breaker>,
+        load: Arc<BackendLoad>,
+    }
+
+    impl Guarded for Limited {
+        fn breaker(&self) -> &Arc<Breaker> {
+            &self.breaker
+        }
+        fn load(&self) -> Option<&Arc<BackendLoad>> {
+            Some(&self.load)
+        }
+    }
+
+    fn limited(limit: u32, backends: usize) -> (RoundRobin, Vec<Limited>) {
+        let (rr, _) = rotation(backends);
+        let room = Arc::new(crate::load::WaitingRoom::default());
+        let limited = rr
+            .breakers
+            .into_iter()
+            .map(|breaker| Limited {
+                breaker,
+                load: Arc::new(BackendLoad::new(
+                    crate::load::ConcurrencyLimit::Fixed(limit),
+                    room.clone(),
+                )),
+            })
+            .collect();
+        (rr.rr, limited)
+    }
+
+    #[test]
+    fn a_full_backend_is_skipped_and_when_all_are_full_the_answer_says_so() {
+        let (rr, backends) = limited(1, 2);
+        let policy = PickPolicy::default();
+        let first = rr.pick(&backends, rr.ticket(), &[], &policy).unwrap();
+        assert_eq!(first.index, 0);
+        // Backend 1's turn: it has room.
+        let second = rr.pick(&backends, rr.ticket(), &[], &policy).unwrap();
+        assert_eq!(second.index, 1);
+        let third = rr.pick(&backends, rr.ticket(), &[], &policy);
+        assert_eq!(third.err(), Some(NoPick::Full));
+        // Being full is not failing.
+        assert_eq!(backends[0].breaker.state(), BreakerState::Closed);
+        drop(first);
+        // Backend 1's turn again, but only 0 has room.
+        let fourth = rr.pick(&backends, rr.ticket(), &[], &policy).unwrap();
+        assert_eq!(fourth.index, 0);
+        assert_eq!(backends[1].load.times_full(), 2);
+        // Full and Open: nothing to wait for.
+        drop(fourth);
+        drop(second);
+        let a = rr.pick(&backends, 0, &[], &policy).unwrap();
+        backends[1].breaker.apply(ManualAction::Open);
+        let b = rr.pick(&backends, 0, &[], &policy);
+        assert_eq!(
+            b.err(),
+            Some(NoPick::Full),
+            "0 is full, and will take one again"
+        );
+        backends[0].breaker.apply(ManualAction::Open);
+        let c = rr.pick(&backends, 0, &[], &policy);
+        assert_eq!(c.err(), Some(NoPick::Unavailable));
+        drop(a);
+    }
+
+    #[test]
+    fn least_requests_goes_where_fewest_are_in_flight_ties_in_rotation_order() {
+        let (rr, backends) = limited(100, 3);
+        let policy = PickPolicy {
+            picking: Picking::LeastRequests,
+            ..PickPolicy::default()
+        };
+        // All idle: plain rotation.
+        let idle: Vec<_> = (0..3)
+            .map(|_| {
+                let pick = rr.pick(&backends, rr.ticket(), &[], &policy).unwrap();
+                pick.index
+            })
+            .collect();
+        assert_eq!(idle, [0, 1, 2]);
+        // Backend 0 holds three, backend 1 one: new requests go to 2, then 1 and 2 in turn.
+        let held: Vec<_> = [0, 0, 0, 1]
+            .iter()
+            .map(|&i| backends[i].load.try_take().unwrap())
+            .collect();
+        let busy: Vec<_> = (0..4)
+            .map(|_| rr.pick(&backends, rr.ticket(), &[], &policy).unwrap())
+            .collect();
+        assert!(busy.iter().all(|p| p.index != 0), "{busy:?}");
+        let in_flight: Vec<_> = backends.iter().map(|b| b.load.in_flight()).collect();
+        assert_eq!(in_flight.iter().sum::<u32>(), 8);
+        assert!(in_flight[1].abs_diff(in_flight[2]) <= 1, "{in_flight:?}");
+        // A failover still never returns a tried backend, and the breakers still filter.
+        backends[2].breaker.apply(ManualAction::Open);
+        let failover = rr.pick(&backends, rr.ticket(), &[1], &policy).unwrap();
+        assert_eq!(failover.index, 0);
+        drop(held);
+    }
+
+    #[test]
+    fn peak_ewma_avoids_the_slow_backend() {
+        let (rr, backends) = limited(100, 2);
+        backends[0]
+            .load
+            .try_take()
+            .unwrap()
+            .finish(Duration::from_millis(2000));
+        backends[1]
+            .load
+            .try_take()
+            .unwrap()
+            .finish(Duration::from_millis(2));
+        let policy = PickPolicy {
+            picking: Picking::PeakEwma,
+            ..PickPolicy::default()
+        };
+        let picks: Vec<_> = (0..10)
+            .map(|_| rr.pick(&backends, rr.ticket(), &[], &policy).unwrap())
+            .collect();
+        assert!(picks.iter().all(|p| p.index == 1));
     }
 }

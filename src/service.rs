@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
@@ -18,9 +17,11 @@ use crate::config::{
     UpstreamTimeouts, UpstreamTls,
 };
 use crate::health::BackendHealth;
+use crate::load::{BackendLoad, LoadSettings, WaitingRoom};
+use crate::rate_limit::RateLimits;
 use crate::retry_budget::RetryBudget;
 use crate::routing::EscapedSlashes;
-use crate::selector::{Guarded, RoundRobin};
+use crate::selector::{Guarded, PickPolicy, RoundRobin};
 use crate::telemetry::metrics::{BackendStats, ServiceStats};
 
 /// One backend of a service, as requests reach it: where it is, the breaker that guards it,
@@ -45,11 +46,17 @@ pub struct Backend {
     pub health: Arc<BackendHealth>,
     /// What this service's attempts at this backend came to.
     pub stats: Arc<BackendStats>,
+    /// This service's requests in flight to it, and their limit.
+    pub load: Arc<BackendLoad>,
 }
 
 impl Guarded for Backend {
     fn breaker(&self) -> &Arc<Breaker> {
         &self.breaker
+    }
+
+    fn load(&self) -> Option<&Arc<BackendLoad>> {
+        Some(&self.load)
     }
 }
 
@@ -74,8 +81,14 @@ pub struct Service {
     pub tls: UpstreamTls,
     /// Active health checks of its backends, when configured.
     pub health_check: Option<HealthCheckSettings>,
-    /// Slow start of backends that have just closed, when configured.
-    pub slow_start: Option<Duration>,
+    /// How it picks among its backends (and their slow start).
+    pub pick: PickPolicy,
+    /// Concurrency limits and the waiting room.
+    pub load: LoadSettings,
+    /// Where its requests wait when every backend is full.
+    pub room: Arc<WaitingRoom>,
+    /// Its rate limits.
+    pub rate_limits: Arc<RateLimits>,
     /// What it does with `%2F`, `%5C` or `\` in a forwarded path.
     pub escaped_slashes: EscapedSlashes,
     /// The HTTP version it speaks to its backends.
@@ -121,8 +134,11 @@ impl ServiceTable {
         let mut table = HashMap::with_capacity(services.len());
         for service in services {
             let kept_service = previous_service(&service.name);
+            let room = kept_service.map_or_else(Default::default, |kept| kept.room.clone());
             let mut backends = Vec::with_capacity(service.backends.len());
             for backend in &service.backends {
+                let kept_backend = kept_service
+                    .and_then(|kept| kept.backends.iter().find(|b| b.url == backend.url));
                 let name = names[&breaker_key(service, backend)].as_str();
                 let breaker = breakers
                     .entry(name)
@@ -150,9 +166,16 @@ impl ServiceTable {
                                 .map_or_else(Default::default, |kept| Arc::clone(kept))
                         })
                         .clone(),
-                    stats: kept_service
-                        .and_then(|kept| kept.backends.iter().find(|b| b.url == backend.url))
-                        .map_or_else(Default::default, |kept| Arc::clone(&kept.stats)),
+                    stats: kept_backend.map_or_else(Default::default, |kept| kept.stats.clone()),
+                    load: kept_backend
+                        .map(|kept| &kept.load)
+                        .filter(|_| {
+                            kept_service.is_some_and(|k| k.load.limit == service.load.limit)
+                        })
+                        .map_or_else(
+                            || Arc::new(BackendLoad::new(service.load.limit, room.clone())),
+                            Arc::clone,
+                        ),
                 });
             }
             table.insert(
@@ -167,7 +190,27 @@ impl ServiceTable {
                     max_body: service.max_body,
                     tls: service.tls.clone(),
                     health_check: service.health_check.clone(),
-                    slow_start: service.slow_start,
+                    pick: PickPolicy {
+                        picking: service.load.picking,
+                        slow_start: service.slow_start,
+                    },
+                    load: service.load,
+                    room,
+                    rate_limits: kept_service
+                        .map(|kept| &kept.rate_limits)
+                        .filter(|kept| {
+                            kept.settings()
+                                == (service.rate_limits.service, service.rate_limits.client)
+                        })
+                        .map_or_else(
+                            || {
+                                Arc::new(RateLimits::new(
+                                    service.rate_limits.service,
+                                    service.rate_limits.client,
+                                ))
+                            },
+                            Arc::clone,
+                        ),
                     escaped_slashes: service.escaped_slashes,
                     protocol: service.protocol,
                 }),

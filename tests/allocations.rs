@@ -12,7 +12,7 @@ use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
 use gateway::failure_rate::FailureRate;
 use gateway::routing::parse_proxy_path;
-use gateway::selector::RoundRobin;
+use gateway::selector::{PickPolicy, RoundRobin};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -40,7 +40,7 @@ fn picking_a_backend_and_recording_the_outcome_allocate_nothing() {
         let allocations = count_allocations(|| {
             for _ in 0..10_000 {
                 let pick = rr
-                    .pick(&breakers, rr.ticket(), &[], None)
+                    .pick(&breakers, rr.ticket(), &[], &PickPolicy::default())
                     .expect("a backend");
                 pick.permit.record(Outcome::Success);
             }
@@ -60,7 +60,7 @@ fn skipping_open_backends_allocates_nothing() {
     let allocations = count_allocations(|| {
         for _ in 0..1_000 {
             let pick = rr
-                .pick(&breakers, rr.ticket(), &[], None)
+                .pick(&breakers, rr.ticket(), &[], &PickPolicy::default())
                 .expect("the healthy one");
             assert_eq!(pick.index, 99);
             pick.permit.record(Outcome::Success);

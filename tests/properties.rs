@@ -32,6 +32,7 @@ use gateway::resolver::IpLiteralResolver;
 use gateway::routing::{
     forwarded_path, parse_proxy_path, resolve_dot_segments, upstream_path_and_query, EscapedSlashes,
 };
+use gateway::selector::PickPolicy;
 use gateway::service::ServiceTable;
 use proptest::prelude::*;
 
@@ -175,7 +176,7 @@ proptest! {
             if let Some(service) = table.get(route.service) {
                 prop_assert_eq!(service.name.as_str(), route.service);
                 for _ in 0..service.backends.len() {
-                    let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], None);
+                    let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], &PickPolicy::default());
                     let pick = pick.expect("all breakers are Closed");
                     prop_assert!(urls[route.service].contains(&service.backends[pick.index].url));
                 }
@@ -275,8 +276,8 @@ proptest! {
             prop_assert_eq!(route.service, name.as_str());
             let service = services.get(name).expect("a loaded service");
             for turn in 0..2 * backends.len() {
-                let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], None);
-                prop_assert_eq!(pick.map(|p| p.index), Some(turn % backends.len()));
+                let pick = service.selector.pick(&service.backends, service.selector.ticket(), &[], &PickPolicy::default());
+                prop_assert_eq!(pick.ok().map(|p| p.index), Some(turn % backends.len()));
             }
         }
     }

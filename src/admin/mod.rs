@@ -290,10 +290,17 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
                         "retry_in_ms": millis(snapshot.retry_in),
                         "last_transition": last_transition,
                         "health": health,
+                        "in_flight": backend.load.in_flight(),
+                        "concurrency_limit": backend.load.limit(),
+                        "latency_ewma_ms": backend.load.latency().map(millis),
                     })
                 })
                 .collect();
-            json!({"name": service.name, "backends": backends})
+            json!({
+                "name": service.name,
+                "queue_waiting": service.room.waiting(),
+                "backends": backends,
+            })
         })
         .collect();
     json!({"reload_error": reload_error, "services": services}).to_string()
@@ -310,6 +317,7 @@ mod tests {
     use crate::breaker::Outcome;
     use crate::clock::ManualClock;
     use crate::config::{parse_services, GatewayConfig, ServiceDefaults};
+    use crate::selector::PickPolicy;
     use std::path::Path;
 
     fn app() -> AdminApp {
@@ -388,12 +396,12 @@ mod tests {
         assert_eq!(
             body,
             concat!(
-                r#"{"reload_error":null,"services":[{"name":"a","backends":["#,
-                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null},"#,
+                r#"{"reload_error":null,"services":[{"name":"a","queue_waiting":0,"backends":["#,
+                r#"{"url":"http://127.0.0.1:1","state":"Closed","consecutive_failures":0,"successes":1,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null,"in_flight":0,"concurrency_limit":null,"latency_ewma_ms":null},"#,
                 r#"{"url":"http://127.0.0.1:2","state":"Open","consecutive_failures":0,"successes":0,"failures":3,"retry_in_ms":10000,"#,
-                r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0},"health":null}]},"#,
-                r#"{"name":"b","backends":["#,
-                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null}]}]}"#
+                r#""last_transition":{"from":"Closed","to":"Open","reason":"threshold reached","ms_ago":0},"health":null,"in_flight":0,"concurrency_limit":null,"latency_ewma_ms":null}]},"#,
+                r#"{"name":"b","queue_waiting":0,"backends":["#,
+                r#"{"url":"http://127.0.0.1:3","state":"Closed","consecutive_failures":0,"successes":0,"failures":0,"retry_in_ms":0,"last_transition":null,"health":null,"in_flight":0,"concurrency_limit":null,"latency_ewma_ms":null}]}]}"#
             )
         );
     }
@@ -412,7 +420,12 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(
                 a.selector
-                    .pick(&a.backends, a.selector.ticket(), &[], None)
+                    .pick(
+                        &a.backends,
+                        a.selector.ticket(),
+                        &[],
+                        &PickPolicy::default()
+                    )
                     .unwrap()
                     .index,
                 0

@@ -209,6 +209,42 @@ fn backend_metrics(
 
     let mut metric = family(
         encoder,
+        "gateway_upstream_in_flight",
+        "Requests of the service in flight to a backend now.",
+        MetricType::Gauge,
+    )?;
+    for (service, backend) in backends {
+        let labels = backend_labels(service, backend);
+        count_gauge(&mut metric, &labels, u64::from(backend.load.in_flight()))?;
+    }
+    let mut metric = family(
+        encoder,
+        "gateway_upstream_concurrency_limit",
+        "A backend's concurrency limit now (adaptive limits move); absent when it has none.",
+        MetricType::Gauge,
+    )?;
+    for (service, backend) in backends {
+        if let Some(limit) = backend.load.limit() {
+            count_gauge(
+                &mut metric,
+                &backend_labels(service, backend),
+                u64::from(limit),
+            )?;
+        }
+    }
+    let mut metric = family(
+        encoder,
+        "gateway_upstream_limit_reached",
+        "Times a backend's turn came while it was at its concurrency limit (not a failure).",
+        MetricType::Counter,
+    )?;
+    for (service, backend) in backends {
+        let labels = backend_labels(service, backend);
+        counter(&mut metric, &labels, backend.load.times_full())?;
+    }
+
+    let mut metric = family(
+        encoder,
         "gateway_breaker_transitions",
         "Breaker state changes, by from and to state.",
         MetricType::Counter,
@@ -287,6 +323,16 @@ fn service_metrics(encoder: &mut DescriptorEncoder, services: &[&Arc<Service>]) 
         let labels = vec![("service", service.name.as_str())];
         count_gauge(&mut metric, &labels, service.backends.len() as u64)?;
     }
+    let mut metric = family(
+        encoder,
+        "gateway_service_queue_waiting",
+        "Requests waiting in the service's queue now.",
+        MetricType::Gauge,
+    )?;
+    for service in services {
+        let labels = vec![("service", service.name.as_str())];
+        count_gauge(&mut metric, &labels, u64::from(service.room.waiting()))?;
+    }
     for (event, name, help) in [
         (
             ServiceEvent::Request,
@@ -312,6 +358,27 @@ fn service_metrics(encoder: &mut DescriptorEncoder, services: &[&Arc<Service>]) 
             ServiceEvent::RetryBudgetExhausted,
             "gateway_service_retry_budget_exhausted",
             "Failovers refused because the service's retry budget was spent.",
+        ),
+        (
+            ServiceEvent::Queued,
+            "gateway_service_queued",
+            "Requests that waited in the service's queue: every backend was at its limit.",
+        ),
+        (
+            ServiceEvent::Overloaded,
+            "gateway_service_overloaded",
+            "Requests answered 503 overloaded: every backend at its limit, the queue full or \
+             the wait over.",
+        ),
+        (
+            ServiceEvent::RateLimited,
+            "gateway_service_rate_limited",
+            "Requests answered 429: over the service's rate limit.",
+        ),
+        (
+            ServiceEvent::ClientRateLimited,
+            "gateway_service_client_rate_limited",
+            "Requests answered 429: over their client address's rate limit.",
         ),
     ] {
         let mut metric = family(encoder, name, help, MetricType::Counter)?;

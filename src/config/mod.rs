@@ -55,6 +55,8 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
+use crate::load::LoadSettings;
+use crate::rate_limit::RateLimitSettings;
 use crate::retry_budget::RetryBudgetSettings;
 use crate::routing::EscapedSlashes;
 
@@ -211,6 +213,10 @@ pub struct ServiceConfig {
     pub slow_start: Option<Duration>,
     /// What to do with `%2F`, `%5C` or `\` in a forwarded path.
     pub escaped_slashes: EscapedSlashes,
+    /// Concurrency limits, the waiting room, and how backends are picked.
+    pub load: LoadSettings,
+    /// The service's rate limit, as a whole and per client address.
+    pub rate_limits: RateLimitsConfig,
     /// The HTTP version spoken to its backends.
     pub protocol: UpstreamProtocol,
     /// Path prefixes that reach the service with the path unchanged (gRPC's
@@ -407,6 +413,19 @@ pub struct ServiceDefaults {
     pub slow_start: Option<Duration>,
     /// What to do with `%2F`, `%5C` or `\` in a forwarded path.
     pub escaped_slashes: EscapedSlashes,
+    /// Concurrency limits, the waiting room, and how backends are picked.
+    pub load: LoadSettings,
+    /// Rate limits.
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// A service's rate limits: `rate_limit` and `client_rate_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitsConfig {
+    /// All of the service's requests together.
+    pub service: Option<RateLimitSettings>,
+    /// Each client address's requests.
+    pub client: Option<RateLimitSettings>,
 }
 
 /// A configuration problem, naming the file, the service if any, and what is wrong.
@@ -684,6 +703,77 @@ mod tests {
     fn a_url_shared_by_two_services_with_the_same_settings_is_fine() {
         let services = parse("a: [\"http://localhost:1\"]\nb: [\"http://localhost:1\"]").unwrap();
         assert_eq!(services.len(), 2);
+    }
+
+    #[test]
+    fn load_and_rate_limit_settings_parse_with_their_defaults_and_refuse_nonsense() {
+        use crate::load::{ConcurrencyLimit, Picking, QueueSettings};
+        use crate::rate_limit::RateLimitSettings;
+        let services = parse(
+            "a:\n  backends: [\"http://127.0.0.1:1\"]\n  concurrency_limit: 50\n  \
+             queue_size: 100\n  queue_timeout: 250ms\n  load_balancing: least_requests\n  \
+             rate_limit: {requests_per_second: 100, burst: 300}\n  \
+             client_rate_limit: {requests_per_second: 10}\n\
+             b:\n  backends: [\"http://127.0.0.1:2\"]\n  concurrency_limit: adaptive\n  \
+             adaptive_limit_max: 64\n  load_balancing: peak_ewma\n\
+             c: [\"http://127.0.0.1:3\"]\n",
+        )
+        .unwrap();
+        let (a, b, c) = (&services[0], &services[1], &services[2]);
+        assert_eq!(a.load.limit, ConcurrencyLimit::Fixed(50));
+        assert_eq!(
+            a.load.queue,
+            QueueSettings {
+                size: 100,
+                timeout: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(a.load.picking, Picking::LeastRequests);
+        let limit = |requests_per_second, burst| {
+            Some(RateLimitSettings {
+                requests_per_second,
+                burst,
+            })
+        };
+        assert_eq!(a.rate_limits.service, limit(100, 300));
+        assert_eq!(
+            a.rate_limits.client,
+            limit(10, 10),
+            "burst defaults to the rate"
+        );
+        assert_eq!(b.load.limit, ConcurrencyLimit::Adaptive { min: 2, max: 64 });
+        assert_eq!(b.load.picking, Picking::PeakEwma);
+        assert_eq!(c.load, LoadSettings::default());
+        assert_eq!(c.load.limit, ConcurrencyLimit::Unlimited);
+        assert_eq!(c.load.picking, Picking::RoundRobin);
+        assert_eq!(c.rate_limits, RateLimitsConfig::default());
+        let service = |keys: &str| format!("s:\n  backends: [\"http://127.0.0.1:1\"]\n  {keys}\n");
+        for (keys, expected) in [
+            ("concurrency_limit: 0", "at least 1"),
+            ("concurrency_limit: lots", "neither a number nor `adaptive`"),
+            (
+                "adaptive_limit_max: 5",
+                "need `concurrency_limit: adaptive`",
+            ),
+            (
+                "concurrency_limit: adaptive\n  adaptive_limit_min: 10\n  adaptive_limit_max: 5",
+                "at most adaptive_limit_max",
+            ),
+            (
+                "queue_timeout: 0s",
+                "queue_timeout must be longer than zero",
+            ),
+            ("load_balancing: random", "unknown variant"),
+            ("rate_limit: {requests_per_second: 0}", "at least 1"),
+            (
+                "client_rate_limit: {requests_per_second: 10, burst: 5}",
+                "client_rate_limit.burst (5) must be at least requests_per_second (10)",
+            ),
+            ("rate_limit: {rps: 10}", "unknown field"),
+        ] {
+            let message = error(&service(keys));
+            assert!(message.contains(expected), "{keys}: {message}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ use super::tls::{load_ca, load_client_certificate};
 use super::units::{ConfigDuration, ConfigSize};
 use super::*;
 use crate::failure_rate::FailureRate;
+use crate::load::{ConcurrencyLimit, LoadSettings, Picking};
+use crate::rate_limit::RateLimitSettings;
 use crate::resolver::Resolver;
 use crate::routing::{EscapedSlashes, PROXY_PREFIX};
 
@@ -189,6 +191,8 @@ fn parse_service(
         health_check: settings.health_check,
         slow_start: settings.slow_start,
         escaped_slashes: settings.escaped_slashes,
+        load: settings.load,
+        rate_limits: settings.rate_limits,
         protocol,
         path_prefixes,
     })
@@ -413,7 +417,54 @@ pub(super) struct RawOverrides {
     slow_start: Option<ConfigDuration>,
     health_check: Option<RawHealthCheck>,
     escaped_slashes: Option<EscapedSlashes>,
+    concurrency_limit: Option<RawConcurrencyLimit>,
+    adaptive_limit_min: Option<u32>,
+    adaptive_limit_max: Option<u32>,
+    queue_size: Option<u32>,
+    queue_timeout: Option<ConfigDuration>,
+    load_balancing: Option<Picking>,
+    rate_limit: Option<RawRateLimit>,
+    client_rate_limit: Option<RawRateLimit>,
 }
+
+/// `concurrency_limit:` as written: a number, or `adaptive`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawConcurrencyLimit {
+    Fixed(u32),
+    Named(String),
+}
+
+/// `rate_limit:` or `client_rate_limit:`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    requests_per_second: u32,
+    burst: Option<u32>,
+}
+
+impl RawRateLimit {
+    fn settings(self, key: &str) -> Result<RateLimitSettings, String> {
+        let burst = self.burst.unwrap_or(self.requests_per_second);
+        if self.requests_per_second == 0 {
+            return Err(format!("{key}.requests_per_second must be at least 1"));
+        }
+        if burst < self.requests_per_second {
+            return Err(format!(
+                "{key}.burst ({burst}) must be at least requests_per_second ({})",
+                self.requests_per_second
+            ));
+        }
+        Ok(RateLimitSettings {
+            requests_per_second: self.requests_per_second,
+            burst,
+        })
+    }
+}
+
+/// The adaptive limit's bounds when not configured.
+const ADAPTIVE_MIN: u32 = 2;
+const ADAPTIVE_MAX: u32 = 1000;
 
 /// `health_check:`, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -506,6 +557,52 @@ fn status_range(value: &Value) -> Result<(u16, u16), String> {
     range.filter(|(low, high)| low <= high).ok_or_else(|| {
         format!("health_check.expect_status \"{text}\" is not a status or a range like 200-399")
     })
+}
+
+/// `concurrency_limit` and the adaptive bounds over `base`.
+fn load_settings(
+    base: LoadSettings,
+    limit: Option<RawConcurrencyLimit>,
+    bounds: (Option<u32>, Option<u32>),
+) -> Result<LoadSettings, String> {
+    let mut out = base;
+    match limit {
+        None => {}
+        Some(RawConcurrencyLimit::Fixed(0)) => {
+            return Err("concurrency_limit must be at least 1 (or `adaptive`)".to_owned())
+        }
+        Some(RawConcurrencyLimit::Fixed(n)) => out.limit = ConcurrencyLimit::Fixed(n),
+        Some(RawConcurrencyLimit::Named(word)) if word == "adaptive" => {
+            out.limit = ConcurrencyLimit::Adaptive {
+                min: ADAPTIVE_MIN,
+                max: ADAPTIVE_MAX,
+            }
+        }
+        Some(RawConcurrencyLimit::Named(word)) => {
+            return Err(format!(
+                "concurrency_limit \"{word}\" is neither a number nor `adaptive`"
+            ))
+        }
+    }
+    match (out.limit, bounds) {
+        (_, (None, None)) => {}
+        (ConcurrencyLimit::Adaptive { min, max }, (low, high)) => {
+            let (min, max) = (low.unwrap_or(min), high.unwrap_or(max));
+            if min == 0 || min > max {
+                return Err(format!(
+                    "adaptive_limit_min ({min}) must be at least 1 and at most adaptive_limit_max ({max})"
+                ));
+            }
+            out.limit = ConcurrencyLimit::Adaptive { min, max };
+        }
+        _ => {
+            return Err(
+                "adaptive_limit_min and adaptive_limit_max need `concurrency_limit: adaptive`"
+                    .to_owned(),
+            )
+        }
+    }
+    Ok(out)
 }
 
 /// `50%` (or `50`) as a whole percent from 1 to 100.
@@ -610,6 +707,26 @@ impl RawOverrides {
         }
         if let Some(raw) = self.health_check {
             out.health_check = Some(raw.settings()?);
+        }
+        out.load = load_settings(
+            out.load,
+            self.concurrency_limit,
+            (self.adaptive_limit_min, self.adaptive_limit_max),
+        )?;
+        if let Some(size) = self.queue_size {
+            out.load.queue.size = size;
+        }
+        if let Some(d) = positive("queue_timeout", self.queue_timeout)? {
+            out.load.queue.timeout = d;
+        }
+        if let Some(picking) = self.load_balancing {
+            out.load.picking = picking;
+        }
+        if let Some(raw) = self.rate_limit {
+            out.rate_limits.service = Some(raw.settings("rate_limit")?);
+        }
+        if let Some(raw) = self.client_rate_limit {
+            out.rate_limits.client = Some(raw.settings("client_rate_limit")?);
         }
         if let Some(max) = out.breaker.open_timeout_max {
             if max < out.breaker.open_timeout {

@@ -5,9 +5,9 @@
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
-//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); resolves dot segments and escaped slashes (400 above the root, or an escaped slash refused); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
+//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); rate limits (429 + `Retry-After`); resolves dot segments and escaped slashes (400 above the root, or an escaped slash refused); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
-//! | `upstream_peer`             | picks a backend (breaker-filtered round-robin); 503 when all are open |
+//! | `upstream_peer`             | picks a backend (filtered by breakers and concurrency limits; round-robin or latency-aware), waiting in the service's queue when all are full; 503 when all are open or overloaded |
 //! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
 //! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline (HTTP/1 and HTTP/2 upstreams) |
 //! | `upstream_response_filter`  | remembers the backend's status; one `Content-Length` of identical repeats |
@@ -24,7 +24,8 @@
 //! way (client gone, task dropped) drops it, which is neutral and frees a Half-Open probe slot.
 //!
 //! The hooks stay here; what they call is split by phase, each in a module of its own:
-//! `route` (the head checks and routing), `forward` (the peer, the forwarded headers, the
+//! `route` (the head checks, routing and rate limits), `pick` (the backend, and the queue),
+//! `forward` (the peer, the forwarded headers, the
 //! `100 Continue`), `settle` (an attempt's outcome, the error reply) and `observe` (the
 //! access-log record).
 
@@ -44,6 +45,7 @@ use pingora_proxy::{
 
 use crate::config::HeaderLimits;
 use crate::config::LogFormat;
+use crate::load::Overflow;
 use crate::request_id::RequestId;
 use crate::retry_budget::Spend;
 use crate::routing;
@@ -55,6 +57,7 @@ use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
 
 mod forward;
 mod observe;
+mod pick;
 mod route;
 mod settle;
 
@@ -175,13 +178,20 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// Records how the attempt ended in its backend's breaker and metrics.
+    /// Records how the attempt ended in its backend's breaker, metrics and load (a latency
+    /// sample, when the outcome says how long the backend took), and frees its slot.
     fn settle(self, service: &Service, outcome: AttemptOutcome) {
+        let elapsed = self.started.elapsed();
         service.backends[self.pick.index]
             .stats
-            .record(outcome, self.started.elapsed());
+            .record(outcome, elapsed);
         if let Some(outcome) = outcome.breaker_outcome() {
             self.pick.permit.record(outcome);
+        }
+        if let Some(slot) = self.pick.slot {
+            if outcome.measures_backend_latency() {
+                slot.finish(elapsed);
+            }
         }
     }
 }
@@ -277,6 +287,9 @@ enum Refusal {
     NoBackendLeft,
     /// The service's total timeout ended before another attempt could start.
     DeadlinePassed,
+    /// Every backend that could take it is at its concurrency limit, and the waiting room was
+    /// full or the wait ran out: 503.
+    Overloaded(Overflow),
 }
 
 #[async_trait]
@@ -321,7 +334,14 @@ impl ProxyHttp for GatewayProxy {
             Err(reply) => reply,
         };
         let request = session.req_header();
-        log::info!(
+        // A flood over a rate limit is counted, not logged line by line.
+        let level = if reply.status == 429 {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "answered {} to {} {}, request id {}",
             reply.status,
             request.method,
@@ -399,33 +419,30 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(HTTPStatus(504), "the total timeout ended");
         }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
-        match service
-            .selector
-            .pick(&service.backends, ticket, tried, service.slow_start)
-        {
-            Some(pick) => {
+        match pick::pick(service, ticket, tried, now + remaining).await {
+            Ok(pick) => {
+                // The pick may have waited in the queue: the attempt starts now.
+                let started = Instant::now();
+                let remaining = remaining.saturating_sub(started.saturating_duration_since(now));
                 let upgrade = session.is_upgrade_req();
                 let peer =
                     upstream_peer(&service.backends[pick.index], service, remaining, upgrade);
                 *last_backend = Some(pick.index);
-                *attempt = Some(Attempt { pick, started: now });
+                *attempt = Some(Attempt { pick, started });
                 *attempts += 1;
-                upstream_started.get_or_insert(now);
+                upstream_started.get_or_insert(started);
                 Ok(Box::new(peer))
             }
-            None if service.backends.is_empty() => {
-                *refusal = Some(Refusal::NoBackends);
-                service.stats.count(ServiceEvent::NoBackends);
-                Error::e_explain(HTTPStatus(503), "the service has no backends")
-            }
-            None if tried.is_empty() => {
-                *refusal = Some(Refusal::AllOpen);
-                service.stats.count(ServiceEvent::AllOpen);
-                Error::e_explain(HTTPStatus(503), "every backend's breaker is open")
-            }
-            None => {
-                *refusal = Some(Refusal::NoBackendLeft);
-                Error::e_explain(HTTPStatus(502), "no backend left to try")
+            Err(why) => {
+                *refusal = Some(why);
+                let (status, explain) = match why {
+                    Refusal::NoBackends => (503, "the service has no backends"),
+                    Refusal::AllOpen => (503, "every backend's breaker is open"),
+                    Refusal::Overloaded(_) => (503, "every backend is at its concurrency limit"),
+                    Refusal::NoBackendLeft => (502, "no backend left to try"),
+                    Refusal::DeadlinePassed => (504, "the total timeout ended"),
+                };
+                Error::e_explain(HTTPStatus(status), explain)
             }
         }
     }
@@ -627,10 +644,14 @@ impl ProxyHttp for GatewayProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestContext, e: &Error) -> bool {
-        // Failing fast while every breaker is open is the breaker working, a service without
+        // Failing fast while every breaker is open is the breaker working, refusing over the
+        // concurrency limits is the limits working (both counted), a service without
         // backends is logged by discovery, and a client that hangs up is the client's
         // business: none is a gateway error worth an ERROR line per request.
-        if matches!(ctx.refusal, Some(Refusal::AllOpen | Refusal::NoBackends)) {
+        if matches!(
+            ctx.refusal,
+            Some(Refusal::AllOpen | Refusal::NoBackends | Refusal::Overloaded(_))
+        ) {
             return true;
         }
         let gone = client_gone(e);

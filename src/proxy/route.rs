@@ -1,5 +1,5 @@
 //! Checking and routing a request head: the strict head checks, the service its path names
-//! (or the prefix it falls under), the path its backend will receive, the body limit by
+//! (or the prefix it falls under), its rate limits, the path its backend will receive, the body limit by
 //! `Content-Length`, and the `Expect` the gateway answers itself.
 
 use std::borrow::Cow;
@@ -11,6 +11,7 @@ use pingora_proxy::Session;
 
 use super::{GatewayProxy, RequestContext};
 use crate::edge::head::{check_head, HeadRejection};
+use crate::rate_limit::RateLimited;
 use crate::reply::ErrorReply;
 use crate::routing::{self, PathRefusal, RouteError};
 use crate::telemetry::metrics::ServiceEvent;
@@ -62,6 +63,19 @@ impl GatewayProxy {
                 return Err(ErrorReply::missing_service());
             }
         };
+        if !service.rate_limits.is_empty() {
+            let client = session
+                .client_addr()
+                .and_then(|addr| addr.as_inet())
+                .map(|addr| addr.ip());
+            if let Err((which, after)) = service.rate_limits.admit(client) {
+                service.stats.count(match which {
+                    RateLimited::Service => ServiceEvent::RateLimited,
+                    RateLimited::Client => ServiceEvent::ClientRateLimited,
+                });
+                return Err(ErrorReply::rate_limited(&service.name, which, after));
+            }
+        }
         ctx.resolved_rest = match routing::forwarded_path(rest, service.escaped_slashes, within) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(resolved)) => Some(resolved),

@@ -70,6 +70,19 @@ impl AttemptOutcome {
         }
     }
 
+    /// Whether it took as long as it did because of the backend: a latency sample for its load
+    /// (a refused connect is fast and says nothing of how it serves; a cancelled or cut one
+    /// ended on the gateway's side).
+    pub(crate) fn measures_backend_latency(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Success
+                | AttemptOutcome::Timeout
+                | AttemptOutcome::ServerError
+                | AttemptOutcome::BrokenResponse
+        )
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -136,16 +149,29 @@ pub enum ServiceEvent {
     Retry,
     /// Not failed over because the retry budget was spent.
     RetryBudgetExhausted,
+    /// Waited in the service's queue because every backend was at its concurrency limit.
+    Queued,
+    /// Answered 503 because every backend was at its concurrency limit and the queue was full
+    /// or the wait ran out.
+    Overloaded,
+    /// Answered 429: over the service's rate limit.
+    RateLimited,
+    /// Answered 429: over its client address's rate limit.
+    ClientRateLimited,
 }
 
 impl ServiceEvent {
     /// Every event, in the order they are stored.
-    pub(crate) const ALL: [ServiceEvent; 5] = [
+    pub(crate) const ALL: [ServiceEvent; 9] = [
         ServiceEvent::Request,
         ServiceEvent::AllOpen,
         ServiceEvent::NoBackends,
         ServiceEvent::Retry,
         ServiceEvent::RetryBudgetExhausted,
+        ServiceEvent::Queued,
+        ServiceEvent::Overloaded,
+        ServiceEvent::RateLimited,
+        ServiceEvent::ClientRateLimited,
     ];
 }
 
