@@ -31,6 +31,27 @@ pub(crate) struct Shared {
     pub(crate) seed: AtomicU64,
     /// Requests served by the process, for `--fail-every`.
     pub(crate) requests: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once
+    /// (`X-Mock-Peak-In-Flight`): how much load the gateway let through.
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) peak_in_flight: AtomicU64,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What one connection's requests know about the mock.
@@ -50,6 +71,7 @@ pub(crate) async fn answer(request: Request<Incoming>, mock: Mock) -> io::Result
     if websocket::wants_upgrade(&request) {
         return websocket::accept(request);
     }
+    let _in_flight = InFlight::enter(shared);
     let (parts, body) = request.into_parts();
     let received = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let reused = mock.answered.fetch_add(1, Ordering::Relaxed) > 0;
@@ -112,6 +134,10 @@ pub(crate) async fn answer(request: Request<Incoming>, mock: Mock) -> io::Result
         .header("x-mock-method", parts.method.as_str())
         .header("x-mock-path", path)
         .header("x-mock-protocol", protocol)
+        .header(
+            "x-mock-peak-in-flight",
+            shared.peak_in_flight.load(Ordering::SeqCst),
+        )
         .body(Frames::paced(Bytes::from(body), behaviour.slow_body))
         .map_err(io::Error::other)?;
     let headers = response.headers_mut();

@@ -3,8 +3,9 @@
 //!
 //! Every request gets `200 Hello from <port>` (or `--status N`) followed by the request body,
 //! plus headers that tell what arrived: `X-Mock-Port`, `X-Mock-Method`, `X-Mock-Path` (the
-//! request target), `X-Mock-Protocol` (`h1` or `h2`) and `X-Echo-<name>` for every request
-//! header (names in lower case, as hyper gives them). Flags make it misbehave on purpose:
+//! request target), `X-Mock-Protocol` (`h1` or `h2`), `X-Mock-Peak-In-Flight` (the most
+//! requests it was ever answering at once) and `X-Echo-<name>` for every request header (names
+//! in lower case, as hyper gives them). Flags make it misbehave on purpose:
 //!
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
@@ -191,6 +192,8 @@ async fn run(bind: &str, port: u16, behaviour: Behaviour) -> io::Result<()> {
         started: Instant::now(),
         seed: AtomicU64::new(time_seed()),
         requests: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        peak_in_flight: AtomicU64::new(0),
     });
     for connection in 1.. {
         let Ok((tcp, _)) = listener.accept().await else {

@@ -25,8 +25,11 @@
 //! or two.
 //!
 //! Latency is also kept as a *peak EWMA* (Finagle's and Linkerd's): a sample above the average
-//! replaces it at once, one below pulls it down by a tenth. Latency-aware picking scores a
-//! backend by it times its requests in flight plus one.
+//! replaces it at once, one below pulls it down by a tenth, and it decays with time (by `e`
+//! every `LATENCY_DECAY`) while no sample comes, so a backend that was slow once is tried again
+//! in time instead of being shunned for ever. Latency-aware picking scores a backend by it
+//! times its requests in flight plus one; a backend without a sample yet counts as
+//! `UNSAMPLED_LATENCY`.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -98,6 +101,17 @@ pub struct LoadSettings {
 
 /// The limit an adaptive backend starts with (within its bounds).
 const ADAPTIVE_INITIAL: f64 = 20.0;
+/// A latency average fades by `e` over this long without a sample.
+const LATENCY_DECAY: Duration = Duration::from_secs(10);
+/// What a backend's latency counts as before its first sample.
+const UNSAMPLED_LATENCY: Duration = Duration::from_millis(10);
+
+/// Microseconds from the process's first use of this to `at` (zero before it).
+fn since_epoch(at: Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
 
 /// One backend's load, as one service sends it requests.
 #[derive(Debug)]
@@ -107,6 +121,8 @@ pub struct BackendLoad {
     limit: AtomicU32,
     /// Peak EWMA of attempt latency, in microseconds; `0` before the first sample.
     latency_micros: AtomicU64,
+    /// When that was last sampled, in microseconds since [`epoch`].
+    sampled_at: AtomicU64,
     /// Times its turn came while it was full.
     full: AtomicU64,
     /// The adaptive limit's state, when the limit is adaptive.
@@ -130,6 +146,7 @@ impl BackendLoad {
             in_flight: AtomicU32::new(0),
             limit: AtomicU32::new(initial),
             latency_micros: AtomicU64::new(0),
+            sampled_at: AtomicU64::new(0),
             full: AtomicU64::new(0),
             adaptive,
             room,
@@ -168,38 +185,54 @@ impl BackendLoad {
         self.full.load(Ordering::Relaxed)
     }
 
-    /// The peak EWMA of its latency; `None` before the first sample.
-    pub fn latency(&self) -> Option<Duration> {
-        let micros = self.latency_micros.load(Ordering::Relaxed);
+    /// The peak EWMA of its latency as of `now`; `None` before the first sample.
+    pub fn latency(&self, now: Instant) -> Option<Duration> {
+        let micros = self.latency_micros_at(since_epoch(now));
         (micros > 0).then(|| Duration::from_micros(micros))
     }
 
-    /// How a latency-aware pick ranks it: lower is better.
-    pub(crate) fn score(&self, picking: Picking) -> u64 {
+    /// The EWMA in µs, decayed to `now` (µs since the epoch); `0` before the first sample.
+    fn latency_micros_at(&self, now: u64) -> u64 {
+        let micros = self.latency_micros.load(Ordering::Relaxed);
+        let quiet = now.saturating_sub(self.sampled_at.load(Ordering::Relaxed));
+        if micros == 0 || quiet == 0 {
+            return micros;
+        }
+        let decay = (-(quiet as f64) / LATENCY_DECAY.as_micros() as f64).exp();
+        ((micros as f64 * decay) as u64).max(1)
+    }
+
+    /// How a latency-aware pick made at `now` ranks it: lower is better.
+    pub(crate) fn score(&self, picking: Picking, now: Instant) -> u64 {
         let in_flight = u64::from(self.in_flight());
         match picking {
             Picking::RoundRobin => 0,
             Picking::LeastRequests => in_flight,
-            Picking::PeakEwma => self
-                .latency_micros
-                .load(Ordering::Relaxed)
-                .saturating_mul(in_flight + 1),
+            Picking::PeakEwma => {
+                let micros = match self.latency_micros_at(since_epoch(now)) {
+                    0 => UNSAMPLED_LATENCY.as_micros() as u64,
+                    micros => micros,
+                };
+                micros.saturating_mul(in_flight + 1)
+            }
         }
     }
 
-    /// Takes one attempt's latency: the peak EWMA, and the adaptive limit's window.
-    /// A lost update under a race only loses a sample of an estimate.
+    /// Takes one attempt's latency, ending `at`: the peak EWMA, and the adaptive limit's
+    /// window. A lost update under a race only loses a sample of an estimate.
     fn sample(&self, latency: Duration, at: Instant) {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let old = self.latency_micros.load(Ordering::Relaxed);
+        let at_micros = since_epoch(at);
+        let old = self.latency_micros_at(at_micros);
         let new = if micros >= old || old == 0 {
             micros
         } else {
             old - (old - micros) / 10
         };
         self.latency_micros.store(new, Ordering::Relaxed);
+        self.sampled_at.store(at_micros, Ordering::Relaxed);
         if let Some(adaptive) = &self.adaptive {
             let mut gradient = adaptive.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(limit) = gradient.sample(micros as f64, self.in_flight(), at) {
@@ -420,6 +453,8 @@ mod tests {
         c.finish(Duration::from_millis(5));
         assert_eq!(load.in_flight(), 0);
         assert_eq!(load.limit(), Some(2));
+        let latency = load.latency(Instant::now()).unwrap();
+        assert!(latency > Duration::from_micros(4900), "{latency:?}");
         let (unlimited, _) = backend(ConcurrencyLimit::Unlimited);
         let slots: Vec<_> = (0..1000).map(|_| unlimited.try_take().unwrap()).collect();
         assert_eq!((unlimited.in_flight(), unlimited.limit()), (1000, None));
@@ -428,18 +463,27 @@ mod tests {
     }
 
     #[test]
-    fn peak_ewma_jumps_up_at_once_and_decays_by_a_tenth() {
+    fn peak_ewma_jumps_up_at_once_decays_by_a_tenth_and_fades_with_time() {
         let (load, _) = backend(ConcurrencyLimit::Unlimited);
-        assert_eq!(load.latency(), None);
-        load.try_take().unwrap().finish(Duration::from_millis(10));
-        assert_eq!(load.latency(), Some(Duration::from_millis(10)));
-        load.try_take().unwrap().finish(Duration::from_millis(1000));
-        assert_eq!(load.latency(), Some(Duration::from_millis(1000)));
-        load.try_take().unwrap().finish(Duration::from_millis(100));
-        assert_eq!(load.latency(), Some(Duration::from_millis(910)));
+        let t = Instant::now();
+        assert_eq!(load.latency(t), None);
+        assert_eq!(load.score(Picking::PeakEwma, t), 10_000, "unsampled: 10 ms");
+        load.sample(Duration::from_millis(10), t);
+        assert_eq!(load.latency(t), Some(Duration::from_millis(10)));
+        load.sample(Duration::from_millis(1000), t);
+        assert_eq!(load.latency(t), Some(Duration::from_millis(1000)));
+        load.sample(Duration::from_millis(100), t);
+        assert_eq!(load.latency(t), Some(Duration::from_millis(910)));
         let _out = load.try_take().unwrap();
-        assert_eq!(load.score(Picking::PeakEwma), 2 * 910_000);
-        assert_eq!(load.score(Picking::LeastRequests), 1);
+        assert_eq!(load.score(Picking::PeakEwma, t), 2 * 910_000);
+        assert_eq!(load.score(Picking::LeastRequests, t), 1);
+        assert_eq!(load.score(Picking::RoundRobin, t), 0);
+        // Quiet for one decay time: down by e.
+        let later = load.latency(t + LATENCY_DECAY).unwrap().as_millis();
+        assert!((333..=336).contains(&later), "{later}");
+        // A slot's latency is a sample too.
+        load.try_take().unwrap().finish(Duration::from_secs(5));
+        assert!(load.latency(Instant::now()).unwrap() >= Duration::from_millis(4900));
     }
 
     /// Feeds `windows` windows of `WINDOW_SAMPLES` samples of `micros`, each sample ending with

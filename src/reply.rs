@@ -196,10 +196,11 @@ impl ErrorReply {
     }
 
     /// 503: every backend that could take the request is at its concurrency limit, and the
-    /// service's waiting room was full or the wait ran out (`why`). `Retry-After: 1`: slots
-    /// free as fast as the backends answer.
-    pub(crate) fn overloaded(service: &str, why: Overflow) -> Self {
+    /// service's waiting room was full (or it has none) or the wait ran out (`why`).
+    /// `Retry-After: 1`: slots free as fast as the backends answer.
+    pub(crate) fn overloaded(service: &Service, why: Overflow) -> Self {
         let why = match why {
+            Overflow::QueueFull if service.load.queue.size == 0 => "and it queues no requests",
             Overflow::QueueFull => "and its queue is full",
             Overflow::TimedOut => "and no slot freed within its queue_timeout",
         };
@@ -209,8 +210,9 @@ impl ErrorReply {
                 503,
                 "overloaded",
                 &format!(
-                    "every backend of service \"{service}\" has as many requests as it may \
-                     take, {why}; retry shortly"
+                    "every backend of service \"{}\" has as many requests as it may take, \
+                     {why}; retry shortly",
+                    service.name
                 ),
             )
         }

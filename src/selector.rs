@@ -201,10 +201,11 @@ fn would_admit(breaker: &Breaker) -> bool {
 /// Every index, lowest load score first, ties in rotation order from `start`.
 fn ranked<B: Guarded>(backends: &[B], start: usize, picking: Picking) -> Vec<usize> {
     let len = backends.len();
+    let now = std::time::Instant::now();
     let mut order: Vec<(u64, usize)> = (0..len)
         .map(|step| {
             let index = (start + step) % len;
-            let score = backends[index].load().map_or(0, |l| l.score(picking));
+            let score = backends[index].load().map_or(0, |l| l.score(picking, now));
             (score, index)
         })
         .collect();

@@ -30,7 +30,7 @@ mod prometheus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
@@ -292,7 +292,7 @@ fn status_json(services: &ServiceTable, reload_error: Option<String>) -> String 
                         "health": health,
                         "in_flight": backend.load.in_flight(),
                         "concurrency_limit": backend.load.limit(),
-                        "latency_ewma_ms": backend.load.latency().map(millis),
+                        "latency_ewma_ms": backend.load.latency(Instant::now()).map(millis),
                     })
                 })
                 .collect();

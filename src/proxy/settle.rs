@@ -74,8 +74,8 @@ pub(super) fn error_reply(e: &Error, ctx: &RequestContext) -> Option<ErrorReply>
     match (ctx.refusal, service) {
         (Some(Refusal::AllOpen), Some(service)) => return Some(ErrorReply::all_open(service)),
         (Some(Refusal::NoBackends), _) => return Some(ErrorReply::no_backends(service_name)),
-        (Some(Refusal::Overloaded(why)), _) => {
-            return Some(ErrorReply::overloaded(service_name, why))
+        (Some(Refusal::Overloaded(why)), Some(service)) => {
+            return Some(ErrorReply::overloaded(service, why))
         }
         (Some(Refusal::DeadlinePassed), _) => {
             return Some(ErrorReply::gateway_timeout(service_name))
