@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the per-request hot path: breaker admission and recording (also with
 //! failure-rate ejection on), the
 //! selector's pick over 2, 10 and 100 backends (alone, and with every core picking from the
-//! same service at once), and route parsing. `cargo bench --bench hot_path`.
+//! same service at once), the same with each backend's load tracked (unlimited, limited,
+//! least-requests, peak EWMA), a rate limit's admission, and route parsing.
+//! `cargo bench --bench hot_path`.
 //!
 //! That the same paths make no heap allocation is asserted in `tests/allocations.rs`; this
 //! benchmark prints the count too, with the same counting allocator.
@@ -19,8 +21,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
 use gateway::failure_rate::FailureRate;
+use gateway::load::{BackendLoad, ConcurrencyLimit, Picking, WaitingRoom};
+use gateway::rate_limit::{RateLimitSettings, RateLimits};
 use gateway::routing::{parse_proxy_path, upstream_path_and_query};
-use gateway::selector::{PickPolicy, RoundRobin};
+use gateway::selector::{Guarded, PickPolicy, RoundRobin};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -57,6 +61,43 @@ fn select_once(rotation: &Rotation) {
         .expect("a backend");
     black_box(pick.index);
     pick.permit.record(Outcome::Success);
+}
+
+/// A backend as a service holds it: its breaker and its load.
+struct Tracked {
+    breaker: Arc<Breaker>,
+    load: Arc<BackendLoad>,
+}
+
+impl Guarded for Tracked {
+    fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+    fn load(&self) -> Option<&Arc<BackendLoad>> {
+        Some(&self.load)
+    }
+}
+
+fn tracked(backends: usize, limit: ConcurrencyLimit) -> Vec<Tracked> {
+    let room = Arc::new(WaitingRoom::default());
+    (0..backends)
+        .map(|i| Tracked {
+            breaker: breaker(&format!("http://b{i}:1")),
+            load: Arc::new(BackendLoad::new(limit, room.clone())),
+        })
+        .collect()
+}
+
+/// One request's worth with loads tracked: pick, record, and the slot's latency sample.
+fn select_tracked(rr: &RoundRobin, backends: &[Tracked], policy: &PickPolicy) {
+    let pick = rr
+        .pick(backends, rr.ticket(), &[], policy)
+        .expect("a backend");
+    black_box(pick.index);
+    pick.permit.record(Outcome::Success);
+    if let Some(slot) = pick.slot {
+        slot.finish(Duration::from_micros(500));
+    }
 }
 
 /// Every core picks `iters` times from the same service; returns the slowest thread's time.
@@ -168,6 +209,63 @@ fn selector_benches(c: &mut Criterion) {
     }
     group.bench_function("uncontended/100, 99 open", |b| b.iter(|| select_once(&rr)));
     group.finish();
+
+    // The same with each backend's load tracked, as the gateway's backends always are.
+    let mut group = c.benchmark_group("selector/pick+record, load tracked");
+    for (name, limit, picking) in [
+        (
+            "unlimited",
+            ConcurrencyLimit::Unlimited,
+            Picking::RoundRobin,
+        ),
+        (
+            "limited",
+            ConcurrencyLimit::Fixed(1000),
+            Picking::RoundRobin,
+        ),
+        (
+            "adaptive",
+            ConcurrencyLimit::Adaptive {
+                min: 100,
+                max: 1000,
+            },
+            Picking::RoundRobin,
+        ),
+        (
+            "least_requests",
+            ConcurrencyLimit::Unlimited,
+            Picking::LeastRequests,
+        ),
+        ("peak_ewma", ConcurrencyLimit::Unlimited, Picking::PeakEwma),
+    ] {
+        for count in [2, 10] {
+            let (rr, backends) = (RoundRobin::default(), tracked(count, limit));
+            let policy = PickPolicy {
+                picking,
+                slow_start: None,
+            };
+            let allocations = count_allocations(|| {
+                (0..10_000).for_each(|_| select_tracked(&rr, &backends, &policy))
+            });
+            println!("{name}, {count} backends: {allocations} heap allocations in 10000 picks");
+            group.bench_function(BenchmarkId::new(name, count), |b| {
+                b.iter(|| select_tracked(&rr, &backends, &policy))
+            });
+        }
+    }
+    group.finish();
+
+    let limit = |requests_per_second| {
+        Some(RateLimitSettings {
+            requests_per_second,
+            burst: requests_per_second,
+        })
+    };
+    let limits = RateLimits::new(limit(u32::MAX / 2), limit(u32::MAX / 2));
+    let client = Some("10.1.2.3".parse().unwrap());
+    c.bench_function("rate_limit/admit, service and client", |b| {
+        b.iter(|| black_box(&limits).admit(black_box(client)))
+    });
 }
 
 fn routing_benches(c: &mut Criterion) {
