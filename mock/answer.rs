@@ -141,6 +141,9 @@ pub(crate) async fn answer(request: Request<Incoming>, mock: Mock) -> io::Result
         .body(Frames::paced(Bytes::from(body), behaviour.slow_body))
         .map_err(io::Error::other)?;
     let headers = response.headers_mut();
+    if let Some(seconds) = behaviour.retry_after {
+        headers.insert(http::header::RETRY_AFTER, seconds.into());
+    }
     for (name, value) in &parts.headers {
         if let Ok(echo) = HeaderName::try_from(format!("x-echo-{name}")) {
             headers.append(echo, value.clone());

@@ -10,7 +10,7 @@
 //! ```text
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
 //!              [--reset | --close | --hang] [--close-reused] [--flap-ms N] [--slow-head-ms N]
-//!              [--slow-body-ms N] [--body-bytes N]
+//!              [--slow-body-ms N] [--body-bytes N] [--retry-after N]
 //!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--h2] [--fail-health]
 //!              [--log] PORT
 //! ```
@@ -29,7 +29,8 @@
 //! starting healthy. `--slow-head-ms N` sends the response head a line at a time, N ms apart
 //! (and closes the connection after the answer);
 //! `--slow-body-ms N` sends the body in five parts, N ms apart. `--body-bytes N` pads every
-//! body with N dots (a large response).
+//! body with N dots (a large response). `--retry-after N` adds `Retry-After: N` to every answer
+//! (with `--status 503`: a replica that asks for N seconds of rest).
 //!
 //! `--h2` serves HTTP/2 instead (h2c with prior knowledge, or h2 over TLS), with a small gRPC
 //! service: see `grpc.rs`. The same flags apply to its answers.
@@ -69,7 +70,8 @@ const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--
                      [--fail-every N] \
                      [--delay-ms N] [--reset | --close | --hang] [--close-reused] [--flap-ms N] \
                      [--slow-head-ms N] \
-                     [--slow-body-ms N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
+                     [--slow-body-ms N] [--body-bytes N] [--retry-after N] \
+                     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
                      [--h2] [--fail-health] [--log] PORT";
 /// Request headers the mock reads before answering 431 (hyper's default is 100).
 const MAX_HEADERS: usize = 128;
@@ -97,6 +99,8 @@ struct Behaviour {
     slow_body: Option<Duration>,
     /// Pad every answer's body with this many bytes (`--body-bytes`).
     body_bytes: usize,
+    /// A `Retry-After` (seconds) on every answer (`--retry-after N`).
+    retry_after: Option<u64>,
     /// Print one line per request.
     log: bool,
     /// Answer 500 on `/healthz`.
@@ -329,6 +333,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         slow_head: None,
         slow_body: None,
         body_bytes: 0,
+        retry_after: None,
         log: false,
         fail_health: false,
         h2: false,
@@ -391,6 +396,13 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                 behaviour.body_bytes = value("--body-bytes")?
                     .parse()
                     .map_err(|_| "--body-bytes takes a number of bytes")?
+            }
+            "--retry-after" => {
+                behaviour.retry_after = Some(
+                    value("--retry-after")?
+                        .parse()
+                        .map_err(|_| "--retry-after takes a number of seconds")?,
+                )
             }
             "--log" => behaviour.log = true,
             "--fail-health" => behaviour.fail_health = true,

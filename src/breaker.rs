@@ -446,7 +446,7 @@ impl Breaker {
         }
     }
 
-    fn record(&self, generation: u64, probe: bool, outcome: Outcome) {
+    fn record(&self, generation: u64, probe: bool, outcome: Outcome, asked: Option<Duration>) {
         match outcome {
             Outcome::Success => self.successes.fetch_add(1, Ordering::Relaxed),
             Outcome::Failure => self.failures.fetch_add(1, Ordering::Relaxed),
@@ -476,23 +476,47 @@ impl Breaker {
                         word,
                         BreakerState::Open,
                         TransitionReason::ThresholdReached,
+                        asked,
                     );
                 } else if rate_reached {
-                    self.transition_from(word, BreakerState::Open, TransitionReason::FailureRate);
+                    self.transition_from(
+                        word,
+                        BreakerState::Open,
+                        TransitionReason::FailureRate,
+                        asked,
+                    );
                 }
             }
             (BreakerState::HalfOpen, Outcome::Success) if probe => {
-                self.transition_from(word, BreakerState::Closed, TransitionReason::Recovered);
+                self.transition_from(
+                    word,
+                    BreakerState::Closed,
+                    TransitionReason::Recovered,
+                    None,
+                );
             }
             (BreakerState::HalfOpen, Outcome::Failure) if probe => {
-                self.transition_from(word, BreakerState::Open, TransitionReason::ProbeFailed);
+                self.transition_from(
+                    word,
+                    BreakerState::Open,
+                    TransitionReason::ProbeFailed,
+                    asked,
+                );
             }
             _ => {}
         }
     }
 
     /// Moves from exactly `expected` to `to`; does nothing if another thread got there first.
-    fn transition_from(&self, expected: StateWord, to: BreakerState, reason: TransitionReason) {
+    /// Opening, the cooldown is the breaker's own, or what the backend `asked` for if that is
+    /// longer, up to [`Breaker::asked_cooldown_cap`].
+    fn transition_from(
+        &self,
+        expected: StateWord,
+        to: BreakerState,
+        reason: TransitionReason,
+        asked: Option<Duration>,
+    ) {
         let mut last = self.lock();
         if self.word.load(Ordering::Acquire) != expected.0 {
             return;
@@ -505,7 +529,10 @@ impl Breaker {
                 let cooldown = self.next_cooldown(reason, now);
                 self.cooldown_nanos
                     .store(duration_nanos(cooldown), Ordering::Relaxed);
-                self.set_next_probe_at(now + self.jittered(cooldown, generation));
+                let wait = asked.map_or(cooldown, |asked| {
+                    asked.clamp(cooldown, self.asked_cooldown_cap().max(cooldown))
+                });
+                self.set_next_probe_at(now + self.jittered(wait, generation));
             }
             BreakerState::Closed => self
                 .closed_since_nanos
@@ -591,6 +618,15 @@ impl Breaker {
         };
         self.publish(StateWord::new(to, false, word.generation() + 1));
         self.notify(&mut history, from, to, reason);
+    }
+
+    /// The longest cooldown a backend may ask for (`Retry-After` on a `503`): the growing
+    /// cooldown's cap when there is one, else six times `open_timeout` (a minute by default).
+    /// A backend cannot shorten its own cooldown, nor take itself out for longer than this.
+    pub fn asked_cooldown_cap(&self) -> Duration {
+        self.settings
+            .open_timeout_max
+            .unwrap_or_else(|| self.settings.open_timeout.saturating_mul(6))
     }
 
     /// The cooldown of the Open period that starts now, for `reason`.
@@ -750,7 +786,21 @@ impl Permit {
     /// Records what happened to the request.
     pub fn record(mut self, outcome: Outcome) {
         self.settled = true;
-        self.breaker.record(self.generation, self.probe, outcome);
+        self.breaker
+            .record(self.generation, self.probe, outcome, None);
+    }
+
+    /// Records a failure whose backend asked not to be sent more for `cooldown` (`Retry-After`
+    /// on a `503`): if this failure opens the breaker, it stays Open that long, within
+    /// [`Breaker::asked_cooldown_cap`] and never shorter than its own cooldown.
+    pub fn record_failure_asking(mut self, cooldown: Duration) {
+        self.settled = true;
+        self.breaker.record(
+            self.generation,
+            self.probe,
+            Outcome::Failure,
+            Some(cooldown),
+        );
     }
 }
 
@@ -1379,6 +1429,42 @@ mod tests {
             fail_probe(&f);
             assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
         }
+    }
+
+    #[test]
+    fn a_backend_may_ask_for_a_longer_cooldown_within_the_cap_and_never_a_shorter_one() {
+        let ask = |f: &Fixture, cooldown: Duration| {
+            f.breaker
+                .try_acquire()
+                .expect("admitted")
+                .record_failure_asking(cooldown)
+        };
+        // 25 s asked, the cap is 60 s (six open timeouts): 25 s.
+        let f = fixture(1);
+        ask(&f, Duration::from_secs(25));
+        assert_eq!(f.breaker.snapshot().retry_in, Duration::from_secs(25));
+        // A failed probe that asks for an hour gets the cap.
+        f.clock.advance(Duration::from_secs(25));
+        let probe = f.breaker.try_acquire().expect("probe");
+        probe.record_failure_asking(Duration::from_secs(3600));
+        assert_eq!(f.breaker.snapshot().retry_in, 6 * COOLDOWN);
+        // Asking for less than the cooldown changes nothing.
+        let f = fixture(1);
+        ask(&f, Duration::from_secs(1));
+        assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
+        // A failure that does not open the breaker asks for nothing.
+        let f = fixture(3);
+        ask(&f, Duration::from_secs(30));
+        assert_eq!(f.breaker.state(), BreakerState::Closed);
+        fail(&f.breaker, 2);
+        assert_eq!(f.breaker.snapshot().retry_in, COOLDOWN);
+        // With a growing cooldown, its cap bounds the ask, and the growth is unchanged.
+        let f = growing(Duration::from_secs(40));
+        fail(&f.breaker, 2);
+        ask(&f, Duration::from_secs(600));
+        assert_eq!(f.breaker.snapshot().retry_in, Duration::from_secs(40));
+        fail_probe(&f);
+        assert_eq!(f.breaker.snapshot().retry_in, 2 * COOLDOWN);
     }
 
     #[test]

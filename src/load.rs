@@ -116,6 +116,8 @@ fn since_epoch(at: Instant) -> u64 {
 /// One backend's load, as one service sends it requests.
 #[derive(Debug)]
 pub struct BackendLoad {
+    /// The limit as configured.
+    configured: ConcurrencyLimit,
     in_flight: AtomicU32,
     /// The current limit; `u32::MAX` for none.
     limit: AtomicU32,
@@ -143,6 +145,7 @@ impl BackendLoad {
             }
         };
         Self {
+            configured: limit,
             in_flight: AtomicU32::new(0),
             limit: AtomicU32::new(initial),
             latency_micros: AtomicU64::new(0),
@@ -168,6 +171,11 @@ impl BackendLoad {
                 None
             }
         }
+    }
+
+    /// The limit as configured (an adaptive one moves within it).
+    pub fn configured(&self) -> ConcurrencyLimit {
+        self.configured
     }
 
     /// Requests in flight now.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::breaker::{Breaker, TransitionObserver};
 use crate::clock::Clock;
 use crate::config::{
-    BackendConfig, BodyLimit, HealthCheckSettings, ServiceConfig, UpstreamProtocol,
+    BackendConfig, BodyLimit, HealthCheckSettings, RetryPolicy, ServiceConfig, UpstreamProtocol,
     UpstreamTimeouts, UpstreamTls,
 };
 use crate::health::BackendHealth;
@@ -73,6 +73,8 @@ pub struct Service {
     pub timeouts: UpstreamTimeouts,
     /// Bounds the service's failovers.
     pub retry_budget: RetryBudget,
+    /// Which answers, and which writes, may go on to another backend.
+    pub retry: RetryPolicy,
     /// Counts of what happened to the service's requests.
     pub stats: Arc<ServiceStats>,
     /// The largest request body it accepts.
@@ -139,6 +141,7 @@ impl ServiceTable {
             for backend in &service.backends {
                 let kept_backend = kept_service
                     .and_then(|kept| kept.backends.iter().find(|b| b.url == backend.url));
+                let limit = backend.concurrency_limit.unwrap_or(service.load.limit);
                 let name = names[&breaker_key(service, backend)].as_str();
                 let breaker = breakers
                     .entry(name)
@@ -169,11 +172,9 @@ impl ServiceTable {
                     stats: kept_backend.map_or_else(Default::default, |kept| kept.stats.clone()),
                     load: kept_backend
                         .map(|kept| &kept.load)
-                        .filter(|_| {
-                            kept_service.is_some_and(|k| k.load.limit == service.load.limit)
-                        })
+                        .filter(|kept| kept.configured() == limit)
                         .map_or_else(
-                            || Arc::new(BackendLoad::new(service.load.limit, room.clone())),
+                            || Arc::new(BackendLoad::new(limit, room.clone())),
                             Arc::clone,
                         ),
                 });
@@ -186,6 +187,7 @@ impl ServiceTable {
                     selector: RoundRobin::default(),
                     timeouts: service.timeouts,
                     retry_budget: RetryBudget::new(service.retry_budget, clock.clone()),
+                    retry: service.retry.clone(),
                     stats: kept_service.map_or_else(Default::default, |kept| kept.stats.clone()),
                     max_body: service.max_body,
                     tls: service.tls.clone(),
@@ -358,6 +360,64 @@ mod tests {
         assert!(!Arc::ptr_eq(
             &changed.get("a").unwrap().backends[0].breaker,
             &kept
+        ));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_requests_in_flight_queues_and_rate_counts_while_their_settings_stay() {
+        let defaults = ServiceDefaults::default();
+        let parse = |text| parse_services(Path::new("s.yaml"), text, &defaults).unwrap();
+        let build = |text, previous| {
+            ServiceTable::build(
+                &parse(text),
+                Arc::new(ManualClock::new()),
+                Arc::new(IgnoreTransitions),
+                previous,
+            )
+        };
+        let limited = "a:\n  backends: [\"http://127.0.0.1:1\"]\n  concurrency_limit: 1\n  \
+                       rate_limit: {requests_per_second: 1}\n";
+        let old = build(limited, None);
+        let old_a = old.get("a").unwrap();
+        let _held = old_a.backends[0].load.try_take().expect("a slot");
+        assert!(old_a.rate_limits.admit(None).is_ok());
+        // The same settings (another timeout): the slot held before still counts, and so do
+        // the rate limit's requests.
+        let same_settings = format!("{limited}  read_timeout: 5s\n");
+        let same = build(&same_settings, Some(&old));
+        let a = same.get("a").unwrap();
+        assert!(Arc::ptr_eq(&a.backends[0].load, &old_a.backends[0].load));
+        assert!(a.backends[0].load.try_take().is_none(), "still full");
+        assert!(Arc::ptr_eq(&a.room, &old_a.room));
+        assert!(a.rate_limits.admit(None).is_err(), "still over");
+        // A new limit starts a new count (the old table's requests free the old one); the
+        // waiting room stays the service's.
+        let changed = build(
+            "a:\n  backends: [\"http://127.0.0.1:1\"]\n  concurrency_limit: 2\n",
+            Some(&same),
+        );
+        let a2 = changed.get("a").unwrap();
+        assert!(!Arc::ptr_eq(&a2.backends[0].load, &a.backends[0].load));
+        assert_eq!(a2.backends[0].load.limit(), Some(2));
+        assert!(Arc::ptr_eq(&a2.room, &old_a.room));
+        assert!(a2.rate_limits.is_empty());
+        // A backend's own limit overrides its service's.
+        let own = build(
+            "a:\n  backends: [\"http://127.0.0.1:1\", {url: \"http://127.0.0.1:2\", \
+             concurrency_limit: 5}]\n  concurrency_limit: 2\n",
+            Some(&changed),
+        );
+        let limits: Vec<_> = own
+            .get("a")
+            .unwrap()
+            .backends
+            .iter()
+            .map(|b| b.load.limit())
+            .collect();
+        assert_eq!(limits, [Some(2), Some(5)]);
+        assert!(Arc::ptr_eq(
+            &own.get("a").unwrap().backends[0].load,
+            &a2.backends[0].load
         ));
     }
 

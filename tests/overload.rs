@@ -331,3 +331,58 @@ fn rate_limits_answer_429_with_retry_after_and_hold_a_flood_at_the_limit() {
         admitted as f64
     ));
 }
+
+#[test]
+fn an_adaptive_limit_shrinks_when_its_backend_slows_down_and_grows_back_when_it_recovers() {
+    let mut backend = Mock::start(&["--delay-ms", "5"]);
+    let gateway = Gateway::start(
+        &format!(
+            "adaptive:\n  backends: [\"{}\"]\n  concurrency_limit: adaptive\n  \
+             adaptive_limit_max: 200\n  queue_size: 500\n  queue_timeout: 10s\n  \
+             total_timeout: 20s\n  failure_threshold: 100000\n",
+            backend.url()
+        ),
+        "  status_log: false\n",
+    );
+    let series = backend_series(
+        "gateway_upstream_concurrency_limit",
+        "adaptive",
+        &backend,
+        "",
+    );
+    let limit = || gateway.metric(&series).expect("an adaptive limit");
+    assert_eq!(limit(), 20.0, "where it starts");
+    let load = BackgroundLoad::start(gateway.port, 40, "GET", "/v1/proxy/adaptive");
+    // Forty clients at a 5 ms backend: asked for more than it has, latency steady, it grows.
+    assert!(
+        wait_until(DEADLINE, || limit() >= 30.0),
+        "grew to {}",
+        limit()
+    );
+    // The backend turns sixty times slower: within seconds the limit is a fraction of that.
+    backend.restart(&["--delay-ms", "300"]);
+    let slowed = Instant::now();
+    assert!(
+        wait_until(DEADLINE, || limit() <= 12.0),
+        "shrank to {}",
+        limit()
+    );
+    eprintln!(
+        "adaptive limit down to {} {:?} after the slowdown",
+        limit(),
+        slowed.elapsed()
+    );
+    // It recovers: the limit grows again.
+    backend.restart(&["--delay-ms", "5"]);
+    assert!(
+        wait_until(DEADLINE, || limit() >= 20.0),
+        "regrew to {}",
+        limit()
+    );
+    let report = load.finish();
+    eprintln!(
+        "adaptive: {} requests, statuses {:?}",
+        report.total(),
+        report.statuses
+    );
+}

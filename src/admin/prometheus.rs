@@ -355,6 +355,12 @@ fn service_metrics(encoder: &mut DescriptorEncoder, services: &[&Arc<Service>]) 
             "Requests failed over to another backend after an attempt failed.",
         ),
         (
+            ServiceEvent::StatusRetry,
+            "gateway_service_status_retries",
+            "Of the failovers, those made because a backend answered with a status in \
+             retry_on_status (502, 503, 504 by default).",
+        ),
+        (
             ServiceEvent::RetryBudgetExhausted,
             "gateway_service_retry_budget_exhausted",
             "Failovers refused because the service's retry budget was spent.",

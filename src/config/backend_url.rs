@@ -40,6 +40,7 @@ pub(super) fn parse_target(url: &str) -> Result<BackendTarget, String> {
         port,
         authority: authority.to_owned(),
         path_prefix: path_prefix.to_owned(),
+        concurrency_limit: None,
     })
 }
 

@@ -55,7 +55,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::breaker::BreakerSettings;
-use crate::load::LoadSettings;
+use crate::load::{ConcurrencyLimit, LoadSettings};
 use crate::rate_limit::RateLimitSettings;
 use crate::retry_budget::RetryBudgetSettings;
 use crate::routing::EscapedSlashes;
@@ -217,6 +217,8 @@ pub struct ServiceConfig {
     pub load: LoadSettings,
     /// The service's rate limit, as a whole and per client address.
     pub rate_limits: RateLimitsConfig,
+    /// Retries on a backend's status, and of writes with an `Idempotency-Key`.
+    pub retry: RetryPolicy,
     /// The HTTP version spoken to its backends.
     pub protocol: UpstreamProtocol,
     /// Path prefixes that reach the service with the path unchanged (gRPC's
@@ -262,6 +264,8 @@ pub struct BackendTarget {
     pub authority: String,
     /// The path, without a trailing slash (often empty).
     pub path_prefix: String,
+    /// Its own `concurrency_limit`, overriding its service's.
+    pub concurrency_limit: Option<ConcurrencyLimit>,
 }
 
 /// The largest request body a service accepts, in bytes.
@@ -271,6 +275,29 @@ pub struct BodyLimit(pub u64);
 impl Default for BodyLimit {
     fn default() -> Self {
         Self(DEFAULT_MAX_BODY_BYTES)
+    }
+}
+
+/// When a request goes on to another backend although the attempt reached its backend: the
+/// statuses that send it on, and whether writes with an `Idempotency-Key` may go too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// A backend's answers with these statuses send a replayable request on to another
+    /// backend (`retry_on_status`).
+    pub on_status: Vec<u16>,
+    /// A `POST` or `PATCH` with an `Idempotency-Key` header is replayable like an idempotent
+    /// request (`retry_idempotency_key`).
+    pub idempotency_key: bool,
+}
+
+impl Default for RetryPolicy {
+    /// 502, 503 and 504 (a proxy in trouble, a server restarting or shedding, a dependency
+    /// timing out), never a 500; writes are never replayed.
+    fn default() -> Self {
+        Self {
+            on_status: vec![502, 503, 504],
+            idempotency_key: false,
+        }
     }
 }
 
@@ -364,6 +391,8 @@ pub struct BackendConfig {
     pub authority: String,
     /// The URL's path, without a trailing slash (often empty): prefixed to forwarded paths.
     pub path_prefix: String,
+    /// Its own `concurrency_limit`, overriding its service's.
+    pub concurrency_limit: Option<ConcurrencyLimit>,
 }
 
 /// Active health checks of a service's backends (`health_check`).
@@ -417,6 +446,8 @@ pub struct ServiceDefaults {
     pub load: LoadSettings,
     /// Rate limits.
     pub rate_limits: RateLimitsConfig,
+    /// Retries beyond connect failures.
+    pub retry: RetryPolicy,
 }
 
 /// A service's rate limits: `rate_limit` and `client_rate_limit`.
@@ -747,6 +778,32 @@ mod tests {
         assert_eq!(c.load.limit, ConcurrencyLimit::Unlimited);
         assert_eq!(c.load.picking, Picking::RoundRobin);
         assert_eq!(c.rate_limits, RateLimitsConfig::default());
+        // A backend's own limit.
+        let own = parse(
+            "d:\n  backends:\n    - http://127.0.0.1:4\n    - {url: \"http://127.0.0.1:5\", \
+             concurrency_limit: 3}\n  concurrency_limit: 9\n",
+        )
+        .unwrap();
+        let limits: Vec<_> = own[0]
+            .backends
+            .iter()
+            .map(|b| b.concurrency_limit)
+            .collect();
+        assert_eq!(limits, [None, Some(ConcurrencyLimit::Fixed(3))]);
+        for (backend, expected) in [
+            ("{concurrency_limit: 3}", "needs `url:"),
+            (
+                "{url: \"http://127.0.0.1:5\", concurrency_limit: 0}",
+                "not a number of at least 1",
+            ),
+            (
+                "{url: \"http://127.0.0.1:5\", weight: 2}",
+                "unknown key \"weight\"",
+            ),
+        ] {
+            let message = error(&format!("e:\n  backends:\n    - {backend}\n"));
+            assert!(message.contains(expected), "{backend}: {message}");
+        }
         let service = |keys: &str| format!("s:\n  backends: [\"http://127.0.0.1:1\"]\n  {keys}\n");
         for (keys, expected) in [
             ("concurrency_limit: 0", "at least 1"),

@@ -164,11 +164,8 @@ fn parse_service(
     }
 
     let mut targets = Vec::with_capacity(urls.len());
-    for url in urls {
-        let Value::String(url) = url else {
-            return Err(format!("backend {} is not a URL string", describe(&url)));
-        };
-        targets.push(parse_target(&url)?);
+    for entry in urls {
+        targets.push(parse_backend_entry(entry)?);
     }
     let (backends, discovery) = match discovery_interval {
         // A discovered host may not resolve yet (its pods still starting, say): the service
@@ -193,13 +190,48 @@ fn parse_service(
         escaped_slashes: settings.escaped_slashes,
         load: settings.load,
         rate_limits: settings.rate_limits,
+        retry: settings.retry,
         protocol,
         path_prefixes,
     })
 }
 
-/// Takes `discovery` and `discovery_interval` out of a service's fields: the interval when
-/// discovery is on.
+/// One entry of `backends`: a URL, or `{url: ..., concurrency_limit: N}` for a backend with
+/// a limit of its own.
+fn parse_backend_entry(entry: Value) -> Result<BackendTarget, String> {
+    let mut fields = match entry {
+        Value::String(url) => return parse_target(&url),
+        Value::Mapping(fields) => fields,
+        other => return Err(format!("backend {} is not a URL string", describe(&other))),
+    };
+    let Some(Value::String(url)) = fields.remove("url") else {
+        return Err("a backend written as a mapping needs `url: http(s)://host:port`".to_owned());
+    };
+    let mut target = parse_target(&url)?;
+    match fields.remove("concurrency_limit") {
+        None => {}
+        Some(Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|n| (1..=u64::from(u32::MAX)).contains(&n)) =>
+        {
+            target.concurrency_limit = n.as_u64().map(|n| ConcurrencyLimit::Fixed(n as u32));
+        }
+        Some(other) => {
+            return Err(format!(
+                "backend \"{url}\": concurrency_limit {} is not a number of at least 1",
+                describe(&other)
+            ))
+        }
+    }
+    if let Some((key, _)) = fields.into_iter().next() {
+        return Err(format!(
+            "backend \"{url}\": unknown key {} (a backend has `url` and `concurrency_limit`)",
+            describe(&key)
+        ));
+    }
+    Ok(target)
+}
+
 /// Takes `path_prefixes` out of a service's fields: each starts and ends with `/`, and is not
 /// under `/v1/proxy/`.
 fn parse_path_prefixes(fields: &mut serde_yaml::Mapping) -> Result<Vec<String>, String> {
@@ -329,6 +361,7 @@ fn resolve_each(
             tls_host: target.tls.then(|| target.host.clone()),
             authority: target.authority.clone(),
             path_prefix: target.path_prefix.clone(),
+            concurrency_limit: target.concurrency_limit,
         };
         if let Some(twin) = backends.iter().find(|b| {
             b.url == backend.url || (b.addr == backend.addr && b.path_prefix == backend.path_prefix)
@@ -362,6 +395,7 @@ pub(crate) fn discover(
                     tls_host: target.tls.then(|| target.host.clone()),
                     authority: target.authority.clone(),
                     path_prefix: target.path_prefix.clone(),
+                    concurrency_limit: target.concurrency_limit,
                 });
             }
         }
@@ -425,6 +459,8 @@ pub(super) struct RawOverrides {
     load_balancing: Option<Picking>,
     rate_limit: Option<RawRateLimit>,
     client_rate_limit: Option<RawRateLimit>,
+    retry_on_status: Option<Vec<u16>>,
+    retry_idempotency_key: Option<bool>,
 }
 
 /// `concurrency_limit:` as written: a number, or `adaptive`.
@@ -727,6 +763,19 @@ impl RawOverrides {
         }
         if let Some(raw) = self.client_rate_limit {
             out.rate_limits.client = Some(raw.settings("client_rate_limit")?);
+        }
+        if let Some(mut statuses) = self.retry_on_status {
+            if let Some(bad) = statuses.iter().find(|s| !(400..=599).contains(*s)) {
+                return Err(format!(
+                    "retry_on_status: {bad} is not an error status (400 to 599)"
+                ));
+            }
+            statuses.sort_unstable();
+            statuses.dedup();
+            out.retry.on_status = statuses;
+        }
+        if let Some(on) = self.retry_idempotency_key {
+            out.retry.idempotency_key = on;
         }
         if let Some(max) = out.breaker.open_timeout_max {
             if max < out.breaker.open_timeout {

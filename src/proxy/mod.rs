@@ -10,7 +10,7 @@
 //! | `upstream_peer`             | picks a backend (filtered by breakers and concurrency limits; round-robin or latency-aware), waiting in the service's queue when all are full; 503 when all are open or overloaded |
 //! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
 //! | `upstream_response_timeouts` | response-header timeout, body idle timeout, total deadline (HTTP/1 and HTTP/2 upstreams) |
-//! | `upstream_response_filter`  | remembers the backend's status; one `Content-Length` of identical repeats |
+//! | `upstream_response_filter`  | remembers the backend's status; sends a replayable request on to another backend when the status is one the service retries on (502, 503, 504 by default); one `Content-Length` of identical repeats |
 //! | `fail_to_connect`           | records the failure, fails over to an untried backend      |
 //! | `error_while_proxy`         | before any response byte: fails an idempotent request over; a client too slow with its body is nobody's failure |
 //! | `logging`                   | records the attempt's outcome, logs the status block       |
@@ -25,7 +25,7 @@
 //!
 //! The hooks stay here; what they call is split by phase, each in a module of its own:
 //! `route` (the head checks, routing and rate limits), `pick` (the backend, and the queue),
-//! `forward` (the peer, the forwarded headers, the
+//! `retry` (failovers: which requests go on, and where), `forward` (the peer, the forwarded headers, the
 //! `100 Continue`), `settle` (an attempt's outcome, the error reply) and `observe` (the
 //! access-log record).
 
@@ -43,21 +43,22 @@ use pingora_proxy::{
     FailToProxy, ProxyHttp, ProxyWarnLogContext, Session, UpstreamResponseTimeouts,
 };
 
+use crate::breaker::Outcome;
 use crate::config::HeaderLimits;
 use crate::config::LogFormat;
 use crate::load::Overflow;
 use crate::request_id::RequestId;
-use crate::retry_budget::Spend;
 use crate::routing;
 use crate::selector::Pick;
 use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::logs;
-use crate::telemetry::metrics::{AttemptOutcome, GatewayStats, ServiceEvent};
+use crate::telemetry::metrics::{AttemptOutcome, GatewayStats};
 
 mod forward;
 mod observe;
 mod pick;
+mod retry;
 mod route;
 mod settle;
 
@@ -152,10 +153,17 @@ pub(crate) struct RequestContext {
     tried: Vec<usize>,
     /// The attempt in flight, not yet recorded.
     attempt: Option<Attempt>,
+    /// The backend already picked for the next attempt: a retry on status holds it.
+    next_pick: Option<Pick>,
+    /// The latest attempt's answer had this status, which sends the request on (its attempt
+    /// is settled and the next one picked).
+    retried_status: Option<u16>,
     /// The backend of the latest attempt, for the status block.
     last_backend: Option<usize>,
     /// The status the latest attempt's backend answered with.
     upstream_status: Option<u16>,
+    /// The latest attempt's backend answered `503` with a `Retry-After` of this long.
+    asked_cooldown: Option<Duration>,
     /// The latest attempt's backend answered a gRPC call with `grpc-status: 14`
     /// (UNAVAILABLE): a failure, whatever the HTTP status.
     grpc_unavailable: bool,
@@ -181,12 +189,22 @@ impl Attempt {
     /// Records how the attempt ended in its backend's breaker, metrics and load (a latency
     /// sample, when the outcome says how long the backend took), and frees its slot.
     fn settle(self, service: &Service, outcome: AttemptOutcome) {
+        self.settle_asking(service, outcome, None);
+    }
+
+    /// The same, for an answer whose backend `asked` for a cooldown (`Retry-After` on a
+    /// `503`): should this failure open its breaker, it stays Open that long (bounded).
+    fn settle_asking(self, service: &Service, outcome: AttemptOutcome, asked: Option<Duration>) {
         let elapsed = self.started.elapsed();
         service.backends[self.pick.index]
             .stats
             .record(outcome, elapsed);
-        if let Some(outcome) = outcome.breaker_outcome() {
-            self.pick.permit.record(outcome);
+        match (outcome.breaker_outcome(), asked) {
+            (Some(Outcome::Failure), Some(cooldown)) => {
+                self.pick.permit.record_failure_asking(cooldown)
+            }
+            (Some(outcome), _) => self.pick.permit.record(outcome),
+            (None, _) => {}
         }
         if let Some(slot) = self.pick.slot {
             if outcome.measures_backend_latency() {
@@ -211,48 +229,16 @@ impl RequestContext {
             ticket: None,
             tried: Vec::new(),
             attempt: None,
+            next_pick: None,
+            retried_status: None,
             last_backend: None,
             upstream_status: None,
+            asked_cooldown: None,
             grpc_unavailable: false,
             last_failure_timed_out: false,
             stale_connection: false,
             refusal: None,
             deadline: None,
-        }
-    }
-
-    /// Records the attempt in flight as failed with `e` and marks its backend tried; during
-    /// `connecting`, any error but a timeout is a connect error. Returns whether the request
-    /// may fail over: the service has a backend it has not tried yet, and the service's retry
-    /// budget grants one more retry.
-    fn fail_attempt(&mut self, e: &Error, connecting: bool) -> bool {
-        let (Some(attempt), Some(service)) = (self.attempt.take(), &self.service) else {
-            return false;
-        };
-        self.last_failure_timed_out = is_timeout(e);
-        self.tried.push(attempt.pick.index);
-        attempt.settle(service, failure_outcome(e, connecting));
-        if self.tried.len() >= service.backends.len() {
-            return false;
-        }
-        match service.retry_budget.try_spend(service.selector.requests()) {
-            Spend::Granted => {
-                service.stats.count(ServiceEvent::Retry);
-                true
-            }
-            Spend::NewlyExhausted => {
-                service.stats.count(ServiceEvent::RetryBudgetExhausted);
-                log::warn!(
-                    "retry budget of service \"{}\" exhausted: failing requests instead of \
-                     retrying them on another backend",
-                    service.name
-                );
-                false
-            }
-            Spend::Exhausted => {
-                service.stats.count(ServiceEvent::RetryBudgetExhausted);
-                false
-            }
         }
     }
 
@@ -389,8 +375,11 @@ impl ProxyHttp for GatewayProxy {
             ticket,
             tried,
             attempt,
+            next_pick,
+            retried_status,
             last_backend,
             upstream_status,
+            asked_cooldown,
             grpc_unavailable,
             stale_connection,
             refusal,
@@ -408,7 +397,9 @@ impl ProxyHttp for GatewayProxy {
         // An attempt still unrecorded here is one Pingora retries on its own after a stale
         // pooled connection: not the backend's fault, so dropping it is neutral.
         *attempt = None;
+        *retried_status = None;
         *upstream_status = None;
+        *asked_cooldown = None;
         *grpc_unavailable = false;
         *stale_connection = false;
         let now = Instant::now();
@@ -419,7 +410,11 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(HTTPStatus(504), "the total timeout ended");
         }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
-        match pick::pick(service, ticket, tried, now + remaining).await {
+        let picked = match next_pick.take() {
+            Some(pick) => Ok(pick),
+            None => pick::pick(service, ticket, tried, now + remaining).await,
+        };
+        match picked {
             Ok(pick) => {
                 // The pick may have waited in the queue: the attempt starts now.
                 let started = Instant::now();
@@ -513,6 +508,15 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
+        if status == 503 {
+            ctx.asked_cooldown = retry_after(&upstream_response.headers);
+        }
+        if status >= 400 && ctx.retry_on_status(session, status) {
+            return Error::e_explain(
+                HTTPStatus(status),
+                "the backend's answer is retried on another backend",
+            );
+        }
         // A trailers-only gRPC answer carries its status in the header block.
         ctx.grpc_unavailable = grpc_unavailable(&upstream_response.headers);
         if status == 101 && session.is_upgrade_req() {
@@ -586,8 +590,15 @@ impl ProxyHttp for GatewayProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
+        if ctx.retried_status.is_some() {
+            // Settled and picked already (`RequestContext::retry_on_status`).
+            e.set_retry(true);
+            return e;
+        }
+        let replayable = ctx
+            .service
+            .as_ref()
+            .is_some_and(|service| retry::replayable(session, service));
         let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
         let retry = if deadline_passed && !session.is_body_done() {
             // The total timeout ended while the client was still sending its body: that says
@@ -686,6 +697,15 @@ impl ProxyHttp for GatewayProxy {
             );
             return true;
         }
+        if let Some(status) = ctx.retried_status {
+            log::warn!(
+                "failover: service \"{}\", backend {backend} answered {status}; retrying on \
+                 another, request id {}",
+                service.map_or("-", |s| s.name.as_str()),
+                ctx.request_id
+            );
+            return true;
+        }
         log::warn!(
             "failover: service \"{}\", backend {backend} failed ({}); retrying, request id {} ({e})",
             service.map_or("-", |s| s.name.as_str()),
@@ -722,7 +742,7 @@ impl ProxyHttp for GatewayProxy {
                     ctx.request_id
                 );
             }
-            attempt.settle(service, outcome);
+            attempt.settle_asking(service, outcome, ctx.asked_cooldown);
         }
         if let Some(format) = self.settings.status_log {
             if let Some(backend) = ctx.last_backend() {
@@ -730,6 +750,12 @@ impl ProxyHttp for GatewayProxy {
             }
         }
     }
+}
+
+/// A `Retry-After` given in seconds (the HTTP-date form is not read).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    seconds.trim().parse().ok().map(Duration::from_secs)
 }
 
 /// Whether a gRPC answer's `grpc-status` is 14, UNAVAILABLE: the backend cannot serve, which

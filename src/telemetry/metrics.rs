@@ -147,6 +147,8 @@ pub enum ServiceEvent {
     NoBackends,
     /// Failed over to another backend.
     Retry,
+    /// Of those, sent on because a backend answered with a status in `retry_on_status`.
+    StatusRetry,
     /// Not failed over because the retry budget was spent.
     RetryBudgetExhausted,
     /// Waited in the service's queue because every backend was at its concurrency limit.
@@ -162,11 +164,12 @@ pub enum ServiceEvent {
 
 impl ServiceEvent {
     /// Every event, in the order they are stored.
-    pub(crate) const ALL: [ServiceEvent; 9] = [
+    pub(crate) const ALL: [ServiceEvent; 10] = [
         ServiceEvent::Request,
         ServiceEvent::AllOpen,
         ServiceEvent::NoBackends,
         ServiceEvent::Retry,
+        ServiceEvent::StatusRetry,
         ServiceEvent::RetryBudgetExhausted,
         ServiceEvent::Queued,
         ServiceEvent::Overloaded,

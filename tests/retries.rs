@@ -1,0 +1,209 @@
+//! Retries on a backend's answer: a replica that answers 502, 503 or 504 costs no client request
+//! while another replica can serve it. The 5xx still counts against the replica that sent it,
+//! a retry never goes back to a replica the request tried, it is paid from the retry budget,
+//! and when no replica is left the client gets the last answer whole.
+
+mod common;
+
+use common::*;
+
+fn series(name: &str, service: &str, mock: &Mock, outcome: &str) -> String {
+    format!(
+        r#"{name}{{service="{service}",backend="{}",outcome="{outcome}"}}"#,
+        mock.url()
+    )
+}
+
+fn service_metric(gateway: &Gateway, name: &str, service: &str) -> Option<f64> {
+    gateway.metric(&format!(r#"{name}{{service="{service}"}}"#))
+}
+
+#[test]
+fn a_replica_answering_503_costs_no_request_and_still_counts_against_its_breaker() {
+    let sick = Mock::start(&["--status", "503"]);
+    let healthy = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[sick.url(), healthy.url()]),
+        "  status_log: false\n",
+    );
+    for _ in 0..12 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.served_by(), Some(healthy.port));
+    }
+    // Three 503s opened its breaker; after that it was skipped.
+    let http_5xx = series(
+        "gateway_upstream_attempts_total",
+        "product",
+        &sick,
+        "http_5xx",
+    );
+    assert!(gateway.metric_reaches(&http_5xx, 3.0), "{http_5xx}");
+    assert_eq!(
+        service_metric(&gateway, "gateway_service_status_retries_total", "product"),
+        Some(3.0)
+    );
+    assert!(gateway.log_count(&format!("[CIRCUIT] {} OPEN", sick.url())) == 1);
+    assert_eq!(
+        gateway.log_count(&format!("backend {} answered 503; retrying", sick.url())),
+        3
+    );
+}
+
+#[test]
+fn when_every_replica_answers_503_the_client_gets_exactly_one_503_whole_after_one_try_each() {
+    let mocks: Vec<Mock> = (0..3).map(|_| Mock::start(&["--status", "503"])).collect();
+    let urls: Vec<String> = mocks.iter().map(Mock::url).collect();
+    let gateway = Gateway::start(
+        &format!(
+            "product:\n  backends: [{}]\n  failure_threshold: 100\n",
+            urls.iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        "  status_log: false\n",
+    );
+    for round in 1..=4 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 503, "{response:?}");
+        // The last replica's own answer, body intact.
+        let port = response.served_by().expect("a replica's answer");
+        assert_eq!(response.body.trim(), format!("Hello from {port}"));
+        for mock in &mocks {
+            let http_5xx = series(
+                "gateway_upstream_attempts_total",
+                "product",
+                mock,
+                "http_5xx",
+            );
+            assert!(
+                gateway.metric_reaches(&http_5xx, f64::from(round)),
+                "{http_5xx}"
+            );
+        }
+    }
+    assert_eq!(
+        service_metric(&gateway, "gateway_service_status_retries_total", "product"),
+        Some(8.0),
+        "two per request"
+    );
+}
+
+#[test]
+fn writes_are_not_retried_unless_they_carry_an_idempotency_key_the_service_honours() {
+    let sick = Mock::start(&["--status", "502"]);
+    let healthy = Mock::start(&[]);
+    let services = format!(
+        "plain:\n  backends: [\"{sick}\", \"{healthy}\"]\n  failure_threshold: 100\n\
+         keyed:\n  backends: [\"{sick}\", \"{healthy}\"]\n  failure_threshold: 100\n  \
+         retry_idempotency_key: true\n\
+         none:\n  backends: [\"{sick}\", \"{healthy}\"]\n  failure_threshold: 100\n  \
+         retry_on_status: []\n",
+        sick = sick.url(),
+        healthy = healthy.url()
+    );
+    let gateway = Gateway::start(&services, "  status_log: false\n");
+    let key = [("Idempotency-Key", "order-7")];
+    // Two requests each, so one of the two lands first on the sick replica.
+    let statuses = |service: &str, headers: &[(&str, &str)]| -> Vec<u16> {
+        (0..2)
+            .map(|_| {
+                request(
+                    gateway.port,
+                    "POST",
+                    &format!("/v1/proxy/{service}"),
+                    headers,
+                    b"order=7",
+                )
+                .status
+            })
+            .collect()
+    };
+    let mut plain = statuses("plain", &key);
+    plain.sort();
+    assert_eq!(plain, [200, 502], "a POST is never replayed by default");
+    let mut unkeyed = statuses("keyed", &[]);
+    unkeyed.sort();
+    assert_eq!(unkeyed, [200, 502], "no key, no replay");
+    assert_eq!(
+        statuses("keyed", &key),
+        [200, 200],
+        "the key makes it replayable"
+    );
+    // The healthy replica got the body the sick one got.
+    let response = request(gateway.port, "POST", "/v1/proxy/keyed", &key, b"order=7");
+    assert!(response.body.ends_with("order=7"), "{response:?}");
+    // retry_on_status: [] passes every answer through, GETs included.
+    let mut gets: Vec<u16> = (0..2)
+        .map(|_| gateway.get("/v1/proxy/none").status)
+        .collect();
+    gets.sort();
+    assert_eq!(gets, [200, 502]);
+}
+
+#[test]
+fn a_500_is_the_applications_answer_and_is_not_retried_by_default() {
+    let failing = Mock::start(&["--status", "500"]);
+    let healthy = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"{}\", \"{}\"]\n  failure_threshold: 100\n\
+             listed:\n  backends: [\"{}\", \"{}\"]\n  failure_threshold: 100\n  \
+             retry_on_status: [500]\n",
+            failing.url(),
+            healthy.url(),
+            failing.url(),
+            healthy.url()
+        ),
+        "  status_log: false\n",
+    );
+    let mut statuses: Vec<u16> = (0..2)
+        .map(|_| gateway.get("/v1/proxy/product").status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 500]);
+    let listed: Vec<u16> = (0..2)
+        .map(|_| gateway.get("/v1/proxy/listed").status)
+        .collect();
+    assert_eq!(listed, [200, 200], "unless listed");
+}
+
+#[test]
+fn a_503_with_retry_after_rests_its_replica_that_long_within_the_cap() {
+    let resting = Mock::start(&["--status", "503", "--retry-after", "4"]);
+    let greedy = Mock::start(&["--status", "503", "--retry-after", "3600"]);
+    let healthy = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "rest:\n  backends: [\"{}\", \"{}\"]\n  failure_threshold: 1\n  open_timeout: 1s\n\
+             greed:\n  backends: [\"{}\", \"{}\"]\n  failure_threshold: 1\n  open_timeout: 1s\n",
+            resting.url(),
+            healthy.url(),
+            greedy.url(),
+            healthy.url()
+        ),
+        "  status_log: false\n",
+    );
+    for service in ["rest", "greed"] {
+        for _ in 0..2 {
+            let response = gateway.get(&format!("/v1/proxy/{service}"));
+            assert_eq!(response.status, 200, "{response:?}");
+        }
+    }
+    let retry_in = |mock: &Mock| -> u64 {
+        let status = request(gateway.admin_port, "GET", "/status", &[], b"").body;
+        let at = status
+            .find(&format!(r#""url":"{}""#, mock.url()))
+            .expect("listed");
+        let field = &status[at..];
+        let value = &field[field.find(r#""retry_in_ms":"#).unwrap() + 14..];
+        value[..value.find(',').unwrap()].parse().unwrap()
+    };
+    // Its own cooldown is 1 s; it asked for 4 s and got them.
+    let rest = retry_in(&resting);
+    assert!((3_000..=4_000).contains(&rest), "{rest} ms");
+    // An hour is capped at six open timeouts.
+    let greed = retry_in(&greedy);
+    assert!((5_000..=6_000).contains(&greed), "{greed} ms");
+}
