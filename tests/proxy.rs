@@ -433,9 +433,9 @@ fn the_admin_listener_reports_health_and_breakers_and_stays_off_the_proxy_port()
     assert_eq!(status.status, 200);
     assert_eq!(status.header("content-type"), Some("application/json"));
     assert!(
-        status
-            .body
-            .starts_with(r#"{"reload_error":null,"services":[{"name":"product","backends":["#),
+        status.body.starts_with(
+            r#"{"reload_error":null,"services":[{"name":"product","queue_waiting":0,"backends":["#
+        ),
         "{}",
         status.body
     );

@@ -207,3 +207,44 @@ fn a_503_with_retry_after_rests_its_replica_that_long_within_the_cap() {
     let greed = retry_in(&greedy);
     assert!((5_000..=6_000).contains(&greed), "{greed} ms");
 }
+
+#[test]
+fn a_body_within_replay_body_limit_is_replayed_past_64_kib_and_a_larger_one_says_why_not() {
+    let sick = Mock::start(&["--status", "503"]);
+    let healthy = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "roomy:\n  backends: [\"{sick}\", \"{healthy}\"]\n  failure_threshold: 100\n  \
+             replay_body_limit: 256KiB\n  max_body_size: 1MiB\n\
+             tight:\n  backends: [\"{sick}\", \"{healthy}\"]\n  failure_threshold: 100\n  \
+             replay_body_limit: 1KiB\n",
+            sick = sick.url(),
+            healthy = healthy.url()
+        ),
+        "  status_log: false\n  access_log: text\n",
+    );
+    // 100 KiB: more than Pingora's own 64 KiB buffer, within the service's 256 KiB.
+    let body = vec![b'x'; 100 * 1024];
+    for _ in 0..2 {
+        let response = request(gateway.port, "PUT", "/v1/proxy/roomy", &[], &body);
+        assert_eq!(response.status, 200, "{}", response.body.len());
+        assert_eq!(response.served_by(), Some(healthy.port));
+        assert!(response.body.ends_with(&"x".repeat(1024)));
+    }
+    // 2 KiB over a 1 KiB limit: the one that met the sick replica first gets its 503.
+    let small = vec![b'y'; 2048];
+    let mut statuses: Vec<u16> = (0..2)
+        .map(|_| request(gateway.port, "PUT", "/v1/proxy/tight", &[], &small).status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+    gateway.wait_for_log("PUT /v1/proxy/tight tight");
+    gateway.wait_for_log(" 503 attempts=1 ");
+    gateway.wait_for_log(" not_replayed=body_over_limit");
+    assert_eq!(
+        gateway.log_count(" not_replayed=body_over_limit"),
+        1,
+        "{}",
+        gateway.log()
+    );
+}

@@ -288,7 +288,15 @@ pub struct RetryPolicy {
     /// A `POST` or `PATCH` with an `Idempotency-Key` header is replayable like an idempotent
     /// request (`retry_idempotency_key`).
     pub idempotency_key: bool,
+    /// The largest request body kept for a replay, in bytes (`replay_body_limit`): a request
+    /// with a larger body is not retried once it may have reached a backend.
+    pub replay_limit: u64,
 }
+
+/// Pingora's own replay buffer: 64 KiB.
+pub const DEFAULT_REPLAY_LIMIT: u64 = 64 * 1024;
+/// The largest `replay_body_limit`: each request in flight may hold that much.
+pub const MAX_REPLAY_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl Default for RetryPolicy {
     /// 502, 503 and 504 (a proxy in trouble, a server restarting or shedding, a dependency
@@ -297,6 +305,7 @@ impl Default for RetryPolicy {
         Self {
             on_status: vec![502, 503, 504],
             idempotency_key: false,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
         }
     }
 }

@@ -461,6 +461,7 @@ pub(super) struct RawOverrides {
     client_rate_limit: Option<RawRateLimit>,
     retry_on_status: Option<Vec<u16>>,
     retry_idempotency_key: Option<bool>,
+    replay_body_limit: Option<ConfigSize>,
 }
 
 /// `concurrency_limit:` as written: a number, or `adaptive`.
@@ -776,6 +777,16 @@ impl RawOverrides {
         }
         if let Some(on) = self.retry_idempotency_key {
             out.retry.idempotency_key = on;
+        }
+        if let Some(ConfigSize(bytes)) = self.replay_body_limit {
+            if bytes > MAX_REPLAY_LIMIT {
+                return Err(format!(
+                    "replay_body_limit ({bytes} bytes) is over {} MiB: every request in flight \
+                     may hold that much",
+                    MAX_REPLAY_LIMIT >> 20
+                ));
+            }
+            out.retry.replay_limit = bytes;
         }
         if let Some(max) = out.breaker.open_timeout_max {
             if max < out.breaker.open_timeout {

@@ -66,6 +66,7 @@ use forward::{
     append_if_trusted, drop_underscored_names, forwarded_element, send_continue, upstream_peer,
 };
 use observe::{access_record, loggable_path};
+use retry::Replay;
 use route::take_expectation;
 use settle::{attempt_outcome, client_gone, error_reply, failure_outcome, is_timeout};
 
@@ -172,6 +173,8 @@ pub(crate) struct RequestContext {
     /// The latest attempt found its pooled connection already closed by the backend: Pingora
     /// sends the request again on a fresh connection, which is not a failover.
     stale_connection: bool,
+    /// A failover or retry on status was wanted but the body was over the replay limit.
+    not_replayed: bool,
     /// Why `upstream_peer` found no backend, if it did not.
     refusal: Option<Refusal>,
     /// When the service's total timeout ends for this request.
@@ -237,6 +240,7 @@ impl RequestContext {
             grpc_unavailable: false,
             last_failure_timed_out: false,
             stale_connection: false,
+            not_replayed: false,
             refusal: None,
             deadline: None,
         }
@@ -315,6 +319,13 @@ impl ProxyHttp for GatewayProxy {
         let reply = match routed {
             Ok(continue_pending) => {
                 ctx.continue_pending = continue_pending;
+                if let Some(service) = &ctx.service {
+                    // Before any of the body is read, or the buffer would miss its start.
+                    let limit = usize::try_from(service.retry.replay_limit).unwrap_or(usize::MAX);
+                    session
+                        .as_downstream_mut()
+                        .enable_retry_buffering_up_to(limit);
+                }
                 return Ok(false);
             }
             Err(reply) => reply,
@@ -595,10 +606,13 @@ impl ProxyHttp for GatewayProxy {
             e.set_retry(true);
             return e;
         }
-        let replayable = ctx
+        let replay = ctx
             .service
-            .as_ref()
-            .is_some_and(|service| retry::replayable(session, service));
+            .as_deref()
+            .map_or(Replay::NotIdempotent, |service| {
+                retry::replay(session, service)
+            });
+        let replayable = replay == Replay::Allowed;
         let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
         let retry = if deadline_passed && !session.is_body_done() {
             // The total timeout ended while the client was still sending its body: that says
@@ -616,12 +630,11 @@ impl ProxyHttp for GatewayProxy {
             }
             ctx.stale_connection = replayable;
             replayable
-        } else if *e.esource() == ErrorSource::Upstream
-            && !final_response_written(session)
-            && replayable
-        {
-            // The backend failed before the client saw a byte: safe to replay elsewhere.
-            ctx.fail_attempt(&e, false)
+        } else if *e.esource() == ErrorSource::Upstream && !final_response_written(session) {
+            // The backend failed before the client saw a byte: safe to replay elsewhere, if
+            // the request can be replayed at all.
+            ctx.not_replayed |= replay == Replay::BodyOverLimit;
+            replayable && ctx.fail_attempt(&e, false)
         } else {
             false
         };

@@ -26,6 +26,7 @@ pub(super) fn access_record(session: &Session, ctx: &RequestContext) -> AccessRe
         total: ctx.started.elapsed(),
         bytes_in: session.body_bytes_read() as u64,
         bytes_out: session.body_bytes_sent() as u64,
+        not_replayed: ctx.not_replayed,
     }
 }
 

@@ -3,7 +3,9 @@
 //! (`retry_on_status`: 502, 503, 504 by default). Every failover goes to a backend the request
 //! has not tried, is paid from the service's retry budget, and is only made for a request that
 //! can be replayed: an idempotent method (or, where the service allows it, a `POST` or `PATCH`
-//! with an `Idempotency-Key`) whose body is still whole in Pingora's replay buffer.
+//! with an `Idempotency-Key`) whose body is still whole in Pingora's replay buffer (64 KiB, or
+//! the service's `replay_body_limit`, set when the request is routed). A request that only its
+//! body's size kept from a retry says so in the access log (`not_replayed`).
 //!
 //! A retry on status is decided in `upstream_response_filter`, before any byte of the answer
 //! goes to the client. The next backend is picked first (the breakers, limits and rotation
@@ -22,16 +24,31 @@ use crate::retry_budget::Spend;
 use crate::service::Service;
 use crate::telemetry::metrics::{AttemptOutcome, ServiceEvent};
 
-/// Whether the request may be sent to another backend once an attempt may have reached one:
-/// its method is idempotent, or it is a write with an `Idempotency-Key` that the service lets
-/// go on; and its body is whole in the replay buffer.
-pub(super) fn replayable(session: &Session, service: &Service) -> bool {
+/// Whether the request may be sent to another backend once an attempt may have reached one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Yes: its method is idempotent (or it is a write with an `Idempotency-Key` that the
+    /// service lets go on), and its body is whole in the replay buffer.
+    Allowed,
+    /// No: a write that may have been acted on.
+    NotIdempotent,
+    /// No: its body is over the service's `replay_body_limit`, so it is not whole any more.
+    BodyOverLimit,
+}
+
+pub(super) fn replay(session: &Session, service: &Service) -> Replay {
     let request = session.req_header();
     let idempotent = request.method.is_idempotent()
         || (service.retry.idempotency_key
             && matches!(request.method, Method::POST | Method::PATCH)
             && request.headers.contains_key("idempotency-key"));
-    idempotent && !session.as_ref().retry_buffer_truncated()
+    if !idempotent {
+        Replay::NotIdempotent
+    } else if session.as_ref().retry_buffer_truncated() {
+        Replay::BodyOverLimit
+    } else {
+        Replay::Allowed
+    }
 }
 
 impl RequestContext {
@@ -57,12 +74,19 @@ impl RequestContext {
             return false;
         };
         if !service.retry.on_status.contains(&status)
-            || !replayable(session, &service)
             || self
                 .deadline
                 .is_some_and(|d| std::time::Instant::now() >= d)
         {
             return false;
+        }
+        match replay(session, &service) {
+            Replay::Allowed => {}
+            Replay::NotIdempotent => return false,
+            Replay::BodyOverLimit => {
+                self.not_replayed = true;
+                return false;
+            }
         }
         let (Some(attempt), Some(ticket)) = (&self.attempt, self.ticket) else {
             return false;

@@ -53,6 +53,8 @@ pub(crate) struct AccessRecord {
     pub bytes_in: u64,
     /// Response body bytes written to the client.
     pub bytes_out: u64,
+    /// A retry was wanted but the request body was over the service's `replay_body_limit`.
+    pub not_replayed: bool,
 }
 
 /// The handle the proxy logs through.
@@ -116,7 +118,8 @@ fn millis(d: Duration) -> String {
 }
 
 /// `<request id> <client> <method> <path> <service> <backend> <status> attempts=N
-/// upstream_ms=X total_ms=Y in=B out=B`, `-` for what there is none of.
+/// upstream_ms=X total_ms=Y in=B out=B`, `-` for what there is none of, then
+/// ` not_replayed=body_over_limit` when a retry was refused for the body's size.
 pub(crate) fn text_line(r: &AccessRecord) -> String {
     let mut line = String::with_capacity(160);
     let _ = write!(
@@ -135,6 +138,9 @@ pub(crate) fn text_line(r: &AccessRecord) -> String {
         r.bytes_in,
         r.bytes_out
     );
+    if r.not_replayed {
+        line.push_str(" not_replayed=body_over_limit");
+    }
     line
 }
 
@@ -156,6 +162,7 @@ pub(crate) fn json_line(r: &AccessRecord) -> String {
         "total_ms": ms(r.total),
         "bytes_in": r.bytes_in,
         "bytes_out": r.bytes_out,
+        "not_replayed": r.not_replayed.then_some("body_over_limit"),
     })
     .to_string()
 }
@@ -178,6 +185,7 @@ mod tests {
             total: Duration::from_micros(1750),
             bytes_in: 0,
             bytes_out: 16,
+            not_replayed: false,
         }
     }
 

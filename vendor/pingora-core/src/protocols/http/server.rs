@@ -698,6 +698,17 @@ impl Session {
         }
     }
 
+    /// As [`Self::enable_retry_buffering`], with room for `limit` bytes of the request body
+    /// (HTTP/1 and HTTP/2; a subrequest or custom session keeps its own limit).
+    pub fn enable_retry_buffering_up_to(&mut self, limit: usize) {
+        match self {
+            Self::H1(s) => s.enable_retry_buffering_up_to(limit),
+            Self::H2(s) => s.enable_retry_buffering_up_to(limit),
+            Self::Subrequest(s) => s.enable_retry_buffering(),
+            Self::Custom(s) => s.enable_retry_buffering(),
+        }
+    }
+
     pub fn get_retry_buffer(&self) -> Option<Bytes> {
         match self {
             Self::H1(s) => s.get_retry_buffer(),

@@ -1164,6 +1164,15 @@ impl HttpSession {
         }
     }
 
+    /// As [`Self::enable_retry_buffering`], with room for `limit` bytes of the request body
+    /// instead of 64 KiB: a body up to `limit` can be sent again on a retry. It takes effect
+    /// only before the buffer exists, i.e. before the body is read.
+    pub fn enable_retry_buffering_up_to(&mut self, limit: usize) {
+        if self.retry_buffer.is_none() {
+            self.retry_buffer = Some(FixedBuffer::new(limit))
+        }
+    }
+
     pub fn get_retry_buffer(&self) -> Option<Bytes> {
         self.retry_buffer.as_ref().and_then(|b| {
             if b.is_truncated() {
