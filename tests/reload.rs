@@ -251,7 +251,7 @@ fn a_discovered_service_whose_host_does_not_resolve_starts_and_answers_503() {
     assert_eq!(response.header("retry-after"), Some("1"));
     let status = admin(&gateway, "GET", "/status").body;
     assert!(
-        status.contains(r#"{"name":"cart","backends":[]}"#),
+        status.contains(r#"{"name":"cart","queue_waiting":0,"backends":[]}"#),
         "{status}"
     );
     let metrics = admin(&gateway, "GET", "/metrics").body;

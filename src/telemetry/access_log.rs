@@ -222,6 +222,22 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#""backend":null"#), "{line}");
-        assert!(line.ends_with(r#""bytes_in":0,"bytes_out":16}"#), "{line}");
+        assert!(
+            line.ends_with(r#""bytes_in":0,"bytes_out":16,"not_replayed":null}"#),
+            "{line}"
+        );
+        let refused = json_line(&AccessRecord {
+            not_replayed: true,
+            ..record()
+        });
+        assert!(refused.ends_with(r#""not_replayed":"body_over_limit"}"#));
+        let text = text_line(&AccessRecord {
+            not_replayed: true,
+            ..record()
+        });
+        assert!(
+            text.ends_with(" out=16 not_replayed=body_over_limit"),
+            "{text}"
+        );
     }
 }
