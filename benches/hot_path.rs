@@ -96,7 +96,7 @@ fn select_tracked(rr: &RoundRobin, backends: &[Tracked], policy: &PickPolicy) {
     black_box(pick.index);
     pick.permit.record(Outcome::Success);
     if let Some(slot) = pick.slot {
-        slot.finish(Duration::from_micros(500));
+        slot.finish(Duration::from_micros(500), Instant::now());
     }
 }
 

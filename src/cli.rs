@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::{background_service, Opt, Server};
 use pingora::services::listening::Service;
 use pingora_proxy::http_proxy;
@@ -119,7 +120,13 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     app.server_options = Some(server_options);
     let guarded = ConnectionGuard::new(app, config.connection_limits);
     let mut proxy = Service::new("gateway proxy".to_owned(), guarded);
-    proxy.add_tcp(&config.listen.to_string());
+    // No 64 KiB read buffer under each plaintext connection: Pingora reads a request head into
+    // a buffer of its own, so the listener's would only sit on every idle keep-alive connection
+    // (docs/performance.md, "Idle connections"). TLS keeps it: small record reads need it.
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
     info!("gateway listening on {}", config.listen);
     if let (Some(tls), Some(store)) = (&config.tls, certificates) {
         let settings =

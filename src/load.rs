@@ -203,7 +203,8 @@ impl BackendLoad {
     fn latency_micros_at(&self, now: u64) -> u64 {
         let micros = self.latency_micros.load(Ordering::Relaxed);
         let quiet = now.saturating_sub(self.sampled_at.load(Ordering::Relaxed));
-        if micros == 0 || quiet == 0 {
+        // Within a second the fade is under a tenth: not worth an `exp` per request.
+        if micros == 0 || quiet < 1_000_000 {
             return micros;
         }
         let decay = (-(quiet as f64) / LATENCY_DECAY.as_micros() as f64).exp();
@@ -261,9 +262,10 @@ impl BackendLoad {
 pub struct Slot(Arc<BackendLoad>);
 
 impl Slot {
-    /// Frees the place, taking `latency` (the attempt's, from the pick to its end) as a sample.
-    pub fn finish(self, latency: Duration) {
-        self.0.sample(latency, Instant::now());
+    /// Frees the place, taking `latency` (the attempt's, from the pick to its end at `ended`)
+    /// as a sample.
+    pub fn finish(self, latency: Duration, ended: Instant) {
+        self.0.sample(latency, ended);
     }
 }
 
@@ -457,8 +459,8 @@ mod tests {
         assert_eq!((load.in_flight(), load.times_full()), (2, 1));
         drop(a);
         let c = load.try_take().expect("a freed slot");
-        b.finish(Duration::from_millis(5));
-        c.finish(Duration::from_millis(5));
+        b.finish(Duration::from_millis(5), Instant::now());
+        c.finish(Duration::from_millis(5), Instant::now());
         assert_eq!(load.in_flight(), 0);
         assert_eq!(load.limit(), Some(2));
         let latency = load.latency(Instant::now()).unwrap();
@@ -490,7 +492,9 @@ mod tests {
         let later = load.latency(t + LATENCY_DECAY).unwrap().as_millis();
         assert!((333..=336).contains(&later), "{later}");
         // A slot's latency is a sample too.
-        load.try_take().unwrap().finish(Duration::from_secs(5));
+        load.try_take()
+            .unwrap()
+            .finish(Duration::from_secs(5), Instant::now());
         assert!(load.latency(Instant::now()).unwrap() >= Duration::from_millis(4900));
     }
 

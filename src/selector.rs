@@ -536,12 +536,12 @@ mod tests {
             .load
             .try_take()
             .unwrap()
-            .finish(Duration::from_millis(2000));
+            .finish(Duration::from_millis(2000), std::time::Instant::now());
         backends[1]
             .load
             .try_take()
             .unwrap()
-            .finish(Duration::from_millis(2));
+            .finish(Duration::from_millis(2), std::time::Instant::now());
         let policy = PickPolicy {
             picking: Picking::PeakEwma,
             ..PickPolicy::default()

@@ -1,5 +1,7 @@
 //! The per-request hot path makes no heap allocation: route parsing, the selector's pick with
-//! its breaker admission, and recording the outcome (also into a failure-rate window).
+//! its breaker admission and its backend's slot (the load every backend has tracked, with and
+//! without a limit), recording the outcome (also into a failure-rate window) and the slot's
+//! latency sample, and a rate limit's admission.
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
@@ -11,8 +13,10 @@ use counting_alloc::{count_allocations, CountingAllocator};
 use gateway::breaker::{Breaker, BreakerSettings, IgnoreTransitions, Outcome};
 use gateway::clock::MonotonicClock;
 use gateway::failure_rate::FailureRate;
+use gateway::load::{BackendLoad, ConcurrencyLimit, WaitingRoom};
+use gateway::rate_limit::{RateLimitSettings, RateLimits};
 use gateway::routing::parse_proxy_path;
-use gateway::selector::{PickPolicy, RoundRobin};
+use gateway::selector::{Guarded, PickPolicy, RoundRobin};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -93,6 +97,68 @@ fn failure_rate_bookkeeping_allocates_nothing() {
                 Outcome::Success
             };
             breaker.try_acquire().expect("closed").record(outcome);
+        }
+    });
+    assert_eq!(allocations, 0);
+}
+
+/// A backend as a service holds it: its breaker and its load.
+struct Tracked {
+    breaker: Arc<Breaker>,
+    load: Arc<BackendLoad>,
+}
+
+impl Guarded for Tracked {
+    fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+    fn load(&self) -> Option<&Arc<BackendLoad>> {
+        Some(&self.load)
+    }
+}
+
+#[test]
+fn a_pick_with_its_slot_and_latency_sample_allocates_nothing() {
+    for limit in [
+        ConcurrencyLimit::Unlimited,
+        ConcurrencyLimit::Fixed(100),
+        ConcurrencyLimit::Adaptive { min: 10, max: 100 },
+    ] {
+        let (rr, breakers) = rotation(10);
+        let room = Arc::new(WaitingRoom::default());
+        let backends: Vec<Tracked> = breakers
+            .into_iter()
+            .map(|breaker| Tracked {
+                breaker,
+                load: Arc::new(BackendLoad::new(limit, room.clone())),
+            })
+            .collect();
+        let allocations = count_allocations(|| {
+            for _ in 0..10_000 {
+                let pick = rr
+                    .pick(&backends, rr.ticket(), &[], &PickPolicy::default())
+                    .expect("a backend");
+                pick.permit.record(Outcome::Success);
+                pick.slot
+                    .expect("tracked")
+                    .finish(Duration::from_micros(300), std::time::Instant::now());
+            }
+        });
+        assert_eq!(allocations, 0, "{limit:?}");
+    }
+}
+
+#[test]
+fn admitting_a_request_under_rate_limits_allocates_nothing() {
+    let limit = Some(RateLimitSettings {
+        requests_per_second: 1_000_000,
+        burst: 1_000_000,
+    });
+    let limits = RateLimits::new(limit, limit);
+    let client = Some("10.1.2.3".parse().unwrap());
+    let allocations = count_allocations(|| {
+        for _ in 0..10_000 {
+            assert!(limits.admit(client).is_ok());
         }
     });
     assert_eq!(allocations, 0);

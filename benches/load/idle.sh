@@ -18,7 +18,7 @@ if [ $# -eq 0 ]; then
   set -- ./target/release/gateway benches/load/gateway.yaml
 fi
 cargo build --release --locked --bin mock-backend >/dev/null 2>&1
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/gateway-idle.XXXXXX)
 pids=()
 cleanup() {
@@ -102,7 +102,7 @@ if command -v nginx >/dev/null; then
   cat >"$work/nginx.conf" <<CONF
 user $nginx_user;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -Hn);
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.err;

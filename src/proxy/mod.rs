@@ -198,7 +198,8 @@ impl Attempt {
     /// The same, for an answer whose backend `asked` for a cooldown (`Retry-After` on a
     /// `503`): should this failure open its breaker, it stays Open that long (bounded).
     fn settle_asking(self, service: &Service, outcome: AttemptOutcome, asked: Option<Duration>) {
-        let elapsed = self.started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(self.started);
         service.backends[self.pick.index]
             .stats
             .record(outcome, elapsed);
@@ -211,7 +212,7 @@ impl Attempt {
         }
         if let Some(slot) = self.pick.slot {
             if outcome.measures_backend_latency() {
-                slot.finish(elapsed);
+                slot.finish(elapsed, ended);
             }
         }
     }
