@@ -248,3 +248,29 @@ fn a_body_within_replay_body_limit_is_replayed_past_64_kib_and_a_larger_one_says
         gateway.log()
     );
 }
+
+#[test]
+fn an_http2_replica_answering_503_is_retried_on_another_as_well() {
+    let sick = Mock::start(&["--h2", "--status", "503"]);
+    let healthy = Mock::start(&["--h2"]);
+    let gateway = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"{}\", \"{}\"]\n  protocol: http2\n  failure_threshold: 100\n",
+            sick.url(),
+            healthy.url()
+        ),
+        "  status_log: false\n",
+    );
+    for _ in 0..6 {
+        let response = gateway.get("/v1/proxy/product");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.header("x-mock-protocol"), Some("h2"));
+    }
+    let http_5xx = series(
+        "gateway_upstream_attempts_total",
+        "product",
+        &sick,
+        "http_5xx",
+    );
+    assert!(gateway.metric_reaches(&http_5xx, 3.0), "{http_5xx}");
+}
