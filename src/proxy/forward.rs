@@ -4,16 +4,76 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora_proxy::Session;
 
+use super::{is_tls, GatewayProxy, RequestContext};
 use crate::config::UpstreamProtocol;
+use crate::routing;
 use crate::service::{Backend, Service};
+
+impl GatewayProxy {
+    /// Makes `upstream_request` (a copy of the client's request head) the request `backend`
+    /// gets: its path under the backend's prefix, `Host`, `X-Request-Id`, the forwarded
+    /// headers, no `Expect`, no underscored names unless allowed.
+    pub(super) fn rewrite_request(
+        &self,
+        session: &Session,
+        ctx: &RequestContext,
+        backend: &Backend,
+        upstream_request: &mut RequestHeader,
+    ) -> Result<()> {
+        let original = session.req_header();
+        let rest = match &ctx.resolved_rest {
+            Some(resolved) => resolved.as_str(),
+            None => original.uri.path().get(ctx.rest_start..).unwrap_or(""),
+        };
+        let target =
+            routing::upstream_path_and_query(&backend.path_prefix, rest, original.uri.query());
+        let uri = http::Uri::try_from(target)
+            .or_err(InvalidHTTPHeader, "building the backend's request path")?;
+        let forwarded_host = original.headers.get(header::HOST).cloned();
+        let client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        let trust = self.settings.trust_forwarded_for;
+        let forwarded_for = client_ip
+            .map(|ip| ip.to_string())
+            .map(|ip| append_if_trusted(trust, original.headers.get("x-forwarded-for"), ip));
+        let proto = if is_tls(session) { "https" } else { "http" };
+        let forwarded = append_if_trusted(
+            trust,
+            original.headers.get(header::FORWARDED),
+            forwarded_element(client_ip, forwarded_host.as_ref(), proto),
+        );
+
+        upstream_request.set_uri(uri);
+        upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.to_string())?;
+        match forwarded_host {
+            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+            None => drop(upstream_request.remove_header("x-forwarded-host")),
+        }
+        match forwarded_for {
+            Some(chain) => upstream_request.insert_header("x-forwarded-for", chain)?,
+            None => drop(upstream_request.remove_header("x-forwarded-for")),
+        }
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        upstream_request.insert_header(header::FORWARDED, forwarded)?;
+        upstream_request.remove_header(&header::EXPECT);
+        if !self.settings.underscores_in_headers {
+            drop_underscored_names(upstream_request);
+        }
+        Ok(())
+    }
+}
 
 /// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
 /// alone (an incoming value that is not text is dropped).
-pub(super) fn append_if_trusted(
+fn append_if_trusted(
     trust: bool,
     incoming: Option<&http::HeaderValue>,
     own: String,
@@ -26,7 +86,7 @@ pub(super) fn append_if_trusted(
 
 /// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
 /// for (quoted) and the protocol.
-pub(super) fn forwarded_element(
+fn forwarded_element(
     client: Option<IpAddr>,
     host: Option<&http::HeaderValue>,
     proto: &str,
@@ -53,7 +113,7 @@ pub(super) fn forwarded_element(
 
 /// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
 /// from the same name with `-` (`X_Forwarded_For` would read as `X-Forwarded-For`).
-pub(super) fn drop_underscored_names(request: &mut RequestHeader) {
+fn drop_underscored_names(request: &mut RequestHeader) {
     if !request
         .headers
         .keys()

@@ -48,7 +48,6 @@ use crate::config::HeaderLimits;
 use crate::config::LogFormat;
 use crate::load::Overflow;
 use crate::request_id::RequestId;
-use crate::routing;
 use crate::selector::Pick;
 use crate::service::{Backend, Service, ServiceTable};
 use crate::telemetry::access_log::AccessLog;
@@ -62,9 +61,7 @@ mod retry;
 mod route;
 mod settle;
 
-use forward::{
-    append_if_trusted, drop_underscored_names, forwarded_element, send_continue, upstream_peer,
-};
+use forward::{send_continue, upstream_peer};
 use observe::{access_record, loggable_path};
 use retry::Replay;
 use route::take_expectation;
@@ -467,49 +464,7 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(InternalError, "no backend chosen for the request");
         };
         let backend = &service.backends[attempt.pick.index];
-        let original = session.req_header();
-        let rest = match &ctx.resolved_rest {
-            Some(resolved) => resolved.as_str(),
-            None => original.uri.path().get(ctx.rest_start..).unwrap_or(""),
-        };
-        let target =
-            routing::upstream_path_and_query(&backend.path_prefix, rest, original.uri.query());
-        let uri = http::Uri::try_from(target)
-            .or_err(InvalidHTTPHeader, "building the backend's request path")?;
-        let forwarded_host = original.headers.get(header::HOST).cloned();
-        let client_ip = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
-        let trust = self.settings.trust_forwarded_for;
-        let forwarded_for = client_ip
-            .map(|ip| ip.to_string())
-            .map(|ip| append_if_trusted(trust, original.headers.get("x-forwarded-for"), ip));
-        let proto = if is_tls(session) { "https" } else { "http" };
-        let forwarded = append_if_trusted(
-            trust,
-            original.headers.get(header::FORWARDED),
-            forwarded_element(client_ip, forwarded_host.as_ref(), proto),
-        );
-
-        upstream_request.set_uri(uri);
-        upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
-        upstream_request.insert_header("x-request-id", ctx.request_id.to_string())?;
-        match forwarded_host {
-            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
-            None => drop(upstream_request.remove_header("x-forwarded-host")),
-        }
-        match forwarded_for {
-            Some(chain) => upstream_request.insert_header("x-forwarded-for", chain)?,
-            None => drop(upstream_request.remove_header("x-forwarded-for")),
-        }
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
-        upstream_request.insert_header(header::FORWARDED, forwarded)?;
-        upstream_request.remove_header(&header::EXPECT);
-        if !self.settings.underscores_in_headers {
-            drop_underscored_names(upstream_request);
-        }
-        Ok(())
+        self.rewrite_request(session, ctx, backend, upstream_request)
     }
 
     async fn upstream_response_filter(
