@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// (`X-Mock-Peak-In-Flight`): how much load the gateway let through.
     pub(crate) in_flight: AtomicU64,
     pub(crate) peak_in_flight: AtomicU64,
+    /// Requests counted for `--stall-every`.
+    pub(crate) stalls: AtomicU64,
 }
 
 /// Counts a request in flight while it lives.
@@ -88,6 +90,11 @@ pub(crate) async fn answer(request: Request<Incoming>, mock: Mock) -> io::Result
     }
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
+    }
+    if let Some((every, pause)) = behaviour.stall {
+        if shared.stalls.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
+            tokio::time::sleep(pause).await;
+        }
     }
     if grpc::is_grpc(&parts) {
         return Ok(grpc::answer(&parts, &received, shared.port));

@@ -11,6 +11,7 @@
 //! mock-backend [--bind ADDR] [--status N] [--fail] [--fail-rate R] [--fail-every N] [--delay-ms N]
 //!              [--reset | --close | --hang] [--close-reused] [--flap-ms N] [--slow-head-ms N]
 //!              [--slow-body-ms N] [--body-bytes N] [--retry-after N]
+//!              [--stall-every N [--stall-ms M]]
 //!              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--h2] [--fail-health]
 //!              [--log] PORT
 //! ```
@@ -30,7 +31,9 @@
 //! (and closes the connection after the answer);
 //! `--slow-body-ms N` sends the body in five parts, N ms apart. `--body-bytes N` pads every
 //! body with N dots (a large response). `--retry-after N` adds `Retry-After: N` to every answer
-//! (with `--status 503`: a replica that asks for N seconds of rest).
+//! (with `--status 503`: a replica that asks for N seconds of rest). `--stall-every N` makes every
+//! Nth request of the process wait `--stall-ms M` (default 1000) before its answer: a replica
+//! with a slow tail.
 //!
 //! `--h2` serves HTTP/2 instead (h2c with prior knowledge, or h2 over TLS), with a small gRPC
 //! service: see `grpc.rs`. The same flags apply to its answers.
@@ -71,6 +74,7 @@ const USAGE: &str = "usage: mock-backend [--bind ADDR] [--status N] [--fail] [--
                      [--delay-ms N] [--reset | --close | --hang] [--close-reused] [--flap-ms N] \
                      [--slow-head-ms N] \
                      [--slow-body-ms N] [--body-bytes N] [--retry-after N] \
+                     [--stall-every N [--stall-ms M]] \
                      [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] \
                      [--h2] [--fail-health] [--log] PORT";
 /// Request headers the mock reads before answering 431 (hyper's default is 100).
@@ -101,6 +105,9 @@ struct Behaviour {
     body_bytes: usize,
     /// A `Retry-After` (seconds) on every answer (`--retry-after N`).
     retry_after: Option<u64>,
+    /// Every Nth request of the process waits this long before its answer
+    /// (`--stall-every N --stall-ms M`).
+    stall: Option<(u64, Duration)>,
     /// Print one line per request.
     log: bool,
     /// Answer 500 on `/healthz`.
@@ -198,6 +205,7 @@ async fn run(bind: &str, port: u16, behaviour: Behaviour) -> io::Result<()> {
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         peak_in_flight: AtomicU64::new(0),
+        stalls: AtomicU64::new(0),
     });
     for connection in 1.. {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -334,6 +342,7 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
         slow_body: None,
         body_bytes: 0,
         retry_after: None,
+        stall: None,
         log: false,
         fail_health: false,
         h2: false,
@@ -396,6 +405,20 @@ fn parse_args(args: &[String]) -> Result<(String, u16, Behaviour), String> {
                 behaviour.body_bytes = value("--body-bytes")?
                     .parse()
                     .map_err(|_| "--body-bytes takes a number of bytes")?
+            }
+            "--stall-every" => {
+                let every: u64 = value("--stall-every")?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--stall-every takes a positive whole number")?;
+                let pause = behaviour.stall.map_or(Duration::from_secs(1), |(_, d)| d);
+                behaviour.stall = Some((every, pause));
+            }
+            "--stall-ms" => {
+                let pause = millis("--stall-ms", &value("--stall-ms")?)?;
+                let every = behaviour.stall.map_or(1, |(n, _)| n);
+                behaviour.stall = Some((every, pause));
             }
             "--retry-after" => {
                 behaviour.retry_after = Some(

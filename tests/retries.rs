@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 
 fn series(name: &str, service: &str, mock: &Mock, outcome: &str) -> String {
@@ -273,4 +275,86 @@ fn an_http2_replica_answering_503_is_retried_on_another_as_well() {
         "http_5xx",
     );
     assert!(gateway.metric_reaches(&http_5xx, 3.0), "{http_5xx}");
+}
+
+#[test]
+fn hedged_gets_keep_a_stalling_replicas_tail_from_the_client_within_the_budget() {
+    // One request in ten to this replica waits a second.
+    let stalling = Mock::start(&["--stall-every", "10", "--stall-ms", "1000"]);
+    let healthy = Mock::start(&[]);
+    let services = format!(
+        "hedged:\n  backends: [\"{s}\", \"{h}\"]\n  hedge_after: 50ms\n\
+         plain:\n  backends: [\"{s}\", \"{h}\"]\n",
+        s = stalling.url(),
+        h = healthy.url()
+    );
+    let gateway = Gateway::start(&services, "  status_log: false\n");
+    let timed = |service: &str, n: usize| -> Vec<(u16, Duration)> {
+        let mut client = Client::new(gateway.port);
+        (0..n)
+            .map(|_| {
+                let started = Instant::now();
+                let response = client
+                    .send("GET", &format!("/v1/proxy/{service}"), b"")
+                    .expect("an answer");
+                assert!(response.body.starts_with("Hello from"), "{response:?}");
+                (response.status, started.elapsed())
+            })
+            .collect()
+    };
+    // 100 requests: 50 reach the stalling replica first, 5 of them stall.
+    let hedged = timed("hedged", 100);
+    assert!(hedged.iter().all(|(status, _)| *status == 200));
+    let slowest = hedged.iter().map(|(_, took)| *took).max().unwrap();
+    eprintln!("hedged: slowest of 100 {slowest:?}");
+    assert!(slowest < within(Duration::from_millis(500)), "{slowest:?}");
+    let hedges = service_metric(&gateway, "gateway_service_hedges_total", "hedged").unwrap();
+    assert!(
+        (5.0..=20.0).contains(&hedges),
+        "{hedges} hedges: the five stalls, within the budget"
+    );
+    // The stalled attempts lost, and were cancelled, never failed.
+    let cancelled = series(
+        "gateway_upstream_attempts_total",
+        "hedged",
+        &stalling,
+        "cancelled",
+    );
+    assert!(gateway.metric_reaches(&cancelled, 5.0) || gateway.metric(&cancelled) >= Some(5.0));
+    for outcome in ["timeout", "http_5xx", "broken_response", "connect_error"] {
+        let failed = series(
+            "gateway_upstream_attempts_total",
+            "hedged",
+            &stalling,
+            outcome,
+        );
+        assert_eq!(gateway.metric(&failed), Some(0.0), "{failed}");
+    }
+    // Unhedged, the same replica's stall reaches the client.
+    let plain = timed("plain", 20);
+    let slowest = plain.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(slowest >= Duration::from_millis(1000), "{slowest:?}");
+}
+
+#[test]
+fn a_hedged_service_still_fails_over_from_a_dead_replica_and_answers_head() {
+    let mut dead = Mock::start(&[]);
+    let dead_url = dead.url();
+    dead.stop();
+    let healthy = Mock::start(&[]);
+    let gateway = Gateway::start(
+        &format!(
+            "hedged:\n  backends: [\"{dead_url}\", \"{}\"]\n  hedge_after: p95\n",
+            healthy.url()
+        ),
+        "  status_log: false\n",
+    );
+    for _ in 0..6 {
+        let response = gateway.get("/v1/proxy/hedged");
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let head = request(gateway.port, "HEAD", "/v1/proxy/hedged", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(gateway.log_count(&format!("[CIRCUIT] {dead_url} OPEN")) == 1);
 }

@@ -355,6 +355,12 @@ fn service_metrics(encoder: &mut DescriptorEncoder, services: &[&Arc<Service>]) 
             "Requests failed over to another backend after an attempt failed.",
         ),
         (
+            ServiceEvent::Hedge,
+            "gateway_service_hedges",
+            "Second attempts that raced a first one slower than hedge_after (paid from the \
+             retry budget).",
+        ),
+        (
             ServiceEvent::StatusRetry,
             "gateway_service_status_retries",
             "Of the failovers, those made because a backend answered with a status in \

@@ -291,6 +291,18 @@ pub struct RetryPolicy {
     /// The largest request body kept for a replay, in bytes (`replay_body_limit`): a request
     /// with a larger body is not retried once it may have reached a backend.
     pub replay_limit: u64,
+    /// Opt-in: a bodiless `GET` or `HEAD` that has no answer after this long gets a second
+    /// attempt at another backend (`hedge_after`).
+    pub hedge_after: Option<HedgeAfter>,
+}
+
+/// When a request is hedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    /// After a fixed delay.
+    Fixed(Duration),
+    /// After the first backend's own recent 95th percentile latency (`p95`).
+    P95,
 }
 
 /// Pingora's own replay buffer: 64 KiB.
@@ -306,6 +318,7 @@ impl Default for RetryPolicy {
             on_status: vec![502, 503, 504],
             idempotency_key: false,
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            hedge_after: None,
         }
     }
 }
@@ -783,6 +796,17 @@ mod tests {
         );
         assert_eq!(b.load.limit, ConcurrencyLimit::Adaptive { min: 2, max: 64 });
         assert_eq!(b.load.picking, Picking::PeakEwma);
+        let hedged = parse(
+            "h:\n  backends: [\"http://127.0.0.1:6\"]\n  hedge_after: 40ms\n\
+             p:\n  backends: [\"http://127.0.0.1:7\"]\n  hedge_after: p95\n",
+        )
+        .unwrap();
+        assert_eq!(
+            hedged[0].retry.hedge_after,
+            Some(HedgeAfter::Fixed(Duration::from_millis(40)))
+        );
+        assert_eq!(hedged[1].retry.hedge_after, Some(HedgeAfter::P95));
+        assert_eq!(c.retry.hedge_after, None);
         assert_eq!(c.load, LoadSettings::default());
         assert_eq!(c.load.limit, ConcurrencyLimit::Unlimited);
         assert_eq!(c.load.picking, Picking::RoundRobin);
@@ -836,6 +860,11 @@ mod tests {
                 "client_rate_limit.burst (5) must be at least requests_per_second (10)",
             ),
             ("rate_limit: {rps: 10}", "unknown field"),
+            ("hedge_after: soon", "neither a duration"),
+            (
+                "hedge_after: 50ms\n  protocol: http2",
+                "hedge_after needs `protocol: http1`",
+            ),
         ] {
             let message = error(&service(keys));
             assert!(message.contains(expected), "{keys}: {message}");

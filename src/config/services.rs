@@ -162,6 +162,12 @@ fn parse_service(
     if urls.is_empty() {
         return Err("no backends listed".to_owned());
     }
+    if settings.retry.hedge_after.is_some() && protocol == UpstreamProtocol::Http2 {
+        return Err(
+            "hedge_after needs `protocol: http1`: requests to HTTP/2 backends are not hedged"
+                .to_owned(),
+        );
+    }
 
     let mut targets = Vec::with_capacity(urls.len());
     for entry in urls {
@@ -462,6 +468,7 @@ pub(super) struct RawOverrides {
     retry_on_status: Option<Vec<u16>>,
     retry_idempotency_key: Option<bool>,
     replay_body_limit: Option<ConfigSize>,
+    hedge_after: Option<String>,
 }
 
 /// `concurrency_limit:` as written: a number, or `adaptive`.
@@ -777,6 +784,19 @@ impl RawOverrides {
         }
         if let Some(on) = self.retry_idempotency_key {
             out.retry.idempotency_key = on;
+        }
+        if let Some(text) = self.hedge_after {
+            out.retry.hedge_after = Some(match text.trim() {
+                "p95" => HedgeAfter::P95,
+                other => match super::units::parse_duration(other) {
+                    Some(d) if !d.is_zero() => HedgeAfter::Fixed(d),
+                    _ => {
+                        return Err(format!(
+                            "hedge_after \"{text}\" is neither a duration (e.g. 50ms) nor `p95`"
+                        ))
+                    }
+                },
+            });
         }
         if let Some(ConfigSize(bytes)) = self.replay_body_limit {
             if bytes > MAX_REPLAY_LIMIT {

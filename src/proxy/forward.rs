@@ -73,11 +73,7 @@ impl GatewayProxy {
 
 /// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
 /// alone (an incoming value that is not text is dropped).
-fn append_if_trusted(
-    trust: bool,
-    incoming: Option<&http::HeaderValue>,
-    own: String,
-) -> String {
+fn append_if_trusted(trust: bool, incoming: Option<&http::HeaderValue>, own: String) -> String {
     match incoming.and_then(|value| value.to_str().ok()) {
         Some(incoming) if trust => format!("{incoming}, {own}"),
         _ => own,

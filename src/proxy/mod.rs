@@ -55,6 +55,7 @@ use crate::telemetry::logs;
 use crate::telemetry::metrics::{AttemptOutcome, GatewayStats};
 
 mod forward;
+mod hedge;
 mod observe;
 mod pick;
 mod retry;
@@ -74,6 +75,8 @@ const LINGERING_CLOSE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct GatewayProxy {
     services: Arc<ArcSwap<ServiceTable>>,
+    /// The hedged requests' own connections (`hedge`): Pingora's are its proxy's.
+    hedge_connector: hedge::HedgeConnector,
     stats: Arc<GatewayStats>,
     settings: ProxySettings,
     access_log: Option<AccessLog>,
@@ -109,6 +112,7 @@ impl GatewayProxy {
             services,
             stats,
             settings,
+            hedge_connector: hedge::HedgeConnector::new(),
             access_log: None,
         }
     }
@@ -317,12 +321,16 @@ impl ProxyHttp for GatewayProxy {
         let reply = match routed {
             Ok(continue_pending) => {
                 ctx.continue_pending = continue_pending;
-                if let Some(service) = &ctx.service {
-                    // Before any of the body is read, or the buffer would miss its start.
-                    let limit = usize::try_from(service.retry.replay_limit).unwrap_or(usize::MAX);
-                    session
-                        .as_downstream_mut()
-                        .enable_retry_buffering_up_to(limit);
+                let Some(service) = ctx.service.clone() else {
+                    return Ok(false);
+                };
+                // Before any of the body is read, or the buffer would miss its start.
+                let limit = usize::try_from(service.retry.replay_limit).unwrap_or(usize::MAX);
+                session
+                    .as_downstream_mut()
+                    .enable_retry_buffering_up_to(limit);
+                if hedge::hedgeable(session, &service) {
+                    return self.hedged(session, ctx, &self.hedge_connector).await;
                 }
                 return Ok(false);
             }
@@ -496,17 +504,7 @@ impl ProxyHttp for GatewayProxy {
                 session.as_downstream_mut().set_read_timeout(Some(idle));
             }
         }
-        // Identical repeats (Pingora refuses differing ones) are one length to the client:
-        // some clients refuse a response that repeats it.
-        let mut lengths = upstream_response
-            .headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter();
-        if let (Some(length), Some(_)) = (lengths.next(), lengths.next()) {
-            let length = length.clone();
-            upstream_response.insert_header(header::CONTENT_LENGTH, length)?;
-        }
-        Ok(())
+        keep_one_content_length(upstream_response)
     }
 
     fn upstream_response_trailer_filter(
@@ -719,6 +717,17 @@ impl ProxyHttp for GatewayProxy {
             }
         }
     }
+}
+
+/// Identical repeats of `Content-Length` (Pingora refuses differing ones) are one length to
+/// the client: some clients refuse a response that repeats it.
+fn keep_one_content_length(response: &mut pingora::http::ResponseHeader) -> Result<()> {
+    let mut lengths = response.headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(length), Some(_)) = (lengths.next(), lengths.next()) {
+        let length = length.clone();
+        response.insert_header(header::CONTENT_LENGTH, length)?;
+    }
+    Ok(())
 }
 
 /// A `Retry-After` given in seconds (the HTTP-date form is not read).

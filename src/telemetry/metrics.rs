@@ -121,6 +121,29 @@ impl BackendStats {
         self.attempts[outcome.index()].load(Ordering::Relaxed)
     }
 
+    /// The `q`-quantile of its attempts' latency so far, as the upper bound of the histogram
+    /// bucket it falls in; `None` before `min_samples` attempts (or past the last bound).
+    pub(crate) fn latency_quantile(&self, q: f64, min_samples: u64) -> Option<Duration> {
+        let counts: Vec<u64> = self
+            .latency_buckets
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total < min_samples.max(1) {
+            return None;
+        }
+        let rank = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (count, bound) in counts.iter().zip(LATENCY_BUCKETS_MICROS) {
+            seen += count;
+            if seen >= rank {
+                return Some(Duration::from_micros(bound));
+            }
+        }
+        None
+    }
+
     /// The latency histogram: the count in each bucket (not cumulative; the encoder sums them)
     /// by its upper bound in seconds (`f64::INFINITY` last), and the sum in seconds.
     pub(crate) fn latency(&self) -> (Vec<(f64, u64)>, f64) {
@@ -147,6 +170,8 @@ pub enum ServiceEvent {
     NoBackends,
     /// Failed over to another backend.
     Retry,
+    /// A second attempt raced the first because it had not answered in time (a hedge).
+    Hedge,
     /// Of those, sent on because a backend answered with a status in `retry_on_status`.
     StatusRetry,
     /// Not failed over because the retry budget was spent.
@@ -164,11 +189,12 @@ pub enum ServiceEvent {
 
 impl ServiceEvent {
     /// Every event, in the order they are stored.
-    pub(crate) const ALL: [ServiceEvent; 10] = [
+    pub(crate) const ALL: [ServiceEvent; 11] = [
         ServiceEvent::Request,
         ServiceEvent::AllOpen,
         ServiceEvent::NoBackends,
         ServiceEvent::Retry,
+        ServiceEvent::Hedge,
         ServiceEvent::StatusRetry,
         ServiceEvent::RetryBudgetExhausted,
         ServiceEvent::Queued,
@@ -217,6 +243,26 @@ impl GatewayStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quantile_is_the_bound_of_its_bucket_once_there_are_enough_samples() {
+        let stats = BackendStats::default();
+        for _ in 0..94 {
+            stats.record(AttemptOutcome::Success, Duration::from_micros(800));
+        }
+        assert_eq!(stats.latency_quantile(0.95, 100), None, "94 samples");
+        for _ in 0..6 {
+            stats.record(AttemptOutcome::Success, Duration::from_millis(40));
+        }
+        assert_eq!(
+            stats.latency_quantile(0.5, 100),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            stats.latency_quantile(0.95, 100),
+            Some(Duration::from_millis(50))
+        );
+    }
 
     #[test]
     fn attempts_land_in_their_outcome_and_latency_bucket() {
