@@ -5,7 +5,7 @@
 //!
 //! | hook                        | what it does here                                          |
 //! |-----------------------------|------------------------------------------------------------|
-//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); rate limits (429 + `Retry-After`); resolves dot segments and escaped slashes (400 above the root, or an escaped slash refused); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on |
+//! | `request_filter`            | strict head checks (400, 414, 431, 501); routes `/v1/proxy/{service}` (404); rate limits (429 + `Retry-After`); resolves dot segments and escaped slashes (400 above the root, or an escaped slash refused); body limit by `Content-Length` (413); takes `Expect` (417); pipelining on; sizes the replay buffer; makes a hedgeable request's attempts itself (`hedge`) |
 //! | `request_body_filter`       | body limit while the body streams (413)                    |
 //! | `upstream_peer`             | picks a backend (filtered by breakers and concurrency limits; round-robin or latency-aware), waiting in the service's queue when all are full; 503 when all are open or overloaded |
 //! | `upstream_request_filter`   | sends the client its `100 Continue` (first attempt); rewrites the path, `Host`, `Forwarded`, `X-Forwarded-*`, `X-Request-Id`; drops header names with `_` |
@@ -25,7 +25,8 @@
 //!
 //! The hooks stay here; what they call is split by phase, each in a module of its own:
 //! `route` (the head checks, routing and rate limits), `pick` (the backend, and the queue),
-//! `retry` (failovers: which requests go on, and where), `forward` (the peer, the forwarded headers, the
+//! `retry` (failovers: which requests go on, and where), `hedge` (hedged requests, made outside
+//! Pingora's single attempt), `forward` (the peer, the forwarded headers, the
 //! `100 Continue`), `settle` (an attempt's outcome, the error reply) and `observe` (the
 //! access-log record).
 
