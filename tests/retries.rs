@@ -358,3 +358,39 @@ fn a_hedged_service_still_fails_over_from_a_dead_replica_and_answers_head() {
     assert!(head.body.is_empty());
     assert!(gateway.log_count(&format!("[CIRCUIT] {dead_url} OPEN")) == 1);
 }
+
+#[test]
+fn a_hedged_request_that_finds_every_replica_full_is_refused_once_not_queued_twice() {
+    let slow = Mock::start(&["--delay-ms", "600"]);
+    let gateway = Gateway::start(
+        &format!(
+            "hedged:\n  backends: [\"{u}\", \"{u}/other\"]\n  hedge_after: 5s\n  \
+             concurrency_limit: 1\n  queue_size: 5\n  queue_timeout: 200ms\n",
+            u = slow.url()
+        ),
+        "  status_log: false\n",
+    );
+    let started = Instant::now();
+    let answers: Vec<(Response, Duration)> = simultaneous_gets(gateway.port, 3, "/v1/proxy/hedged")
+        .into_iter()
+        .map(|h| (h.join().unwrap().expect("an answer"), started.elapsed()))
+        .collect();
+    let (refused, took) = answers
+        .iter()
+        .find(|(r, _)| r.status == 503)
+        .expect("the third waits 200 ms and is refused");
+    assert!(
+        refused.body.contains(r#""error":"overloaded""#),
+        "{}",
+        refused.body
+    );
+    assert!(
+        *took < Duration::from_millis(400)
+            || answers.iter().filter(|(r, _)| r.status == 200).count() == 2
+    );
+    assert_eq!(
+        service_metric(&gateway, "gateway_service_overloaded_total", "hedged"),
+        Some(1.0),
+        "refused once"
+    );
+}

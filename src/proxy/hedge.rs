@@ -116,8 +116,10 @@ impl GatewayProxy {
         let ticket = *ctx.ticket.get_or_insert_with(|| service.selector.ticket());
         let first = match pick::pick(&service, ticket, &ctx.tried, deadline).await {
             Ok(pick) => pick,
-            // The usual path answers the refusal.
-            Err(_) => return Ok(false),
+            Err(why) => {
+                ctx.refusal = Some(why);
+                return Err(why.error());
+            }
         };
         let first = leg(ctx, &service, first, deadline);
         let delay = match service.retry.hedge_after {

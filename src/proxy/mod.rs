@@ -285,6 +285,20 @@ enum Refusal {
     Overloaded(Overflow),
 }
 
+impl Refusal {
+    /// The error the hooks fail with; `fail_to_proxy` answers it (`settle::error_reply`).
+    fn error(self) -> Box<Error> {
+        let (status, explain) = match self {
+            Refusal::NoBackends => (503, "the service has no backends"),
+            Refusal::AllOpen => (503, "every backend's breaker is open"),
+            Refusal::Overloaded(_) => (503, "every backend is at its concurrency limit"),
+            Refusal::NoBackendLeft => (502, "no backend left to try"),
+            Refusal::DeadlinePassed => (504, "the total timeout ended"),
+        };
+        Error::explain(HTTPStatus(status), explain)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestContext;
@@ -448,14 +462,7 @@ impl ProxyHttp for GatewayProxy {
             }
             Err(why) => {
                 *refusal = Some(why);
-                let (status, explain) = match why {
-                    Refusal::NoBackends => (503, "the service has no backends"),
-                    Refusal::AllOpen => (503, "every backend's breaker is open"),
-                    Refusal::Overloaded(_) => (503, "every backend is at its concurrency limit"),
-                    Refusal::NoBackendLeft => (502, "no backend left to try"),
-                    Refusal::DeadlinePassed => (504, "the total timeout ended"),
-                };
-                Error::e_explain(HTTPStatus(status), explain)
+                Err(why.error())
             }
         }
     }
