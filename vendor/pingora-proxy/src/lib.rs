@@ -1592,7 +1592,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Boxed: its state (the whole request's, ~9 KB) is allocated once a head has arrived,
+        // so a keep-alive connection waiting for its next request does not hold it.
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
