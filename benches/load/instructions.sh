@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# User-space instructions and heap allocations per proxied request, counted by valgrind's
+# callgrind: the same binary and load give the same counts whatever else the machine is doing,
+# so a change of a few percent shows where `ab.sh`'s CPU times (±10-30 % per round on this VM)
+# cannot resolve it. Kernel time (syscalls, TCP) is not counted: `ab.sh` still has the last word
+# on a change that moves work into or out of the kernel.
+#
+#   benches/load/instructions.sh [REQUESTS] [NAME=BINARY:CONF:PORT:PATH ...]
+#
+# Default: the release gateway on benches/load/gateway.yaml, and the bare Pingora proxy
+# (examples/bare_proxy.rs) when built. For each proxy, in front of two mock backends (9001, 9002,
+# not under valgrind): start it under callgrind, warm it up (2,000 requests), zero the counters,
+# send REQUESTS keep-alive GETs (default 20,000; h2load --h1, 16 connections, no pipelining),
+# dump, and print instructions per request and allocations (mimalloc's aligned malloc, zalloc and
+# realloc entry points, which is what Rust's global allocator calls) per request.
+# With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
+# Loopback only; every process started here is stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+requests=${1:-20000}
+shift || true
+command -v valgrind >/dev/null || { echo "instructions.sh needs valgrind" >&2; exit 2; }
+command -v h2load >/dev/null || { echo "instructions.sh needs h2load (Debian: nghttp2-client)" >&2; exit 2; }
+if [ $# -eq 0 ]; then
+  cargo build --release --locked --bin gateway --example bare_proxy >/dev/null 2>&1
+  set -- "gateway=./target/release/gateway:benches/load/gateway.yaml:8080:/v1/proxy/product" \
+    "bare_pingora=./target/release/examples/bare_proxy:benches/load/gateway.yaml:8084:/"
+fi
+cargo build --release --locked --bin mock-backend >/dev/null 2>&1
+work=$(mktemp -d /tmp/gateway-instructions.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
+./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)
+
+# Waits (up to 60 s: valgrind starts slowly) until something answers on the port.
+wait_listening() {
+  local port=$1
+  for _ in $(seq 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "instructions.sh: nothing listens on $port" >&2
+  return 1
+}
+
+# Sums a callgrind dump: total instructions, and the calls into the allocator's entry points.
+summarize() {
+  python3 - "$@" <<'PY'
+import re, sys
+path, requests = sys.argv[1], int(sys.argv[2])
+names, total, allocs = {}, 0, 0
+alloc = re.compile(r"^(mi_malloc_aligned|mi_zalloc_aligned|mi_realloc_aligned)$")
+pending_alloc = False
+with open(path) as f:
+    for line in f:
+        if line.startswith("summary:"):
+            total = int(line.split()[1])
+        elif line.startswith("cfn="):
+            m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.strip())
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            pending_alloc = bool(alloc.match(names.get(m.group(1), "")))
+        elif line.startswith("calls=") and pending_alloc:
+            allocs += int(line[6:].split()[0])
+            pending_alloc = False
+print(f"{total / requests:10.0f} instructions/request  {allocs / requests:6.2f} allocations/request")
+PY
+}
+
+for spec in "$@"; do
+  IFS=: read -r binary conf port path <<<"${spec#*=}"
+  name=${spec%%=*}
+  out="$work/$name.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    "$binary" -c "$conf" >"$work/$name.log" 2>&1 & proxy=$!
+  pids+=("$proxy")
+  wait_listening "$port"
+  url="http://127.0.0.1:$port$path"
+  timeout 120 h2load --h1 -c16 -n 2000 "$url" >/dev/null
+  callgrind_control --zero "$proxy" >/dev/null 2>&1
+  load=$(timeout 600 h2load --h1 -c16 -n "$requests" "$url")
+  callgrind_control --dump "$proxy" >/dev/null 2>&1
+  kill "$proxy"; wait "$proxy" 2>/dev/null || true
+  ok=$(echo "$load" | awk '/^status codes:/{print $3}')
+  [ "$ok" = "$requests" ] || { echo "$name: only $ok of $requests answered 2xx" >&2; exit 1; }
+  # The dump of the zeroed counters is the first numbered file.
+  dump=$(ls "$out".* | sort | head -n1)
+  printf '%-14s %s\n' "$name" "$(summarize "$dump" "$requests")"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.callgrind"; fi
+done
