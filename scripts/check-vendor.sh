@@ -5,8 +5,14 @@
 #
 # The releases come through cargo itself (a throwaway manifest that depends on the exact
 # versions, then `cargo fetch`), so this works wherever cargo's own registry settings do.
+#
+# `scripts/check-vendor.sh --write` goes the other way after an edit to a vendored copy: it
+# rewrites each vendor/<crate>.patch as the diff from the release to the copy (no timestamps,
+# so a patch changes only where the code does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+write=no
+[ "${1:-}" = --write ] && write=yes
 crates=(pingora-core pingora-proxy)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -35,6 +41,18 @@ for crate in "${crates[@]}"; do
   tar -xzf "$archive" -C "$work"
   release="$work/$crate-$version"
   rm -f "$release/.cargo-ok" "$release/Cargo.lock"
+  if [ "$write" = yes ]; then
+    mkdir -p "$work/$crate"
+    mv "$release" "$work/$crate/a"
+    cp -r "vendor/$crate" "$work/$crate/b"
+    # diff exits 1 when the trees differ, which is the point; 2 is trouble.
+    status=0
+    (cd "$work/$crate" && diff -ruN a b) >"$work/$crate.diff" || status=$?
+    [ "$status" -le 1 ] || { echo "check-vendor: diff failed for $crate" >&2; exit 1; }
+    sed -E 's/^((---|\+\+\+) [^\t]+)\t.*$/\1/' "$work/$crate.diff" >"vendor/$crate.patch"
+    echo "vendor: wrote vendor/$crate.patch"
+    continue
+  fi
   patch --quiet -p1 -d "$release" <"vendor/$crate.patch"
   if ! diff -r "$release" "vendor/$crate"; then
     echo "vendor/$crate is not $crate $version plus vendor/$crate.patch" >&2
