@@ -215,7 +215,7 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let read_event = read_buf_lazily(&mut self.underlying_stream, buf);
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -300,7 +300,8 @@ impl HttpSession {
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            // Empty: `read_buf_lazily` allocates it once the client has sent something.
+            .unwrap_or_default();
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
@@ -1880,6 +1881,25 @@ fn http_resp_header_to_buf(
 
     buf.put_slice(CRLF);
     Ok(())
+}
+
+/// Read from `stream` into `buf`, as `read_buf`, but while `buf` is empty give its memory back
+/// whenever the read has to wait: a keep-alive connection idling until its next request then
+/// holds no header buffer (nginx frees its buffers the same way). The buffer is allocated again
+/// (`INIT_HEADER_BUF_SIZE`) on the poll that finds the socket readable, so a request costs the
+/// same syscalls as before.
+async fn read_buf_lazily(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() == 0 {
+            buf.reserve(INIT_HEADER_BUF_SIZE);
+        }
+        let read = std::future::Future::poll(std::pin::pin!(stream.read_buf(buf)), cx);
+        if read.is_pending() && buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        read
+    })
+    .await
 }
 
 #[cfg(test)]
