@@ -8,8 +8,10 @@
 #   benches/load/instructions.sh [REQUESTS] [NAME=BINARY:CONF:PORT:PATH ...]
 #
 # Default: the release gateway on benches/load/gateway.yaml, and the bare Pingora proxy
-# (examples/bare_proxy.rs) when built. For each proxy, in front of two mock backends (9001, 9002,
-# not under valgrind): start it under callgrind, warm it up (2,000 requests), zero the counters,
+# (examples/bare_proxy.rs). For each proxy, in front of two nginx backends on 9001 and 9002 (as
+# in the shared harness, run.sh: a fixed 13-byte body; not under valgrind; the mock backend would
+# echo every forwarded header back and so charge the gateway's extra request headers twice):
+# start it under callgrind, warm it up (2,000 requests), zero the counters,
 # send REQUESTS keep-alive GETs (default 20,000; h2load --h1, 16 connections, no pipelining),
 # dump, and print instructions per request and allocations (mimalloc's aligned malloc, zalloc and
 # realloc entry points, which is what Rust's global allocator calls) per request.
@@ -21,12 +23,12 @@ requests=${1:-20000}
 shift || true
 command -v valgrind >/dev/null || { echo "instructions.sh needs valgrind" >&2; exit 2; }
 command -v h2load >/dev/null || { echo "instructions.sh needs h2load (Debian: nghttp2-client)" >&2; exit 2; }
+command -v nginx >/dev/null || { echo "instructions.sh needs nginx (Debian: nginx)" >&2; exit 2; }
 if [ $# -eq 0 ]; then
   cargo build --release --locked --bin gateway --example bare_proxy >/dev/null 2>&1
   set -- "gateway=./target/release/gateway:benches/load/gateway.yaml:8080:/v1/proxy/product" \
     "bare_pingora=./target/release/examples/bare_proxy:benches/load/gateway.yaml:8084:/"
 fi
-cargo build --release --locked --bin mock-backend >/dev/null 2>&1
 work=$(mktemp -d /tmp/gateway-instructions.XXXXXX)
 pids=()
 cleanup() {
@@ -36,8 +38,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
-./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)
+nginx_user=www-data
+id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
+for port in 9001 9002; do
+  mkdir -p "$work/nginx-$port"
+  cat >"$work/nginx-$port.conf" <<CONF
+user $nginx_user;
+worker_processes 1;
+daemon off;
+pid $work/nginx-$port/nginx.pid;
+error_log $work/nginx-$port/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 120s;
+  keepalive_requests 100000000;
+  client_body_temp_path $work/nginx-$port/body;
+  proxy_temp_path $work/nginx-$port/proxy;
+  fastcgi_temp_path $work/nginx-$port/fastcgi;
+  uwsgi_temp_path $work/nginx-$port/uwsgi;
+  scgi_temp_path $work/nginx-$port/scgi;
+  server {
+    listen 127.0.0.1:$port;
+    location / { default_type text/plain; return 200 "ok from $port\n"; }
+  }
+}
+CONF
+  nginx -c "$work/nginx-$port.conf" >/dev/null 2>&1 & pids+=($!)
+done
 
 # Waits (up to 60 s: valgrind starts slowly) until something answers on the port.
 wait_listening() {
@@ -62,11 +90,12 @@ with open(path) as f:
     for line in f:
         if line.startswith("summary:"):
             total = int(line.split()[1])
-        elif line.startswith("cfn="):
-            m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.strip())
+        elif line.startswith(("fn=", "cfn=")):
+            # A name is given once, with its number, wherever it first appears.
+            m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
             if m.group(2):
                 names[m.group(1)] = m.group(2)
-            pending_alloc = bool(alloc.match(names.get(m.group(1), "")))
+            pending_alloc = line.startswith("cfn=") and bool(alloc.match(names[m.group(1)]))
         elif line.startswith("calls=") and pending_alloc:
             allocs += int(line[6:].split()[0])
             pending_alloc = False
