@@ -345,7 +345,9 @@ impl ProxyHttp for GatewayProxy {
                     .as_downstream_mut()
                     .enable_retry_buffering_up_to(limit);
                 if hedge::hedgeable(session, &service) {
-                    return self.hedged(session, ctx, &self.hedge_connector).await;
+                    // Boxed: inline, the hedged exchange's state (~12 KB) would make every
+                    // request's `request_filter` future that big, and it is moved on each call.
+                    return Box::pin(self.hedged(session, ctx, &self.hedge_connector)).await;
                 }
                 return Ok(false);
             }
