@@ -27,11 +27,23 @@ impl RequestId {
             RequestId(id)
         })
     }
+
+    /// The id's 16 hex digits, written without the formatting machinery: every forwarded
+    /// request carries them (`X-Request-Id`).
+    pub fn hex(self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0; 16];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = DIGITS[(self.0 >> (60 - 4 * i)) as usize & 0xf];
+        }
+        hex
+    }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let hex = self.hex();
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -47,5 +59,13 @@ mod tests {
         assert_ne!(here[1], here[2]);
         assert!(!here.contains(&there));
         assert_eq!(here[0].to_string().len(), 16);
+    }
+
+    #[test]
+    fn ids_show_as_16_hex_digits() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = RequestId(id);
+            assert_eq!(id.to_string(), format!("{:016x}", id.0));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! On the way to a backend: the peer an attempt connects to (address, TLS, HTTP version,
 //! timeouts) and the headers the gateway adds to or drops from the forwarded request.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -40,19 +41,18 @@ impl GatewayProxy {
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
         let trust = self.settings.trust_forwarded_for;
-        let forwarded_for = client_ip
-            .map(|ip| ip.to_string())
-            .map(|ip| append_if_trusted(trust, original.headers.get("x-forwarded-for"), ip));
+        let forwarded_for = client_ip.map(|ip| {
+            let mut chain = trusted_list(trust, original.headers.get("x-forwarded-for"));
+            push_ip(&mut chain, ip);
+            chain
+        });
         let proto = if is_tls(session) { "https" } else { "http" };
-        let forwarded = append_if_trusted(
-            trust,
-            original.headers.get(header::FORWARDED),
-            forwarded_element(client_ip, forwarded_host.as_ref(), proto),
-        );
+        let mut forwarded = trusted_list(trust, original.headers.get(header::FORWARDED));
+        push_forwarded_element(&mut forwarded, client_ip, forwarded_host.as_ref(), proto);
 
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
-        upstream_request.insert_header("x-request-id", ctx.request_id.to_string())?;
+        upstream_request.insert_header("x-request-id", &ctx.request_id.hex()[..])?;
         match forwarded_host {
             Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
             None => drop(upstream_request.remove_header("x-forwarded-host")),
@@ -71,27 +71,68 @@ impl GatewayProxy {
     }
 }
 
-/// `own` after the client's `incoming` list when the client's lists are trusted, else `own`
-/// alone (an incoming value that is not text is dropped).
-fn append_if_trusted(trust: bool, incoming: Option<&http::HeaderValue>, own: String) -> String {
+/// The start of a forwarded list: the client's `incoming` list and ", " when the client's lists
+/// are trusted (an incoming value that is not text is dropped), else nothing; the gateway's own
+/// element goes after it.
+fn trusted_list(trust: bool, incoming: Option<&http::HeaderValue>) -> String {
+    // Room for an IPv4 address, or a `Forwarded` element with a short host, without regrowing.
+    const OWN: usize = 48;
     match incoming.and_then(|value| value.to_str().ok()) {
-        Some(incoming) if trust => format!("{incoming}, {own}"),
-        _ => own,
+        Some(incoming) if trust => {
+            let mut list = String::with_capacity(incoming.len() + 2 + OWN);
+            list.push_str(incoming);
+            list.push_str(", ");
+            list
+        }
+        _ => String::with_capacity(OWN),
     }
 }
 
-/// The gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it asked
-/// for (quoted) and the protocol.
-fn forwarded_element(
+/// Appends `ip` as `Display` writes it; an IPv4 address (the usual case, on every forwarded
+/// request) without the formatting machinery.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(ip) => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+/// Appends the gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it
+/// asked for (quoted) and the protocol.
+fn push_forwarded_element(
+    element: &mut String,
     client: Option<IpAddr>,
     host: Option<&http::HeaderValue>,
     proto: &str,
-) -> String {
-    let mut element = match client {
-        Some(IpAddr::V4(ip)) => format!("for={ip}"),
-        Some(IpAddr::V6(ip)) => format!("for=\"[{ip}]\""),
-        None => "for=unknown".to_owned(),
-    };
+) {
+    match client {
+        Some(ip @ IpAddr::V4(_)) => {
+            element.push_str("for=");
+            push_ip(element, ip);
+        }
+        Some(ip @ IpAddr::V6(_)) => {
+            element.push_str("for=\"[");
+            push_ip(element, ip);
+            element.push_str("]\"");
+        }
+        None => element.push_str("for=unknown"),
+    }
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=\"");
         for c in host.chars() {
@@ -104,7 +145,6 @@ fn forwarded_element(
     }
     element.push_str(";proto=");
     element.push_str(proto);
-    element
 }
 
 /// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
@@ -182,4 +222,50 @@ pub(super) async fn send_continue(session: &mut Session) -> Result<()> {
     downstream.set_close_on_response_before_downstream_finish(true);
     downstream.set_ignore_info_resp(true);
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::new(0, 9, 10, 99)),
+            IpAddr::V4(Ipv4Addr::new(100, 199, 200, 255)),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()),
+        ] {
+            let mut written = String::from("x");
+            push_ip(&mut written, ip);
+            assert_eq!(written, format!("x{ip}"));
+        }
+    }
+
+    #[test]
+    fn forwarded_lists_keep_a_trusted_clients_list_and_end_with_the_gateways_element() {
+        let incoming = http::HeaderValue::from_static("for=192.0.2.1");
+        let host = http::HeaderValue::from_static("a\"b");
+        let ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        let mut list = trusted_list(true, Some(&incoming));
+        push_forwarded_element(&mut list, ip, Some(&host), "http");
+        assert_eq!(
+            list,
+            r#"for=192.0.2.1, for=127.0.0.1;host="a\"b";proto=http"#
+        );
+        let mut list = trusted_list(false, Some(&incoming));
+        push_forwarded_element(
+            &mut list,
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            None,
+            "https",
+        );
+        assert_eq!(list, r#"for="[::1]";proto=https"#);
+        let mut list = trusted_list(true, None);
+        push_forwarded_element(&mut list, None, None, "http");
+        assert_eq!(list, "for=unknown;proto=http");
+    }
 }
