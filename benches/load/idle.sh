@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Memory per idle keep-alive client connection, and whether it is handed back:
 #
-#   benches/load/idle.sh [CONNECTIONS] [BINARY CONF ...]
+#   benches/load/idle.sh [CONNECTIONS] [BINARY CONF[:PORT:PATH] ...]
+#
+# PORT and PATH default to the gateway's 8080 and /v1/proxy/product; the bare Pingora proxy is
+# `target/release/examples/bare_proxy benches/load/gateway.yaml:8084:/`.
 #
 # For each gateway build (binary and conf; default the release build on benches/load/gateway.yaml)
 # and for nginx (when installed), in front of the same two mock backends (9001, 9002): open
@@ -85,12 +88,13 @@ report() {
 }
 
 while [ $# -ge 2 ]; do
-  binary=$1 conf=$2
+  binary=$1
+  IFS=: read -r conf port path <<<"$2"
   shift 2
   "$binary" -c "$conf" >/dev/null 2>&1 & gateway=$!
   pids+=("$gateway")
   sleep 1
-  read -r before idle after < <(measure "$gateway" 8080 /v1/proxy/product)
+  read -r before idle after < <(measure "$gateway" "${port:-8080}" "${path:-/v1/proxy/product}")
   report "$binary $(basename "$conf")" "$before" "$idle" "$after"
   kill "$gateway"; wait "$gateway" 2>/dev/null || true
 done
