@@ -29,43 +29,19 @@ if [ $# -eq 0 ]; then
   set -- "gateway=./target/release/gateway:benches/load/gateway.yaml:8080:/v1/proxy/product" \
     "bare_pingora=./target/release/examples/bare_proxy:benches/load/gateway.yaml:8084:/"
 fi
-work=$(mktemp -d /tmp/gateway-instructions.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-nginx_user=www-data
-id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
-for port in 9001 9002; do
-  mkdir -p "$work/nginx-$port"
-  cat >"$work/nginx-$port.conf" <<CONF
-user $nginx_user;
-worker_processes 1;
-daemon off;
-pid $work/nginx-$port/nginx.pid;
-error_log $work/nginx-$port/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
+# shellcheck source=common.sh
+source benches/load/common.sh
+{
+  nginx_conf_head
+  cat <<EOF
   keepalive_timeout 120s;
   keepalive_requests 100000000;
-  client_body_temp_path $work/nginx-$port/body;
-  proxy_temp_path $work/nginx-$port/proxy;
-  fastcgi_temp_path $work/nginx-$port/fastcgi;
-  uwsgi_temp_path $work/nginx-$port/uwsgi;
-  scgi_temp_path $work/nginx-$port/scgi;
-  server {
-    listen 127.0.0.1:$port;
-    location / { default_type text/plain; return 200 "ok from $port\n"; }
-  }
+  server { listen 127.0.0.1:9001; location / { default_type text/plain; return 200 "ok from 9001\n"; } }
+  server { listen 127.0.0.1:9002; location / { default_type text/plain; return 200 "ok from 9002\n"; } }
 }
-CONF
-  nginx -c "$work/nginx-$port.conf" >/dev/null 2>&1 & pids+=($!)
-done
+EOF
+} >"$work/nginx.conf"
+nginx -c "$work/nginx.conf" >/dev/null 2>&1 & pids+=($!)
 
 # Waits (up to 60 s: valgrind starts slowly) until something answers on the port.
 wait_listening() {
