@@ -6,10 +6,10 @@
 # Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
 # loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections; with H2=1,
 # h2load over h2c instead: 16 connections x 10 streams, 100,000 requests), and prints
-# req/s, the gateway's CPU time per request and its RSS after the load; at the end, the median
-# CPU per request of each and the median of the rounds' paired differences (B against A, the
-# steadier figure when the machine drifts). Loopback only; every process started here is stopped
-# by its PID.
+# req/s, the gateway's CPU time per request and its RSS after the load (each row marked A or B);
+# at the end, the median CPU per request of each and the median of the rounds' paired
+# differences (B against A, the steadier figure when the machine drifts). Loopback only; every
+# process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 4 ] || { echo "usage: $0 BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]" >&2; exit 2; }
@@ -51,14 +51,22 @@ measure() {
 
 rows=$(mktemp)
 trap 'rm -f "$rows"' EXIT
-for _ in $(seq "$rounds"); do
-  measure "$1" "$2" | tee -a "$rows"
-  measure "$3" "$4" | tee -a "$rows"
+# The order alternates (A B, B A, ...): the second build of a round measured ~6 % slower than
+# the first here whichever it was, and a fixed order would charge that to B.
+for round in $(seq "$rounds"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    measure "$1" "$2" | sed 's/^/A /' | tee -a "$rows"
+    measure "$3" "$4" | sed 's/^/B /' | tee -a "$rows"
+  else
+    measure "$3" "$4" | sed 's/^/B /' | tee -a "$rows"
+    measure "$1" "$2" | sed 's/^/A /' | tee -a "$rows"
+  fi
 done
-# Rows alternate A, B; the CPU figure is the word after "CPU".
-awk '{for (i = 1; i < NF; i++) if ($i == "CPU") print $(i + 1)}' "$rows" | python3 -c '
+# Each row starts with its build's letter; the CPU figure is the word after "CPU".
+awk '{for (i = 1; i < NF; i++) if ($i == "CPU") print $1, $(i + 1)}' "$rows" | python3 -c '
 import statistics, sys
-cpu = [float(line) for line in sys.stdin]
-a, b = cpu[0::2], cpu[1::2]
+rows = [line.split() for line in sys.stdin]
+a = [float(cpu) for build, cpu in rows if build == "A"]
+b = [float(cpu) for build, cpu in rows if build == "B"]
 paired = statistics.median((y - x) / x * 100 for x, y in zip(a, b))
 print(f"medians of {len(b)} rounds: A {statistics.median(a):.2f} us/req, B {statistics.median(b):.2f} us/req; paired median B vs A {paired:+.1f} %")'
