@@ -354,7 +354,9 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // Room for the fields a proxy adds to its copy (which keeps the
+                            // capacity), so they do not grow and rehash both header maps.
+                            Some(req.headers.len() + 8),
                         )?);
 
                         request_header.set_version(match req.version {
