@@ -1,6 +1,6 @@
-# Shared by tls.sh, h2.sh and instructions.sh (sourced, not run): a work folder removed on exit with every
-# process started into `pids`, a self-signed certificate for localhost, the median of a list,
-# and the head of an nginx conf whose `http` block the caller completes.
+# Shared by tls.sh, h2.sh and instructions.sh (sourced, not run): a work folder removed on exit
+# with every process started into `pids`, a self-signed certificate for localhost, the median of
+# a list, and the head of an nginx conf whose `http` block the caller completes.
 
 work=$(mktemp -d "/tmp/gateway-$(basename "$0" .sh)-bench.XXXXXX")
 pids=()
