@@ -93,6 +93,11 @@ while [ $# -ge 2 ]; do
   shift 2
   "$binary" -c "$conf" >/dev/null 2>&1 & gateway=$!
   pids+=("$gateway")
+  # Until it listens (seconds under valgrind), within 60 s.
+  for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${port:-8080}") 2>/dev/null && break
+    sleep 0.1
+  done
   sleep 1
   read -r before idle after < <(measure "$gateway" "${port:-8080}" "${path:-/v1/proxy/product}")
   report "$binary $(basename "$conf")" "$before" "$idle" "$after"
