@@ -1890,7 +1890,10 @@ fn http_resp_header_to_buf(
 /// holds no header buffer (nginx frees its buffers the same way). The buffer is allocated again
 /// (`INIT_HEADER_BUF_SIZE`) on the poll that finds the socket readable, so a request costs the
 /// same syscalls as before.
-async fn read_buf_lazily(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn read_buf_lazily(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| {
         if buf.capacity() == 0 {
             buf.reserve(INIT_HEADER_BUF_SIZE);
