@@ -350,18 +350,19 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
+            let session = new_http1_session(stream, |session| {
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+            });
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((mut stream, mut persistent_settings)) = result.map(|r| r.consume()) {
@@ -376,10 +377,11 @@ where
                         settings.set_pipelined_prefix(first_bytes);
                     }
                 }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
+                let session = new_http1_session(stream, |session| {
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(session);
+                    }
+                });
 
                 result = self.process_new_http(session, shutdown).await;
             }
@@ -390,6 +392,15 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// A new HTTP/1 session on `stream`, set up by `setup`. Built outside `process_new`'s async body:
+/// a session borrowed there (to set it up) keeps its room (~700 bytes) in the future a connection
+/// holds between requests, long after the session has been handed on.
+fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    setup(&mut session);
+    session
 }
 
 /// What an HTTP/1 connection does between two requests: it waits for the client's next bytes
