@@ -27,11 +27,11 @@ use std::os::unix::io::AsRawFd;
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -418,22 +418,169 @@ impl L4BufferSettings {
     }
 }
 
+/// A write buffer like tokio's `BufWriter` (the same rules for what is buffered and what is
+/// written straight through), but holding no memory while it is empty: the buffer is allocated
+/// by the first write that is buffered, and given back by a flush that writes it all. A
+/// keep-alive connection waiting between two requests then holds no write buffer (1,460 bytes
+/// by default), and a request still costs one write syscall per flush.
+#[derive(Debug)]
+struct LazyBufWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+    /// The buffer's size while it is in use; 0 writes everything straight through.
+    capacity: usize,
+    /// How much of `buf` a flush in progress has written.
+    written: usize,
+}
+
+impl<W: AsyncWrite + Unpin> LazyBufWriter<W> {
+    fn with_capacity(capacity: usize, inner: W) -> Self {
+        LazyBufWriter {
+            inner,
+            buf: Vec::new(),
+            capacity,
+            written: 0,
+        }
+    }
+
+    fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn spare(&self) -> usize {
+        self.capacity - self.buf.len()
+    }
+
+    /// Appends `bytes`, which fit, allocating the buffer if it has none.
+    fn buffer(&mut self, bytes: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.capacity);
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Writes out what is buffered, keeping the (emptied) buffer.
+    fn flush_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut ret = Ok(());
+        while self.written < self.buf.len() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..])) {
+                Ok(0) => {
+                    ret = Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write the buffered data",
+                    ));
+                    break;
+                }
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    ret = Err(e);
+                    break;
+                }
+            }
+        }
+        self.buf.drain(..self.written);
+        self.written = 0;
+        Poll::Ready(ret)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if bytes.len() > this.spare() {
+            ready!(this.flush_buf(cx))?;
+        }
+        if bytes.len() >= this.capacity {
+            Pin::new(&mut this.inner).poll_write(cx, bytes)
+        } else {
+            this.buffer(bytes);
+            Poll::Ready(Ok(bytes.len()))
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.inner.is_write_vectored() {
+            // As tokio's `BufWriter`, less its packing of several slices: one at a time.
+            let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+                return Poll::Ready(Ok(0));
+            };
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let total = bufs.iter().fold(0usize, |n, b| n.saturating_add(b.len()));
+        if total > this.spare() {
+            ready!(this.flush_buf(cx))?;
+        }
+        if total >= this.capacity {
+            Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        } else {
+            bufs.iter().for_each(|b| this.buffer(b));
+            Poll::Ready(Ok(total))
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.flush_buf(cx))?;
+        // Written out: give the memory back until the next buffered write.
+        this.buf = Vec::new();
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.flush_buf(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl<W: AsyncRead + Unpin> AsyncRead for LazyBufWriter<W> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
 /// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
-/// through.
+/// an empty `BufReader`. The write buffer ([`LazyBufWriter`]) accepts a zero capacity and
+/// writes straight through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(LazyBufWriter<RawStreamWrapper>),
+    BufferedRead(BufReader<LazyBufWriter<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = LazyBufWriter::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -441,14 +588,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &LazyBufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut LazyBufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -485,8 +632,8 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `BufWriter` under it, so write to the `BufWriter`
-// directly.
+// `BufReader` only forwards writes to the `LazyBufWriter` under it, so write to the
+// `LazyBufWriter` directly.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -966,6 +1113,47 @@ impl AccumulatedDuration {
             }
             _ => self.start(),
         }
+    }
+}
+
+#[cfg(test)]
+mod lazy_buf_writer_tests {
+    use super::LazyBufWriter;
+    use tokio::io::AsyncWriteExt;
+    use tokio_test::io::Builder;
+
+    #[tokio::test]
+    async fn holds_no_memory_until_a_write_is_buffered_nor_after_a_flush() {
+        let inner = Builder::new().write(b"HTTP/1.1 200 OK\r\n\r\nhello").build();
+        let mut writer = LazyBufWriter::with_capacity(1460, inner);
+        assert_eq!(writer.buf.capacity(), 0);
+        writer.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        writer.write_all(b"hello").await.unwrap();
+        assert_eq!(writer.buf.capacity(), 1460);
+        // One write for both pieces (the mock checks), then the memory is given back.
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_as_large_as_the_buffer_goes_straight_through() {
+        let big = vec![b'x'; 16];
+        let inner = Builder::new().write(b"head").write(&big).build();
+        let mut writer = LazyBufWriter::with_capacity(8, inner);
+        writer.write_all(b"head").await.unwrap();
+        writer.write_all(&big).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_zero_capacity_writes_everything_through_and_never_allocates() {
+        let inner = Builder::new().write(b"a").write(b"b").build();
+        let mut writer = LazyBufWriter::with_capacity(0, inner);
+        writer.write_all(b"a").await.unwrap();
+        writer.write_all(b"b").await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.buf.capacity(), 0);
     }
 }
 
