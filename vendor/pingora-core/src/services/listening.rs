@@ -229,27 +229,31 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
+                    // The handshake in a box of its own, made before the task: what the task's
+                    // future captures it keeps for the connection's whole life, and the accepted
+                    // stream (with its TLS state, a plaintext one too) would be that.
+                    let handshake = Box::pin(async move {
                         let peer_addr = io.peer_addr();
-                        // Boxed: inline, the TLS handshake's state would stay in this task for
-                        // the connection's whole life (a plaintext one too), long after it ended.
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
+                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                            Ok(Ok(io)) => Some(io),
+                            Ok(Err(e)) => {
+                                // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                                if let Some(addr) = peer_addr {
+                                    error!("Downstream handshake error from {}: {e}", addr);
+                                } else {
+                                    error!("Downstream handshake error: {e}");
                                 }
+                                None
                             }
                             Err(_) => {
                                 error!("Downstream handshake timeout");
+                                None
                             }
+                        }
+                    });
+                    current_handle().spawn(async move {
+                        if let Some(io) = handshake.await {
+                            Self::handle_event(io, app, shutdown).await;
                         }
                     });
                 }
