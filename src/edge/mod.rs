@@ -64,7 +64,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGuard<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let Some(_slot) = Slot::take(&self.active, self.limits.max_connections) else {
-            refuse(stream, ErrorReply::too_many_connections()).await;
+            // Boxed: inline, the refusal's state (its reply, its timer) would make the future
+            // every admitted connection holds for its whole life that much bigger.
+            Box::pin(refuse(stream, ErrorReply::too_many_connections())).await;
             return None;
         };
         // Pingora serves every request of an HTTP/1 connection in this one call.

@@ -4,7 +4,9 @@
 //! When a request head starts (at the accept, or with the first byte after a response) a
 //! deadline is armed; when the head's blank line has been read it is disarmed. A read still
 //! waiting at the deadline fails, and Pingora closes the connection. Idle keep-alive
-//! connections are left to Pingora's own keep-alive timeout.
+//! connections are left to Pingora's own keep-alive timeout, and between two requests the guard
+//! keeps nothing of the last one (no timer, no copy of its head): an idle connection should cost
+//! little more than its socket.
 //!
 //! When a head declares `Transfer-Encoding: chunked`, the read that completes the head is held
 //! back from Pingora (which cannot route what it has not parsed) while the body is read ahead,
@@ -81,9 +83,10 @@ pub(crate) struct GuardedStream {
     phase: Phase,
     /// When the current head must be in (meaningful in [`Phase::Head`]).
     deadline: Instant,
-    /// A timer for `deadline`, set and polled only when a head takes more than one read:
-    /// registering a timer for every request would cost more than the rest of the guard.
-    timer: Pin<Box<Sleep>>,
+    /// A timer for `deadline`, made and polled only when a head takes more than one read
+    /// (registering a timer for every request would cost more than the rest of the guard), and
+    /// dropped when the request ends.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The last two bytes of the head read so far, to find its end across reads.
     last_two: [u8; 2],
     /// The current head as read so far (up to [`HEAD_COPY_LIMIT`]).
@@ -117,7 +120,7 @@ impl GuardedStream {
             header_timeout,
             phase: if h2 { Phase::Passthrough } else { Phase::Head },
             deadline: Instant::now() + header_timeout,
-            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            timer: None,
             last_two: [0; 2],
             head: Vec::new(),
             held: Vec::new(),
@@ -199,10 +202,14 @@ impl GuardedStream {
         });
     }
 
-    /// Follows bytes being written: a response (not an interim 1xx one) ends the request.
+    /// Follows bytes being written: a response (not an interim 1xx one) ends the request, and
+    /// the guard gives back what it kept for it: a keep-alive connection waiting for its next
+    /// request holds no head copy and no timer.
     fn observe_write(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Body && !bytes.is_empty() && !bytes.starts_with(b"HTTP/1.1 1") {
             self.phase = Phase::Idle;
+            self.head = Vec::new();
+            self.timer = None;
         }
     }
 }
@@ -231,7 +238,8 @@ impl AsyncRead for GuardedStream {
             buf.put_slice(&rest[..n]);
             this.released += n;
             if this.released == this.held.len() {
-                this.held.clear();
+                // Up to the whole lookahead: given back, not kept for the connection's life.
+                this.held = Vec::new();
                 this.released = 0;
                 this.phase = Phase::Body;
             }
@@ -280,15 +288,22 @@ impl GuardedStream {
         let n = self.peeked.len().min(buf.remaining());
         buf.put_slice(&self.peeked[..n]);
         self.peeked.drain(..n);
+        if self.peeked.is_empty() {
+            self.peeked = Vec::new();
+        }
     }
 
     /// Fails once the current head's deadline has passed; sets the timer when a head takes
     /// more than one read.
     fn arm_and_poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.timer.deadline() != self.deadline {
-            self.timer.as_mut().reset(self.deadline);
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request did not arrive within request_header_timeout",
@@ -496,6 +511,56 @@ pub(super) fn wire_reply(reply: &ErrorReply, what: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A guard on one end of a pipe, and the client's end.
+    fn guarded_pipe() -> (tokio::io::DuplexStream, GuardedStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let guarded = GuardedStream::new(Box::new(server), Duration::from_secs(5));
+        (client, guarded)
+    }
+
+    /// Reads `n` bytes through the guard.
+    async fn read_through(guarded: &mut GuardedStream, n: usize) -> Vec<u8> {
+        let mut read = vec![0; n];
+        guarded.read_exact(&mut read).await.unwrap();
+        read
+    }
+
+    #[tokio::test]
+    async fn between_requests_the_guard_keeps_nothing_of_the_last_one() {
+        let (mut client, mut guarded) = guarded_pipe();
+        let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(request).await.unwrap();
+        assert_eq!(read_through(&mut guarded, request.len()).await, request);
+        assert!(
+            guarded.head.capacity() > 0,
+            "the head is copied while it is read"
+        );
+        assert!(
+            guarded.timer.is_some(),
+            "the first head's deadline is armed"
+        );
+        guarded
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(guarded.phase, Phase::Idle);
+        assert_eq!(guarded.head.capacity(), 0);
+        assert!(guarded.timer.is_none());
+        assert_eq!(guarded.peeked.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_checked_chunked_body_is_not_kept_once_released() {
+        let (mut client, mut guarded) = guarded_pipe();
+        let request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                        5\r\nhello\r\n0\r\n\r\n";
+        client.write_all(request).await.unwrap();
+        assert_eq!(read_through(&mut guarded, request.len()).await, request);
+        assert_eq!(guarded.phase, Phase::Body);
+        assert_eq!(guarded.held.capacity(), 0);
+    }
 
     #[test]
     fn pingoras_own_error_responses_are_recognised() {
