@@ -92,8 +92,12 @@ pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let (name, value) = (&line[..colon], line[colon + 1..].to_ascii_lowercase());
-        let contains = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let contains = |needle: &[u8]| {
+            value
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        };
         if name.eq_ignore_ascii_case(b"transfer-encoding") && contains(b"chunked") {
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"expect") && contains(b"100-continue") {
