@@ -89,7 +89,7 @@ struct RawBackend {
 
 impl RawBackend {
     fn start(script: impl Fn(&mut BackendConn) + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(Mutex::new(Vec::new()));
         let request_lines = Arc::new(Mutex::new(Vec::new()));
