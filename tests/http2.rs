@@ -181,8 +181,11 @@ fn an_http2_service_shares_one_connection_per_backend_among_concurrent_requests(
     );
     // One request first: the connection it opens is then shared by everything after it.
     assert_eq!(front.get("/v1/proxy/product").status, 200);
+    // The clients start 20 ms apart, well inside the backend's 100 ms, so their requests are in
+    // flight together without all arriving in the same instant (see the bound below).
     let clients: Vec<_> = (0..8)
         .map(|_| {
+            thread::sleep(Duration::from_millis(20));
             let port = front.port;
             thread::spawn(move || {
                 (0..3)
@@ -205,7 +208,9 @@ fn an_http2_service_shares_one_connection_per_backend_among_concurrent_requests(
     }
     // Eight requests at a time over HTTP/1.1 would need eight connections. Pingora takes a
     // connection out of its pool while it opens a stream on it, and a request arriving in that
-    // moment opens another (a false negative its connector accepts): a few, never eight.
+    // moment opens another (a false negative its connector accepts): a few, never eight. With
+    // all eight clients starting at once, a busy machine (a fresh CI build) stretched that moment
+    // enough for seven.
     assert!(
         (1..=4).contains(&most),
         "{most} connections to the HTTP/2 backend"
