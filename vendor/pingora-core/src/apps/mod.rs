@@ -370,10 +370,12 @@ where
                     .as_mut()
                     .filter(|settings| settings.pipelined_prefix.is_none())
                 {
-                    if let Some(keepalive_timeout) = settings.keepalive_timeout {
+                    // Keep-alive off (`None`) leaves the session to read as released.
+                    if let Some(seconds) = settings.keepalive_timeout {
+                        // 0: no timeout, as `ServerSession::set_keepalive` has it.
+                        let timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
                         let first_bytes =
-                            wait_for_next_request(&mut stream, keepalive_timeout, shutdown)
-                                .await?;
+                            wait_for_next_request(&mut stream, timeout, shutdown).await?;
                         settings.set_pipelined_prefix(first_bytes);
                     }
                 }
@@ -407,26 +409,26 @@ fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> 
 /// holding the stream alone, with no session and no request state (nginx keeps ~0.5 KB per idle
 /// connection the same way), and hands what it read to the next session as the start of its
 /// head. The read is the one the session would have made (`read_buf_lazily`), so a request
-/// costs the same syscalls. `keepalive_timeout` is in seconds, 0 for none.
+/// costs the same syscalls.
 ///
 /// Returns `None` when the connection is to be closed instead, as the session's own read would
 /// have: the client closed it or the read failed, the keep-alive timeout passed, or the server
 /// is shutting down.
 async fn wait_for_next_request(
     stream: &mut Stream,
-    keepalive_timeout: u64,
+    keepalive_timeout: Option<Duration>,
     shutdown: &ShutdownWatch,
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::new();
     let read = async {
         let read = read_buf_lazily(stream, &mut buf);
-        if keepalive_timeout == 0 {
+        let Some(keepalive_timeout) = keepalive_timeout else {
             return read.await.ok();
-        }
-        match pingora_timeout::timeout(Duration::from_secs(keepalive_timeout), read).await {
+        };
+        match pingora_timeout::timeout(keepalive_timeout, read).await {
             Ok(read) => read.ok(),
             Err(_) => {
-                debug!("keepalive timeout {keepalive_timeout}s reached");
+                debug!("keepalive timeout {keepalive_timeout:?} reached");
                 None
             }
         }
@@ -509,7 +511,7 @@ mod tests {
     /// Runs `wait_for_next_request` on the server end of a pipe; returns the client end, the
     /// shutdown sender and the wait's outcome.
     fn wait_on_pipe(
-        keepalive_timeout: u64,
+        keepalive_timeout: Option<Duration>,
     ) -> (
         tokio::io::DuplexStream,
         tokio::sync::watch::Sender<bool>,
@@ -529,7 +531,7 @@ mod tests {
     #[tokio::test]
     async fn the_wait_between_requests_hands_over_the_first_bytes() {
         use tokio::io::AsyncWriteExt;
-        let (mut client, _shutdown, wait) = wait_on_pipe(0);
+        let (mut client, _shutdown, wait) = wait_on_pipe(None);
         tokio::task::yield_now().await;
         assert!(!wait.is_finished());
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
@@ -538,14 +540,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_wait_between_requests_ends_when_the_client_closes() {
-        let (client, _shutdown, wait) = wait_on_pipe(0);
+        let (client, _shutdown, wait) = wait_on_pipe(None);
         drop(client);
         assert_eq!(wait.await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn the_wait_between_requests_ends_when_the_server_shuts_down() {
-        let (_client, shutdown, wait) = wait_on_pipe(0);
+        let (_client, shutdown, wait) = wait_on_pipe(None);
         tokio::task::yield_now().await;
         shutdown.send(true).unwrap();
         assert_eq!(wait.await.unwrap(), None);
@@ -553,9 +555,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_wait_between_requests_ends_at_the_keepalive_timeout() {
-        let (_client, _shutdown, wait) = wait_on_pipe(1);
+        let (_client, _shutdown, wait) = wait_on_pipe(Some(Duration::from_millis(100)));
         let waited = std::time::Instant::now();
         assert_eq!(wait.await.unwrap(), None);
-        assert!(waited.elapsed() >= Duration::from_millis(900));
+        assert!(waited.elapsed() >= Duration::from_millis(90));
     }
 }
