@@ -30,7 +30,7 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
@@ -38,9 +38,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::{oneshot, Notify};
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -170,7 +172,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<Arc<IdleStream>>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -249,56 +251,36 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
-                    }
+        let Some(idle) = self.connection_pool.get(&peer.reuse_hash()) else {
+            debug!("No reusable connection found for {peer}");
+            return None;
+        };
+        // Taken at once: the idle watcher only reads the stream under this lock, and is told
+        // by the pool that the connection was picked up. (It used to hold an async lock on the
+        // stream until it ran again, so every reuse waited a task switch for it.)
+        let Some(mut stream) = idle.take() else {
+            debug!("reusable stream was closed while it was being picked up");
+            return None;
+        };
+        // test_reusable_stream: we assume server would never actively send data
+        // first on an idle stream.
+        #[cfg(unix)]
+        let same_socket = peer.matches_fd(stream.id());
+        #[cfg(windows)]
+        let same_socket = {
+            use std::os::windows::io::{AsRawSocket, RawSocket};
+            struct WrappedRawSocket(RawSocket);
+            impl AsRawSocket for WrappedRawSocket {
+                fn as_raw_socket(&self) -> RawSocket {
+                    self.0
                 }
             }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
-            }
+            peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+        };
+        if same_socket && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            Some(stream)
+        } else {
+            None
         }
     }
 
@@ -321,23 +303,22 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
+        let idle = Arc::new(IdleStream::new(stream));
+        let (notify_close, watch_use) = self.connection_pool.put(&meta, idle.clone());
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         let rt = pingora_runtime::current_handle();
         rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
+            if watch_idle(
+                &pool,
+                &idle,
+                &idle_meta.connection,
+                idle_timeout,
+                notify_close,
+                watch_use,
+            )
+            .await
             {
                 if let Some(callback) = keepalive_pool_callback {
                     callback(idle_meta.elapsed());
@@ -472,6 +453,96 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// A connection in the keep-alive pool. [TransportConnector::reused_stream] takes the stream
+/// out synchronously; until then [watch_idle] reads it, under the same short lock, only to see
+/// whether the server closes it.
+struct IdleStream(parking_lot::Mutex<Option<Stream>>);
+
+impl IdleStream {
+    fn new(stream: Stream) -> Self {
+        IdleStream(parking_lot::Mutex::new(Some(stream)))
+    }
+
+    fn take(&self) -> Option<Stream> {
+        self.0.lock().take()
+    }
+
+    /// Ready with `None` once the stream has been taken, else with the result of a one-byte
+    /// read: the server closed the connection (`Ok(0)`), sent unasked-for data, or broke it.
+    fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<std::io::Result<usize>>> {
+        let mut stream = self.0.lock();
+        let Some(stream) = stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let mut byte = [0; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        std::pin::Pin::new(stream)
+            .poll_read(cx, &mut buf)
+            .map(|read| Some(read.map(|()| buf.filled().len())))
+    }
+}
+
+/// Watches a connection while it idles in the pool, as the pool's own `idle_poll` does: ends
+/// when the connection is picked up, evicted, closed or broken by the server, or idle for
+/// `timeout`; in the last three cases it is removed from the pool and closed.
+///
+/// Returns `true` if the connection was evicted from the pool, and `false` otherwise.
+async fn watch_idle(
+    pool: &ConnectionPool<Arc<IdleStream>>,
+    idle: &IdleStream,
+    meta: &ConnectionMeta,
+    timeout: Option<Duration>,
+    notify_evicted: Arc<Notify>,
+    watch_use: oneshot::Receiver<bool>,
+) -> bool {
+    // The same Notified future serves the watch_use branch: notify_one() may deliver the
+    // wakeup to an already-polled future (see pingora-pool's `idle_poll`).
+    let evicted = notify_evicted.notified();
+    tokio::pin!(evicted);
+    let closed = std::future::poll_fn(|cx| idle.poll_closed(cx));
+    let closed_or_timed_out = async {
+        match timeout {
+            Some(d) => pingora_timeout::timeout(d, closed)
+                .await
+                .unwrap_or_else(|_| {
+                    debug!("keepalive timeout {d:?} reached");
+                    Some(Ok(0))
+                }),
+            None => closed.await,
+        }
+    };
+    let read_result = tokio::select! {
+        biased;
+        event = watch_use => {
+            return match event {
+                Ok(_) => {
+                    debug!("idle connection is being picked up");
+                    false
+                }
+                // Eviction drops the sender after signalling notify_evicted.
+                Err(_) => evicted.now_or_never().is_some(),
+            };
+        },
+        _ = &mut evicted => {
+            debug!("idle connection is being evicted");
+            return true;
+        },
+        read_result = closed_or_timed_out => read_result,
+    };
+    // Taken by reused_stream in the meantime: its pool.get() already removed it.
+    let Some(stream) = idle.take() else {
+        return false;
+    };
+    match read_result {
+        Some(Ok(n)) if n > 0 => warn!("Data received on idle client connection, close it"),
+        Some(Err(e)) => debug!("error with the idle connection, close it {e:?}"),
+        _ => debug!("Peer closed the idle connection or timeout"),
+    }
+    pool.pop_closed(meta);
+    drop(stream);
+    false
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
@@ -835,5 +906,112 @@ mod tests {
             1,
             "unexpected_data_connection_count should have incremented"
         );
+    }
+
+    /// A loopback server that accepts one connection and hands it to the test.
+    async fn one_connection_server() -> (BasicPeer, tokio::task::JoinHandle<tokio::net::TcpStream>)
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let accepted = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        (peer, accepted)
+    }
+
+    /// Whether the server's side of a connection sees it closed within a few seconds.
+    async fn closed_by_client(server: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await,
+            Ok(Ok(0))
+        )
+    }
+
+    #[tokio::test]
+    async fn test_reused_stream_is_the_released_one() {
+        let (peer, accepted) = one_connection_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let id = stream.id();
+        let mut server = accepted.await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        // Let the idle watcher start reading the stream before it is taken back.
+        tokio::task::yield_now().await;
+
+        let (mut stream, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+        assert_eq!(stream.id(), id);
+        // The watcher let go of it: the connection still carries bytes both ways.
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(b"ping").await.unwrap();
+        let mut buf = [0; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        assert!(connector.reused_stream(&peer).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn test_idle_stream_closed_by_server_is_closed_and_dropped_from_pool() {
+        let (peer, accepted) = one_connection_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let mut server = accepted.await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+
+        use tokio::io::AsyncWriteExt;
+        server.shutdown().await.unwrap();
+        assert!(closed_by_client(&mut server).await);
+        assert!(connector.connection_pool.get(&peer.reuse_hash()).is_none());
+    }
+
+    #[tokio::test]
+    async fn test_idle_stream_is_closed_after_its_idle_timeout() {
+        let (peer, accepted) = one_connection_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let mut server = accepted.await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), Some(Duration::from_millis(20)));
+
+        assert!(closed_by_client(&mut server).await);
+        assert!(connector.connection_pool.get(&peer.reuse_hash()).is_none());
+    }
+
+    #[tokio::test]
+    async fn test_picked_up_stream_outlives_its_idle_timeout() {
+        let (peer, accepted) = one_connection_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let mut server = accepted.await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), Some(Duration::from_millis(20)));
+        tokio::task::yield_now().await;
+        let (mut stream, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+
+        // Past the idle timeout the watcher would have had, the connection is still open.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(b"ping").await.unwrap();
+        let mut buf = [0; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test]
+    async fn test_evicted_idle_stream_is_closed() {
+        let (peer, accepted) = one_connection_server().await;
+        let (other_peer, other_accepted) = one_connection_server().await;
+        let connector = TransportConnector::new(Some(ConnectorOptions::new(1)));
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let mut server = accepted.await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        tokio::task::yield_now().await;
+
+        // A pool of one: the second released connection evicts the first.
+        let other = connector.new_stream(&other_peer).await.unwrap();
+        let _other_server = other_accepted.await.unwrap();
+        connector.release_stream(other, other_peer.reuse_hash(), None);
+        assert!(closed_by_client(&mut server).await);
+        assert!(connector.reused_stream(&peer).await.is_none());
     }
 }
