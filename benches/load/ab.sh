@@ -9,11 +9,15 @@
 # req/s, the gateway's CPU time per request and its RSS after the load (each row marked A or B);
 # at the end, the median CPU per request of each and the median of the rounds' paired
 # differences (B against A, the steadier figure when the machine drifts). Loopback only; every
-# process started here is stopped by its PID.
+# process started here is stopped by its PID. With BROWSER=1, every request carries a browser's
+# header fields (browser-headers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 4 ] || { echo "usage: $0 BINARY_A CONF_A BINARY_B CONF_B [ROUNDS]" >&2; exit 2; }
 rounds=${5:-2}
+header_flags=()
+# shellcheck source=browser-headers.sh
+if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
 cargo build --release --locked --bin mock-backend >/dev/null 2>&1
 
 measure() {
@@ -26,16 +30,16 @@ measure() {
   local url=http://127.0.0.1:8080/v1/proxy/product before after out requests
   if [ -n "${H2:-}" ]; then
     # h2c with prior knowledge: 16 connections of 10 streams each, a fixed number of requests.
-    timeout 30 taskset -c 0 h2load -t1 -c16 -m10 -n 20000 "$url" >/dev/null
+    timeout 30 taskset -c 0 h2load -t1 -c16 -m10 -n 20000 "${header_flags[@]}" "$url" >/dev/null
     before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
-    out=$(timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 100000 "$url")
+    out=$(timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 100000 "${header_flags[@]}" "$url")
     after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
     # In wrk's words, for the lines below.
     out="$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print "Requests/sec: " $4} /^requests:/{print $4 " requests in"}')"
   else
-    timeout 15 taskset -c 0 wrk -t1 -c64 -d2s "$url" >/dev/null
+    timeout 15 taskset -c 0 wrk -t1 -c64 -d2s "${header_flags[@]}" "$url" >/dev/null
     before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
-    out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s "$url")
+    out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s "${header_flags[@]}" "$url")
     after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
   fi
   local rss_kb

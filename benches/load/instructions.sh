@@ -16,6 +16,7 @@
 # dump, and print instructions per request and allocations (mimalloc's aligned malloc, zalloc and
 # realloc entry points, which is what Rust's global allocator calls) per request.
 # With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
+# With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
 # Loopback only; every process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -79,6 +80,10 @@ print(f"{total / requests:10.0f} instructions/request  {allocs / requests:6.2f} 
 PY
 }
 
+header_flags=()
+# shellcheck source=browser-headers.sh
+if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
+
 for spec in "$@"; do
   IFS=: read -r binary conf port path <<<"${spec#*=}"
   name=${spec%%=*}
@@ -88,9 +93,9 @@ for spec in "$@"; do
   pids+=("$proxy")
   wait_listening "$port"
   url="http://127.0.0.1:$port$path"
-  timeout 120 h2load --h1 -c16 -n 2000 "$url" >/dev/null
+  timeout 120 h2load --h1 -c16 -n 2000 "${header_flags[@]}" "$url" >/dev/null
   callgrind_control --zero "$proxy" >/dev/null 2>&1
-  load=$(timeout 600 h2load --h1 -c16 -n "$requests" "$url")
+  load=$(timeout 600 h2load --h1 -c16 -n "$requests" "${header_flags[@]}" "$url")
   callgrind_control --dump "$proxy" >/dev/null 2>&1
   kill "$proxy"; wait "$proxy" 2>/dev/null || true
   ok=$(echo "$load" | awk '/^status codes:/{print $3}')

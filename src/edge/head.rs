@@ -46,20 +46,14 @@ pub fn check_head(
     let mut content_lengths = 0;
     let mut transfer_encodings = 0;
     let mut only_chunked = true;
-    // Every line ends with CRLF, the blank line that ends the head included; so splitting at
-    // LF leaves exactly one empty piece, after the last LF.
-    let mut lines = raw.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        if lines.peek().is_none() {
-            break;
-        }
+    // Every line ends with CRLF, the blank line that ends the head included.
+    for line in lines(raw) {
         let Some(line) = line.strip_suffix(b"\r") else {
             return Err(HeadRejection::Ambiguous("line endings must be CRLF"));
         };
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some((name, value)) = field(line) else {
             continue;
         };
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"content-length") {
             content_lengths += 1;
             if value.contains(&b',') {
@@ -88,11 +82,10 @@ pub fn check_head(
 /// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
 pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
     let mut chunked = false;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    for line in lines(head).skip(1) {
+        let Some((name, value)) = field(line) else {
             continue;
         };
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
         let contains = |needle: &[u8]| {
             value
                 .windows(needle.len())
@@ -113,7 +106,7 @@ pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
 /// `bytes`, is left as it is.
 pub(super) fn origin_form(bytes: &mut [u8]) -> usize {
     let len = bytes.len();
-    let Some(line_end) = bytes.iter().position(|&b| b == b'\n') else {
+    let Some(line_end) = memchr::memchr(b'\n', bytes) else {
         return len;
     };
     let line = &bytes[..line_end];
@@ -150,14 +143,36 @@ pub(super) fn origin_form(bytes: &mut [u8]) -> usize {
 /// which is refused later with an answer), if it does; `last_two` carries the bytes before
 /// them across reads.
 pub(super) fn head_end_in(last_two: &mut [u8; 2], bytes: &[u8]) -> Option<usize> {
-    for (i, &b) in bytes.iter().enumerate() {
-        let [before, last] = *last_two;
-        *last_two = [last, b];
-        if b == b'\n' && (last == b'\n' || (last == b'\r' && before == b'\n')) {
-            return Some(i + 1);
-        }
-    }
-    None
+    // The two bytes before `bytes[i]`, reaching back into the previous reads.
+    let two_before = |i: usize| match i {
+        0 => *last_two,
+        1 => [last_two[1], bytes[0]],
+        _ => [bytes[i - 2], bytes[i - 1]],
+    };
+    let end = memchr::memchr_iter(b'\n', bytes).find(|&i| {
+        let [before, last] = two_before(i);
+        last == b'\n' || (last == b'\r' && before == b'\n')
+    });
+    // What the next read's scan looks back at: the two bytes up to the end, or the last two.
+    let upto = end.map_or(bytes.len(), |i| i + 1);
+    *last_two = two_before(upto);
+    end.map(|i| i + 1)
+}
+
+/// The lines of `bytes` that end in LF, without it (a CR before it stays).
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes).map(move |end| {
+        let line = &bytes[start..end];
+        start = end + 1;
+        line
+    })
+}
+
+/// A header line's name and value (the value untrimmed), if it has a colon.
+fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = memchr::memchr(b':', line)?;
+    Some((&line[..colon], &line[colon + 1..]))
 }
 
 #[cfg(test)]
@@ -304,6 +319,49 @@ mod tests {
             ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: \r\r\n"]),
             None
         );
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_wherever_the_reads_split_it() {
+        // One byte at a time, as the scan was first written.
+        let byte_by_byte = |chunks: &[&[u8]]| {
+            let mut last_two = [0u8; 2];
+            for (n, chunk) in chunks.iter().enumerate() {
+                for (i, &b) in chunk.iter().enumerate() {
+                    let [before, last] = last_two;
+                    last_two = [last, b];
+                    if b == b'\n' && (last == b'\n' || (last == b'\r' && before == b'\n')) {
+                        return Some((n, i + 1));
+                    }
+                }
+            }
+            None
+        };
+        let found = |chunks: &[&[u8]]| {
+            let mut last_two = [0u8; 2];
+            chunks
+                .iter()
+                .enumerate()
+                .find_map(|(n, chunk)| head_end_in(&mut last_two, chunk).map(|end| (n, end)))
+        };
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"[..],
+            b"GET / HTTP/1.1\nHost: a\n\nrest",
+            b"GET / HTTP/1.1\r\nX: \r\r\nY: \n\r\r\n\r\n",
+            b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            for first in 0..=head.len() {
+                for second in first..=head.len() {
+                    let chunks = [&head[..first], &head[first..second], &head[second..]];
+                    assert_eq!(
+                        found(&chunks),
+                        byte_by_byte(&chunks),
+                        "{head:?} {first} {second}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

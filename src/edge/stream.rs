@@ -89,7 +89,8 @@ pub(crate) struct GuardedStream {
     timer: Option<Pin<Box<Sleep>>>,
     /// The last two bytes of the head read so far, to find its end across reads.
     last_two: [u8; 2],
-    /// The current head as read so far (up to [`HEAD_COPY_LIMIT`]).
+    /// The current head as read so far (up to [`HEAD_COPY_LIMIT`]), when it takes more than
+    /// one read.
     head: Vec<u8>,
     /// Bytes read but held back from Pingora, and how many of them it has been given.
     held: Vec<u8>,
@@ -147,6 +148,12 @@ impl GuardedStream {
             return None;
         }
         let end = head_end_in(&mut self.last_two, bytes);
+        if let (Some(end), true) = (end, self.head.is_empty()) {
+            // The whole head in this one read, the usual case: looked at where it lies.
+            self.phase = Phase::Body;
+            let head = &bytes[..end];
+            return (end <= HEAD_COPY_LIMIT && has_chunked_body_to_check(head)).then_some(end);
+        }
         let copied = end.unwrap_or(bytes.len());
         if self.head.len() + copied <= HEAD_COPY_LIMIT {
             self.head.extend_from_slice(&bytes[..copied]);
@@ -530,9 +537,22 @@ mod tests {
     #[tokio::test]
     async fn between_requests_the_guard_keeps_nothing_of_the_last_one() {
         let (mut client, mut guarded) = guarded_pipe();
+        // A head in one read is looked at where it lies: nothing copied.
         let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         client.write_all(request).await.unwrap();
         assert_eq!(read_through(&mut guarded, request.len()).await, request);
+        assert_eq!(guarded.head.capacity(), 0);
+        guarded
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(guarded.phase, Phase::Idle);
+        // A head in two reads is copied until it ends.
+        let (start, rest) = request.split_at(16);
+        client.write_all(start).await.unwrap();
+        assert_eq!(read_through(&mut guarded, start.len()).await, start);
+        client.write_all(rest).await.unwrap();
+        assert_eq!(read_through(&mut guarded, rest.len()).await, rest);
         assert!(
             guarded.head.capacity() > 0,
             "the head is copied while it is read"
