@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::RequestHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::{ErrorSource, RetryType};
 use pingora_proxy::{
@@ -306,6 +307,10 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> RequestContext {
         RequestContext::new()
     }
+
+    /// None: the gateway compresses no response. Pingora's default adds its compression module
+    /// switched off, which still builds a context for every request and runs it at each phase.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(
         &self,
