@@ -425,7 +425,7 @@ async fn wait_for_next_request(
         let Some(keepalive_timeout) = keepalive_timeout else {
             return read.await.ok();
         };
-        match pingora_timeout::timeout(keepalive_timeout, read).await {
+        match tokio::time::timeout(keepalive_timeout, read).await {
             Ok(read) => read.ok(),
             Err(_) => {
                 debug!("keepalive timeout {keepalive_timeout:?} reached");
