@@ -255,9 +255,8 @@ impl TransportConnector {
             debug!("No reusable connection found for {peer}");
             return None;
         };
-        // Taken at once: the idle watcher only reads the stream under this lock, and is told
-        // by the pool that the connection was picked up. (It used to hold an async lock on the
-        // stream until it ran again, so every reuse waited a task switch for it.)
+        // Taken at once, without waiting for the idle watcher to run: it reads the stream only
+        // under this short lock, and the pool tells it the connection was picked up.
         let Some(mut stream) = idle.take() else {
             debug!("reusable stream was closed while it was being picked up");
             return None;
@@ -452,7 +451,6 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// A connection in the keep-alive pool. [TransportConnector::reused_stream] takes the stream
 /// out synchronously; until then [watch_idle] reads it, under the same short lock, only to see
 /// whether the server closes it.
@@ -543,6 +541,7 @@ async fn watch_idle(
     false
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
