@@ -6,8 +6,9 @@ RUN apt-get update \
 WORKDIR /src
 # Dependencies first, in a layer of their own that survives source changes.
 COPY Cargo.toml Cargo.lock ./
-# pingora-core and pingora-proxy with the gateway's patches (see vendor/README.md). OpenSSL is
-# built from source (vendored, static): the runtime image needs no libssl.
+# pingora-core, pingora-http and pingora-proxy with the gateway's patches (see
+# vendor/README.md). OpenSSL is built from source (vendored, static): the runtime image needs no
+# libssl.
 COPY vendor vendor
 RUN mkdir -p src mock benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > mock/main.rs \

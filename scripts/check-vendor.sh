@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks that each vendored Pingora crate (vendor/pingora-core, vendor/pingora-proxy) is the
+# Checks that each vendored Pingora crate (vendor/pingora-core, pingora-http, pingora-proxy) is the
 # published release plus vendor/<crate>.patch and nothing else (see vendor/README.md): a local
 # edit to a vendored crate fails here instead of hiding in a copy of someone else's code.
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 write=no
 [ "${1:-}" = --write ] && write=yes
-crates=(pingora-core pingora-proxy)
+crates=(pingora-core pingora-http pingora-proxy)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -26,7 +26,7 @@ touch "$work/fetch/src/lib.rs"
     printf '%s = "=%s"\n' "$crate" "$version"
   done
 } >"$work/fetch/Cargo.toml"
-# Start from the project's lock so that only the two releases themselves are new to cargo.
+# Start from the project's lock so that only the releases themselves are new to cargo.
 cp Cargo.lock "$work/fetch/Cargo.lock"
 cargo fetch --quiet --manifest-path "$work/fetch/Cargo.toml"
 

@@ -1,0 +1,187 @@
+// Copyright 2026 Cloudflare, Inc.
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+// http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+use crate::*;
+use bytes::Bytes;
+use http::header;
+
+#[derive(Debug, Clone)]
+pub struct CaseHeaderName(Bytes);
+
+impl CaseHeaderName {
+    pub fn new(name: String) -> Self {
+        CaseHeaderName(name.into())
+    }
+}
+
+impl CaseHeaderName {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn from_slice(buf: &[u8]) -> Self {
+        CaseHeaderName(Bytes::copy_from_slice(buf))
+    }
+}
+
+/// A trait that converts into case-sensitive header names.
+pub trait IntoCaseHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// The name as a header map keys it, with the case it is written in.
+    ///
+    /// The default parses the cased name into a [`HeaderName`]; a [`HeaderName`] given as the
+    /// name is already parsed and skips that (a parse allocates for every non-standard name).
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)>
+    where
+        Self: Sized,
+    {
+        let case_header_name = self.into_case_header_name();
+        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((header_name, case_header_name))
+    }
+}
+
+impl IntoCaseHeaderName for CaseHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        self
+    }
+}
+
+impl IntoCaseHeaderName for String {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(self.into())
+    }
+}
+
+impl IntoCaseHeaderName for &'static str {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(self.into())
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        // A lowercase name (as most code writes one) is already the map's key: `from_static`
+        // refers to it, where a parse would copy it into an allocation of its own.
+        let header_name = if is_lowercase_token(self) {
+            HeaderName::from_static(self)
+        } else {
+            HeaderName::from_bytes(self.as_bytes())
+                .or_err(InvalidHTTPHeader, "invalid header name")?
+        };
+        Ok((header_name, CaseHeaderName(self.into())))
+    }
+}
+
+/// Whether `name` is a header name as `HeaderName::from_static` takes it: lowercase token
+/// characters only (RFC 9110 section 5.6.2), and not too long to be one.
+fn is_lowercase_token(name: &str) -> bool {
+    (1..=256).contains(&name.len())
+        && name.bytes().all(|b| {
+            matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'#' | b'$' | b'%'
+                | b'&' | b'\'' | b'*' | b'+' | b'^' | b'`' | b'|' | b'~')
+        })
+}
+
+impl IntoCaseHeaderName for HeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(titled_header_name(&self))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        let case_header_name = CaseHeaderName(titled_header_name(&self));
+        Ok((self, case_header_name))
+    }
+}
+
+impl IntoCaseHeaderName for &HeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        self.clone().into_header_names()
+    }
+}
+
+impl IntoCaseHeaderName for Bytes {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(self)
+    }
+}
+
+fn titled_header_name(header_name: &HeaderName) -> Bytes {
+    titled_header_name_str(header_name).map_or_else(
+        || Bytes::copy_from_slice(header_name.as_str().as_bytes()),
+        |s| Bytes::from_static(s.as_bytes()),
+    )
+}
+
+pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'static str> {
+    Some(match *header_name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        // TODO: add more const header here to map to their titled case
+        // TODO: automatically upper case the first letter?
+        _ => {
+            return None;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_case_header_name() {
+        assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
+        assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
+        assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+    }
+
+    #[test]
+    fn test_into_header_names() {
+        let (name, case) = "X-FoO".into_header_names().unwrap();
+        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"X-FoO"[..]));
+        let (name, case) = "x-foo".into_header_names().unwrap();
+        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"x-foo"[..]));
+        let (name, _) = "content-length".into_header_names().unwrap();
+        assert_eq!(name, header::CONTENT_LENGTH);
+        for name in ["", "x foo", "x:foo", "x-f\u{e9}e", &"x".repeat(257)] {
+            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+            assert_eq!(
+                leaked.into_header_names().map(|(name, _)| name).ok(),
+                HeaderName::from_bytes(name.as_bytes()).ok(),
+                "{name:?}"
+            );
+        }
+        let (name, case) = header::SERVER.into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (header::SERVER, &b"Server"[..]));
+        let custom = HeaderName::from_static("x-foo");
+        let (name, case) = (&custom).into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (custom, &b"x-foo"[..]));
+        assert!("bad name".into_header_names().is_err());
+    }
+}
