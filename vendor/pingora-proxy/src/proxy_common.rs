@@ -22,6 +22,8 @@ const MAX_CONNECTION_NOMINATIONS: usize = 10;
 pub(crate) const KEEP_ALIVE: &str = "keep-alive";
 pub(crate) const PROXY_CONNECTION: &str = "proxy-connection";
 pub(crate) const HTTP2_SETTINGS: &str = "http2-settings";
+/// The fields of an HTTP/1 upgrade request that an upgrade policy drops or rewrites.
+const UPGRADE_HEADERS: [&str; 3] = ["connection", "upgrade", HTTP2_SETTINGS];
 
 /// Authority handling that avoids imposing standard HTTP semantics on custom downstream sessions.
 ///
@@ -176,16 +178,36 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    remove_present_headers(
+        req,
+        &[
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::PROXY_AUTHENTICATE.as_str(),
+            header::PROXY_AUTHORIZATION.as_str(),
+            header::TE.as_str(),
+            header::TRAILER.as_str(),
+            header::TRANSFER_ENCODING.as_str(),
+            header::CONNECTION.as_str(),
+            header::UPGRADE.as_str(),
+            HTTP2_SETTINGS,
+        ],
+    );
+}
+
+/// Removes the fields named in `names` (lowercase) from `req`. Most requests carry few or none
+/// of them: one pass over the request's own names finds those it has, where a removal per name
+/// would look each one up (a hash, and for a non-standard name a parse) in both header maps.
+fn remove_present_headers(req: &mut RequestHeader, names: &[&str]) {
+    let present: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| names.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in &present {
+        req.remove_header(name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -360,19 +382,13 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            remove_present_headers(req, &UPGRADE_HEADERS);
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
-        }
+        H1UpgradePolicy::Deny => remove_present_headers(req, &UPGRADE_HEADERS),
         H1UpgradePolicy::Preserve => {}
     }
 
@@ -684,6 +700,42 @@ mod tests {
         assert!(request.headers.get("proxy-authorization").is_none());
         assert!(request.headers.get("te").is_none());
         assert!(request.headers.get("trailer").is_none());
+    }
+
+    #[test]
+    fn h1_upstream_strips_every_standard_hop_by_hop_field_and_keeps_the_rest() {
+        let hop_by_hop = [
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Proxy-Authenticate", "Basic"),
+            ("Proxy-Authorization", "secret"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Trailer"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "settings"),
+        ];
+        let mut fields = vec![("X-Kept", "1"), ("Accept", "*/*")];
+        fields.extend(hop_by_hop);
+        fields.push(("Trailer", "X-Second"));
+        let mut request = request_with_headers(&fields);
+
+        sanitize_h1_upstream_request(&mut request, HttpUpstreamRequestPolicy::standard(), true)
+            .unwrap();
+
+        let left: Vec<_> = request.headers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(left, ["x-kept", "accept"]);
+        let wire: Vec<_> = request
+            .case_header_iter()
+            .map(|(name, _)| name.as_slice())
+            .collect();
+        assert_eq!(wire, [&b"x-kept"[..], b"accept"]);
+
+        let mut plain = request_with_headers(&[("X-Kept", "1")]);
+        sanitize_h1_upstream_request(&mut plain, HttpUpstreamRequestPolicy::standard(), true)
+            .unwrap();
+        assert_eq!(plain.headers.len(), 1);
     }
 
     #[test]
