@@ -28,11 +28,16 @@ use tokio::net::unix::SocketAddr as TokioUnixSockAddr;
 
 /// [`SocketAddr`] is a storage type that contains either an Internet (IP address)
 /// socket address or a Unix domain socket address.
+///
+/// A Unix address (a `sockaddr_un`, 110 bytes of path) is boxed, so that the usual Internet
+/// address is not stored in room for one: a [`SocketDigest`](crate::protocols::SocketDigest)
+/// holds three of these for every connection, and an [`HttpPeer`](crate::upstreams::peer::HttpPeer)
+/// one per request.
 #[derive(Debug, Clone)]
 pub enum SocketAddr {
     Inet(StdSockAddr),
     #[cfg(unix)]
-    Unix(StdUnixSockAddr),
+    Unix(Box<StdUnixSockAddr>),
 }
 
 impl SocketAddr {
@@ -76,11 +81,11 @@ impl SocketAddr {
 
         // TODO: don't set abstract / unnamed for now,
         // for parity with how we treat these types in TryFrom<TokioUnixSockAddr>
-        Some(SocketAddr::Unix(
+        Some(SocketAddr::Unix(Box::new(
             sock.as_unix_addr()
                 .map(|addr| addr.path().map(StdUnixSockAddr::from_pathname))??
                 .ok()?,
-        ))
+        )))
     }
 
     #[cfg(unix)]
@@ -208,7 +213,7 @@ impl std::str::FromStr for SocketAddr {
             let path = s.trim_start_matches("unix:");
             let uds_socket = StdUnixSockAddr::from_pathname(path)
                 .or_err(crate::BindError, "invalid UDS path")?;
-            Ok(SocketAddr::Unix(uds_socket))
+            Ok(SocketAddr::Unix(Box::new(uds_socket)))
         } else {
             match StdSockAddr::from_str(s) {
                 Ok(addr) => Ok(SocketAddr::Inet(addr)),
@@ -217,7 +222,7 @@ impl std::str::FromStr for SocketAddr {
                     let uds_socket = StdUnixSockAddr::from_pathname(s)
                         .or_err(crate::BindError, "invalid UDS path")?;
                     warn!("Raw Unix domain socket path support will be deprecated, add 'unix:' prefix instead");
-                    Ok(SocketAddr::Unix(uds_socket))
+                    Ok(SocketAddr::Unix(Box::new(uds_socket)))
                 }
             }
         }
@@ -254,7 +259,7 @@ impl From<StdSockAddr> for SocketAddr {
 #[cfg(unix)]
 impl From<StdUnixSockAddr> for SocketAddr {
     fn from(sockaddr: StdUnixSockAddr) -> Self {
-        SocketAddr::Unix(sockaddr)
+        SocketAddr::Unix(Box::new(sockaddr))
     }
 }
 
@@ -297,5 +302,16 @@ mod test {
     fn parse_uds_with_prefix() {
         let uds: SocketAddr = "unix:/tmp/my.sock".parse().unwrap();
         assert!(uds.as_unix().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_ip_address_is_not_stored_in_room_for_a_unix_path() {
+        // A `SocketDigest` holds three of these for every connection.
+        assert!(std::mem::size_of::<SocketAddr>() <= std::mem::size_of::<StdSockAddr>() + 8);
+        let uds: SocketAddr = "unix:/tmp/my.sock".parse().unwrap();
+        let path = uds.as_unix().and_then(|addr| addr.as_pathname());
+        assert_eq!(path, Some(std::path::Path::new("/tmp/my.sock")));
+        assert_eq!(uds.to_string(), "/tmp/my.sock");
     }
 }
