@@ -92,15 +92,23 @@ pub(crate) struct GuardedStream {
     /// The current head as read so far (up to [`HEAD_COPY_LIMIT`]), when it takes more than
     /// one read.
     head: Vec<u8>,
-    /// Bytes read but held back from Pingora, and how many of them it has been given.
-    held: Vec<u8>,
-    released: usize,
-    /// The check of the chunked body being read ahead.
-    chunked: ChunkedCheck,
+    /// The chunked body being read ahead (in [`Phase::Checking`] and [`Phase::Releasing`]).
+    lookahead: Option<Box<Lookahead>>,
     /// The gateway's reply being written in place of one of Pingora's.
-    substitute: Option<Substitute>,
+    substitute: Option<Box<Substitute>>,
     /// Bytes read while Pingora peeked for the HTTP/2 preface, not yet handed to it.
     peeked: Vec<u8>,
+}
+
+/// A chunked body read ahead of Pingora: the bytes held back from it (starting with the read
+/// that completed the head), how many of them it has been given, and the check they go
+/// through. Boxed, like [`Substitute`], and only while it is in use: a connection (and every
+/// idle one) holds a pointer's room for each, not their state.
+#[derive(Debug, Default)]
+struct Lookahead {
+    held: Vec<u8>,
+    released: usize,
+    chunked: ChunkedCheck,
 }
 
 /// A reply written in place of another: its bytes, how many of them are out, and how long the
@@ -124,9 +132,7 @@ impl GuardedStream {
             timer: None,
             last_two: [0; 2],
             head: Vec::new(),
-            held: Vec::new(),
-            released: 0,
-            chunked: ChunkedCheck::default(),
+            lookahead: None,
             substitute: None,
             peeked: Vec::new(),
         }
@@ -178,6 +184,11 @@ impl GuardedStream {
                     "invalid chunked request body, answered 400",
                 )));
             }
+            let Some(lookahead) = self.lookahead.as_mut() else {
+                // Nothing is held back: there is nothing to check.
+                self.phase = Phase::Body;
+                return Poll::Ready(Ok(()));
+            };
             let mut chunk = [0u8; 8192];
             let mut read = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
@@ -187,9 +198,9 @@ impl GuardedStream {
                 self.phase = Phase::Releasing;
                 return Poll::Ready(Ok(()));
             }
-            self.held.extend_from_slice(bytes);
-            match self.chunked.feed(bytes) {
-                Framing::Incomplete if self.held.len() <= CHUNKED_LOOKAHEAD => {}
+            lookahead.held.extend_from_slice(bytes);
+            match lookahead.chunked.feed(bytes) {
+                Framing::Incomplete if lookahead.held.len() <= CHUNKED_LOOKAHEAD => {}
                 Framing::Incomplete | Framing::Complete(_) => {
                     self.phase = Phase::Releasing;
                     return Poll::Ready(Ok(()));
@@ -202,11 +213,11 @@ impl GuardedStream {
     /// Starts answering 400 for a chunked body that failed the check.
     fn refuse_chunked(&mut self, why: &str) {
         let reply = ErrorReply::ambiguous_request(&format!("invalid chunked body: {why}"));
-        self.substitute = Some(Substitute {
+        self.substitute = Some(Box::new(Substitute {
             bytes: wire_reply(&reply, "a request with an invalid chunked body"),
             written: 0,
             replaces: 0,
-        });
+        }));
     }
 
     /// Follows bytes being written: a response (not an interim 1xx one) ends the request, and
@@ -240,17 +251,19 @@ impl AsyncRead for GuardedStream {
             ready!(this.poll_check(cx))?;
         }
         if this.phase == Phase::Releasing {
-            let rest = &this.held[this.released..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.released += n;
-            if this.released == this.held.len() {
-                // Up to the whole lookahead: given back, not kept for the connection's life.
-                this.held = Vec::new();
-                this.released = 0;
-                this.phase = Phase::Body;
+            if let Some(lookahead) = this.lookahead.as_mut() {
+                let rest = &lookahead.held[lookahead.released..];
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                lookahead.released += n;
+                if lookahead.released == lookahead.held.len() {
+                    // Up to the whole lookahead: given back, not kept for the connection's life.
+                    this.lookahead = None;
+                    this.phase = Phase::Body;
+                }
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
+            this.phase = Phase::Body;
         }
         if this.phase == Phase::Head {
             ready!(this.arm_and_poll_deadline(cx))?;
@@ -272,11 +285,12 @@ impl AsyncRead for GuardedStream {
         };
         // A chunked head just completed: take this read back from Pingora and check the body.
         let read = &buf.filled()[before..];
-        this.held.clear();
-        this.held.extend_from_slice(read);
-        this.released = 0;
-        this.chunked = ChunkedCheck::default();
-        let framing = this.chunked.feed(&read[body_start..]);
+        let mut lookahead = Box::new(Lookahead {
+            held: read.to_vec(),
+            ..Lookahead::default()
+        });
+        let framing = lookahead.chunked.feed(&read[body_start..]);
+        this.lookahead = Some(lookahead);
         buf.set_filled(before);
         this.phase = Phase::Checking;
         match framing {
@@ -352,11 +366,11 @@ impl AsyncWrite for GuardedStream {
                 return Pin::new(&mut this.inner).poll_write(cx, buf);
             };
             let reply = ErrorReply::unreadable_request(status);
-            this.substitute = Some(Substitute {
+            this.substitute = Some(Box::new(Substitute {
                 bytes: wire_reply(&reply, "a request Pingora could not take"),
                 written: 0,
                 replaces: buf.len(),
-            });
+            }));
         }
         let Some(substitute) = this.substitute.as_mut() else {
             unreachable!("set above")
@@ -579,7 +593,14 @@ mod tests {
         client.write_all(request).await.unwrap();
         assert_eq!(read_through(&mut guarded, request.len()).await, request);
         assert_eq!(guarded.phase, Phase::Body);
-        assert_eq!(guarded.held.capacity(), 0);
+        assert!(guarded.lookahead.is_none());
+    }
+
+    #[test]
+    fn a_guard_keeps_its_rarely_used_state_out_of_line() {
+        // Every connection holds one for its whole life, idle ones too (200 bytes with the
+        // chunked lookahead and the substitute reply inline).
+        assert!(std::mem::size_of::<GuardedStream>() <= 128);
     }
 
     #[test]
