@@ -252,9 +252,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                         }
                     });
                     current_handle().spawn(async move {
-                        if let Some(io) = handshake.await {
-                            Self::handle_event(io, app, shutdown).await;
-                        }
+                        // `let else`, not `if let`: the scrutinee of an `if let` would keep a
+                        // slot in the task for the connection's life (16 bytes, which take the
+                        // task past 256 bytes, and tokio's task cells come in 128s).
+                        let Some(io) = handshake.await else {
+                            return;
+                        };
+                        Self::handle_event(io, app, shutdown).await;
                     });
                 }
                 Err(e) => {
