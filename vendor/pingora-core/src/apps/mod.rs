@@ -364,8 +364,12 @@ where
                 );
             });
 
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((mut stream, mut persistent_settings)) = result.map(|r| r.consume()) {
+            // Between two requests the connection's state is its stream and settings alone: a
+            // value matched in a loop's head would keep a slot of its own (96 bytes) in the
+            // future this wait is part of, for as long as the connection idles.
+            let (mut stream, mut persistent_settings) =
+                self.process_new_http(session, shutdown).await?.consume();
+            loop {
                 if let Some(settings) = persistent_settings
                     .as_mut()
                     .filter(|settings| settings.pipelined_prefix.is_none())
@@ -384,8 +388,8 @@ where
                         persistent_settings.apply_to_session(session);
                     }
                 });
-
-                result = self.process_new_http(session, shutdown).await;
+                (stream, persistent_settings) =
+                    self.process_new_http(session, shutdown).await?.consume();
             }
         }
         None
