@@ -181,7 +181,7 @@ fn a_stale_pooled_connection_is_retried_on_a_fresh_one_and_counted_as_nothing() 
     // A POST on a stale connection may have been read: never replayed, a clean 502, and still
     // not the backend's fault.
     let post = request(gateway.port, "POST", "/v1/proxy/product", &[], b"order=1");
-    assert_eq!(post.status, 502, "{post:?}");
+    assert_eq!(post.status, 502, "{post:?}\n{}", gateway.log());
     for outcome in ["connect_error", "timeout", "http_5xx", "broken_response"] {
         assert_eq!(attempts(outcome).unwrap_or(0.0), 0.0, "{outcome}");
     }

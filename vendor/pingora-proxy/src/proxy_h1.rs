@@ -364,7 +364,16 @@ where
                         // The upstream answered in full before the request body was sent:
                         // what is left of the body must not reach this connection, where it
                         // would read as a next request. Drop it, and the connection with it.
-                        upstream_can_reuse = false;
+                        // Unless nothing is left: the empty end of a request whose body is
+                        // written in full (a GET's, which a fast answer can overtake in the
+                        // pipe) leaves the connection as clean as any.
+                        let empty_end = matches!(
+                            &body,
+                            Some(HttpTask::Body(data, true)) if data.as_ref().is_none_or(|d| d.is_empty())
+                        );
+                        if !(empty_end && client_session.is_request_body_written()) {
+                            upstream_can_reuse = false;
+                        }
                         request_done = body.as_ref().is_none_or(HttpTask::is_end);
                         continue;
                     }

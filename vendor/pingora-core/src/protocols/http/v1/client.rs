@@ -517,6 +517,12 @@ impl HttpSession {
         self.bytes_sent
     }
 
+    /// Whether the request body has been written in full: its `Content-Length` reached (none
+    /// to send counts), or its end written. A chunked body is not, until its last chunk is.
+    pub fn is_request_body_written(&self) -> bool {
+        self.body_writer.finished()
+    }
+
     /// Whether there is no more body to read.
     pub fn is_body_done(&mut self) -> bool {
         self.init_body_reader();
@@ -969,6 +975,47 @@ mod tests_stream {
 
     fn init_log() {
         let _ = env_logger::builder().is_test(true).try_init();
+    }
+
+    #[tokio::test]
+    async fn a_request_body_is_written_once_its_length_is_reached() {
+        init_log();
+        let get = b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        let mock_io = Builder::new().write(&get[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.insert_header("Content-Length", "0").unwrap();
+        http_stream
+            .write_request_header(Box::new(request))
+            .await
+            .unwrap();
+        assert!(http_stream.is_request_body_written());
+
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+        let mock_io = Builder::new().write(&post[..]).write(b"ok").build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let mut request = RequestHeader::build("POST", b"/", None).unwrap();
+        request.insert_header("Content-Length", "2").unwrap();
+        http_stream
+            .write_request_header(Box::new(request))
+            .await
+            .unwrap();
+        assert!(!http_stream.is_request_body_written());
+        http_stream.write_body(b"ok").await.unwrap();
+        assert!(http_stream.is_request_body_written());
+
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mock_io = Builder::new().write(&chunked[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let mut request = RequestHeader::build("POST", b"/", None).unwrap();
+        request
+            .insert_header("Transfer-Encoding", "chunked")
+            .unwrap();
+        http_stream
+            .write_request_header(Box::new(request))
+            .await
+            .unwrap();
+        assert!(!http_stream.is_request_body_written());
     }
 
     #[tokio::test]
