@@ -195,17 +195,21 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     );
 }
 
-/// Removes the fields named in `names` (lowercase) from `req`. Most requests carry few or none
-/// of them: one pass over the request's own names finds those it has, where a removal per name
-/// would look each one up (a hash, and for a non-standard name a parse) in both header maps.
-fn remove_present_headers(req: &mut RequestHeader, names: &[&str]) {
-    let present: Vec<HeaderName> = req
+/// Removes the fields named in `names` (lowercase, distinct) from `req`. Most requests carry few
+/// or none of them: one pass over the request's own names finds those it has, where a removal
+/// per name would look each one up (a hash, and for a non-standard name a parse) in both header
+/// maps. The names found go in an array on the stack: a request's names are distinct, so at
+/// most `N` match.
+fn remove_present_headers<const N: usize>(req: &mut RequestHeader, names: &[&str; N]) {
+    let mut present: [Option<HeaderName>; N] = std::array::from_fn(|_| None);
+    let found = req
         .headers
         .keys()
-        .filter(|name| names.contains(&name.as_str()))
-        .cloned()
-        .collect();
-    for name in &present {
+        .filter(|name| names.contains(&name.as_str()));
+    for (slot, name) in present.iter_mut().zip(found) {
+        *slot = Some(name.clone());
+    }
+    for name in present.iter().flatten() {
         req.remove_header(name);
     }
 }
