@@ -115,6 +115,44 @@ impl IntoCaseHeaderName for &HeaderName {
     }
 }
 
+/// A header name fixed when the program is built, checked and parsed once, as a `static`: to
+/// insert it costs a clone of each of its two forms, no parse and no allocation. A `&'static str`
+/// is checked and looked up among the standard names on every insert, and a non-standard
+/// [`HeaderName`] has a copy of its text made for the case map.
+///
+/// The name is written as it is given, which is lowercase.
+#[derive(Debug, Clone)]
+pub struct StaticHeaderName {
+    name: HeaderName,
+    text: &'static str,
+}
+
+impl StaticHeaderName {
+    /// The name `text`. Like [`HeaderName::from_static`], this panics (at compile time, in a
+    /// `static`) unless `text` is a valid lowercase header name.
+    pub const fn new(text: &'static str) -> Self {
+        StaticHeaderName {
+            name: HeaderName::from_static(text),
+            text,
+        }
+    }
+
+    /// The name as a header map keys it, to look it up or remove it.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+impl IntoCaseHeaderName for &StaticHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(Bytes::from_static(self.text.as_bytes()))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.name.clone(), self.into_case_header_name()))
+    }
+}
+
 impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self)
@@ -183,5 +221,15 @@ mod tests {
         let (name, case) = (&custom).into_header_names().unwrap();
         assert_eq!((name, case.as_slice()), (custom, &b"x-foo"[..]));
         assert!("bad name".into_header_names().is_err());
+    }
+
+    #[test]
+    fn test_static_header_name() {
+        static X_FOO: StaticHeaderName = StaticHeaderName::new("x-foo");
+        let (name, case) = (&X_FOO).into_header_names().unwrap();
+        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"x-foo"[..]));
+        assert_eq!(X_FOO.name(), &HeaderName::from_static("x-foo"));
+        static HOST: StaticHeaderName = StaticHeaderName::new("host");
+        assert_eq!(HOST.name(), &header::HOST);
     }
 }
