@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, StaticHeaderName};
 use pingora::prelude::*;
 use pingora_proxy::Session;
 
@@ -14,6 +14,13 @@ use super::{is_tls, GatewayProxy, RequestContext};
 use crate::config::UpstreamProtocol;
 use crate::routing;
 use crate::service::{Backend, Service};
+
+// The names of the fields the gateway writes on every forwarded request, parsed once.
+static X_REQUEST_ID: StaticHeaderName = StaticHeaderName::new("x-request-id");
+static X_FORWARDED_HOST: StaticHeaderName = StaticHeaderName::new("x-forwarded-host");
+static X_FORWARDED_FOR: StaticHeaderName = StaticHeaderName::new("x-forwarded-for");
+static X_FORWARDED_PROTO: StaticHeaderName = StaticHeaderName::new("x-forwarded-proto");
+static FORWARDED: StaticHeaderName = StaticHeaderName::new("forwarded");
 
 impl GatewayProxy {
     /// Makes `upstream_request` (a copy of the client's request head) the request `backend`
@@ -42,27 +49,27 @@ impl GatewayProxy {
             .map(|addr| addr.ip());
         let trust = self.settings.trust_forwarded_for;
         let forwarded_for = client_ip.map(|ip| {
-            let mut chain = trusted_list(trust, original.headers.get("x-forwarded-for"));
+            let mut chain = trusted_list(trust, original.headers.get(X_FORWARDED_FOR.name()));
             push_ip(&mut chain, ip);
             chain
         });
         let proto = if is_tls(session) { "https" } else { "http" };
-        let mut forwarded = trusted_list(trust, original.headers.get(header::FORWARDED));
+        let mut forwarded = trusted_list(trust, original.headers.get(FORWARDED.name()));
         push_forwarded_element(&mut forwarded, client_ip, forwarded_host.as_ref(), proto);
 
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
-        upstream_request.insert_header("x-request-id", &ctx.request_id.hex()[..])?;
+        upstream_request.insert_header(&X_REQUEST_ID, &ctx.request_id.hex()[..])?;
         match forwarded_host {
-            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
-            None => drop(upstream_request.remove_header("x-forwarded-host")),
+            Some(host) => upstream_request.insert_header(&X_FORWARDED_HOST, host)?,
+            None => drop(upstream_request.remove_header(X_FORWARDED_HOST.name())),
         }
         match forwarded_for {
-            Some(chain) => upstream_request.insert_header("x-forwarded-for", chain)?,
-            None => drop(upstream_request.remove_header("x-forwarded-for")),
+            Some(chain) => upstream_request.insert_header(&X_FORWARDED_FOR, chain)?,
+            None => drop(upstream_request.remove_header(X_FORWARDED_FOR.name())),
         }
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
-        upstream_request.insert_header(header::FORWARDED, forwarded)?;
+        upstream_request.insert_header(&X_FORWARDED_PROTO, proto)?;
+        upstream_request.insert_header(&FORWARDED, forwarded)?;
         upstream_request.remove_header(&header::EXPECT);
         if !self.settings.underscores_in_headers {
             drop_underscored_names(upstream_request);
