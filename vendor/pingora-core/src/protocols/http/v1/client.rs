@@ -438,11 +438,18 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// The session keeps a copy of the status, version and fields, which is what it reads the
+    /// header for afterwards (framing, keep-alive, upgrade), and what [`Self::resp_header()`]
+    /// returns from then on: without the names' original case or the reason phrase, which go
+    /// with the header returned, to be written on.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let header = self.response_header.take().unwrap();
+        self.response_header = Some(Box::new(ResponseHeader::from(header.as_owned_parts())));
+        Ok(header)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -1041,6 +1048,30 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    #[tokio::test]
+    async fn read_resp_header_parts_hands_over_the_header_and_keeps_what_the_session_reads() {
+        init_log();
+        let input = b"HTTP/1.1 200 Just Fine\r\nX-Custom-Name: a\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let header = http_stream.read_resp_header_parts().await.unwrap();
+        assert_eq!(header.get_reason_phrase(), Some("Just Fine"));
+        let names: Vec<&[u8]> = header
+            .case_header_iter()
+            .map(|(name, _)| name.as_slice())
+            .collect();
+        assert!(names.contains(&&b"X-Custom-Name"[..]), "{names:?}");
+        let kept = http_stream.resp_header().unwrap();
+        assert_eq!(kept.status, 200);
+        assert_eq!(kept.version, http::Version::HTTP_11);
+        assert_eq!(kept.headers, header.headers);
+        let body = http_stream.read_body_ref().await.unwrap();
+        assert_eq!(body.unwrap(), b"abc");
+        assert!(http_stream.is_body_done());
+        http_stream.respect_keepalive();
+        assert!(!http_stream.will_keepalive());
     }
 
     #[tokio::test]
