@@ -189,10 +189,12 @@ fn health_check(
             path,
             expect_status,
         } => {
-            let mut check = HttpHealthCheck::new(&backend.authority, backend.tls_host.is_some());
+            // Visible ASCII only: `config::backend_url` admits nothing else.
+            let authority = backend.authority.to_str().unwrap_or_default();
+            let mut check = HttpHealthCheck::new(authority, backend.tls_host.is_some());
             if let Ok(mut request) = RequestHeader::build("GET", path.as_bytes(), None) {
                 if request
-                    .insert_header("Host", backend.authority.as_str())
+                    .insert_header("Host", backend.authority.clone())
                     .is_ok()
                 {
                     check.req = request;

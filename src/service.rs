@@ -33,8 +33,8 @@ pub struct Backend {
     pub url: String,
     /// The resolved address, as Pingora's load-balancing crate describes a backend.
     pub address: pingora_load_balancing::Backend,
-    /// `host:port` from the URL, sent as the `Host` header.
-    pub authority: String,
+    /// `host:port` from the URL, the `Host` header's value (made once, cloned per request).
+    pub authority: http::HeaderValue,
     /// For an `https` backend, the host name TLS is spoken to (SNI, verified name).
     pub tls_host: Option<String>,
     /// The URL's path prefix (may be empty).

@@ -18,10 +18,11 @@ pub(super) fn parse_target(url: &str) -> Result<BackendTarget, String> {
     let rest = &url[scheme_end + 3..];
     if rest
         .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'?' | b'#' | b'@'))
+        .any(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#' | b'@'))
     {
         return Err(format!(
-            "backend \"{url}\" may not contain spaces, a query, a fragment or user info"
+            "backend \"{url}\" may not contain spaces, non-ASCII characters, a query, a \
+             fragment or user info"
         ));
     }
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -38,7 +39,7 @@ pub(super) fn parse_target(url: &str) -> Result<BackendTarget, String> {
         url: format!("{}://{authority}{path_prefix}", scheme.to_ascii_lowercase()),
         host: host.to_owned(),
         port,
-        authority: authority.to_owned(),
+        authority: http::HeaderValue::from_str(authority).map_err(|_| not_http())?,
         path_prefix: path_prefix.to_owned(),
         concurrency_limit: None,
     })

@@ -260,8 +260,8 @@ pub struct BackendTarget {
     pub host: String,
     /// The port.
     pub port: u16,
-    /// `host:port` as written: the `Host` header.
-    pub authority: String,
+    /// `host:port` as written: the `Host` header's value, made once.
+    pub authority: http::HeaderValue,
     /// The path, without a trailing slash (often empty).
     pub path_prefix: String,
     /// Its own `concurrency_limit`, overriding its service's.
@@ -409,8 +409,9 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// The host name TLS is spoken to (SNI, certificate name), for an `https` URL.
     pub tls_host: Option<String>,
-    /// `host:port` as written in the URL: the `Host` header sent to the backend.
-    pub authority: String,
+    /// `host:port` as written in the URL: the value of the `Host` header sent to the backend,
+    /// made once.
+    pub authority: http::HeaderValue,
     /// The URL's path, without a trailing slash (often empty): prefixed to forwarded paths.
     pub path_prefix: String,
     /// Its own `concurrency_limit`, overriding its service's.
@@ -629,7 +630,8 @@ mod tests {
             ("product: [\"http://localhost:0\"]", "invalid port \"0\""),
             ("product: [\"http://:9001\"]", "is not an http(s)://host:port[/path] URL"),
             ("product: [\"http://a b:9001\"]", "may not contain spaces"),
-            ("product: [\"http://h:1/?q=1\"]", "may not contain spaces, a query"),
+            ("product: [\"http://h:1/?q=1\"]", "non-ASCII characters, a query"),
+            ("product: [\"http://[ü]:1\"]", "may not contain spaces, non-ASCII"),
             (
                 "product: {backends: [\"https://localhost:9001\"], tls_ca_file: /nonexistent.pem}",
                 "service \"product\": /nonexistent.pem: cannot read",

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::header;
+use http::{header, HeaderValue};
 use pingora::http::{RequestHeader, StaticHeaderName};
 use pingora::prelude::*;
 use pingora_proxy::Session;
@@ -58,7 +58,7 @@ impl GatewayProxy {
         push_forwarded_element(&mut forwarded, client_ip, forwarded_host.as_ref(), proto);
 
         upstream_request.set_uri(uri);
-        upstream_request.insert_header(header::HOST, backend.authority.as_str())?;
+        upstream_request.insert_header(header::HOST, backend.authority.clone())?;
         upstream_request.insert_header(&X_REQUEST_ID, &ctx.request_id.hex()[..])?;
         match forwarded_host {
             Some(host) => upstream_request.insert_header(&X_FORWARDED_HOST, host)?,
@@ -68,7 +68,7 @@ impl GatewayProxy {
             Some(chain) => upstream_request.insert_header(&X_FORWARDED_FOR, chain)?,
             None => drop(upstream_request.remove_header(X_FORWARDED_FOR.name())),
         }
-        upstream_request.insert_header(&X_FORWARDED_PROTO, proto)?;
+        upstream_request.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
         upstream_request.insert_header(&FORWARDED, forwarded)?;
         upstream_request.remove_header(&header::EXPECT);
         if !self.settings.underscores_in_headers {
