@@ -330,26 +330,52 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
+#[cfg(test)]
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
-    // If multiple Content-Length headers were sent, everything can still be
-    // alright if they all contain the same value, and all parse correctly. If
-    // not, then it's an error.
+    match content_length_fields(headers) {
+        ContentLength::Valid(n) => Some(n),
+        ContentLength::Absent | ContentLength::Invalid => None,
+    }
+}
+
+/// What a message's `Content-Length` fields come to.
+enum ContentLength {
+    Absent,
+    Valid(u64),
+    /// Present, but not one value: conflicting, or not a number.
+    Invalid,
+}
+
+/// Reads every `Content-Length` value in one pass over their bytes: the comma-separated
+/// elements, each without the optional white space (space, tab) around it, must be the same
+/// number. A byte that is not visible ASCII is not a digit, so it makes the value invalid
+/// without a check of its own.
+fn content_length_fields(headers: &HMap) -> ContentLength {
     let mut content_length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        // A non-visible-ASCII value can't be a valid Content-Length, so the
-        // framing is ambiguous.
-        let line = value.to_str().ok()?;
-        for v in line.split(',') {
-            let n = from_digits(v.trim().as_bytes())?;
+        for element in value.as_bytes().split(|&b| b == b',') {
+            let Some(n) = from_digits(trim_ows(element)) else {
+                return ContentLength::Invalid;
+            };
             match content_length {
                 None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
+                Some(prev) if prev != n => return ContentLength::Invalid,
                 Some(_) => {}
             }
         }
     }
+    content_length.map_or(ContentLength::Absent, ContentLength::Valid)
+}
 
-    content_length
+/// `bytes` without the spaces and tabs at either end.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
 }
 
 /// Resolve the framing `Content-Length` of a message following hyper's decode
@@ -357,8 +383,8 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
-        Some(cl) => {
+    match content_length_fields(headers) {
+        ContentLength::Valid(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
             // (which would misframe bodies larger than `usize::MAX`, e.g. on
@@ -373,13 +399,13 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        ContentLength::Invalid => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
+        ContentLength::Absent => Ok(None),
     }
 }
 
@@ -495,6 +521,11 @@ mod test {
     #[case::negative("-1", None)]
     #[case::trailing_comma("5,", None)]
     #[case::overflow("99999999999999999999999999", None)]
+    #[case::spaces_and_tabs(" \t5 ,\t5\t", Some(5))]
+    #[case::inner_space("1 2", None)]
+    #[case::only_spaces("  ", None)]
+    #[case::plus("+5", None)]
+    #[case::not_ascii("5\u{a0}", None)]
     fn test_content_length_parse_all_single_header(
         #[case] value: &str,
         #[case] expected: Option<u64>,
