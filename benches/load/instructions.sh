@@ -17,6 +17,8 @@
 # realloc entry points, which is what Rust's global allocator calls) per request.
 # With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
 # With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
+# With H2=1, the requests are HTTP/2 over cleartext (h2c, prior knowledge), 10 streams at a time
+# on each connection, instead of HTTP/1.1.
 # Loopback only; every process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -83,6 +85,8 @@ PY
 header_flags=()
 # shellcheck source=browser-headers.sh
 if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
+protocol_flags=(--h1)
+if [ -n "${H2:-}" ]; then protocol_flags=(-m10); fi
 
 for spec in "$@"; do
   IFS=: read -r binary conf port path <<<"${spec#*=}"
@@ -93,9 +97,9 @@ for spec in "$@"; do
   pids+=("$proxy")
   wait_listening "$port"
   url="http://127.0.0.1:$port$path"
-  timeout 120 h2load --h1 -c16 -n 2000 "${header_flags[@]}" "$url" >/dev/null
+  timeout 120 h2load "${protocol_flags[@]}" -c16 -n 2000 "${header_flags[@]}" "$url" >/dev/null
   callgrind_control --zero "$proxy" >/dev/null 2>&1
-  load=$(timeout 600 h2load --h1 -c16 -n "$requests" "${header_flags[@]}" "$url")
+  load=$(timeout 600 h2load "${protocol_flags[@]}" -c16 -n "$requests" "${header_flags[@]}" "$url")
   callgrind_control --dump "$proxy" >/dev/null 2>&1
   kill "$proxy"; wait "$proxy" 2>/dev/null || true
   ok=$(echo "$load" | awk '/^status codes:/{print $3}')
