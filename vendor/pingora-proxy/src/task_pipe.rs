@@ -169,13 +169,18 @@ impl<T> Permit<'_, T> {
     pub(crate) fn send(self, task: T) {
         let mut state = self.sender.shared.lock();
         state.reserved -= 1;
-        if state.receiver_alive {
+        let unread = if state.receiver_alive {
             let tail = (state.head + state.len) % CAPACITY;
             state.slots[tail] = Some(task);
             state.len += 1;
             wake(&mut state.receiver_waker);
-        }
+            None
+        } else {
+            Some(task)
+        };
         drop(state);
+        // Dropped outside the lock, as the receiver's drop does.
+        drop(unread);
         // The slot is used: nothing to give back.
         std::mem::forget(self);
     }
