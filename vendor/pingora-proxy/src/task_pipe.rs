@@ -228,12 +228,7 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_alive = false;
-        let unread: Vec<T> = (0..state.len)
-            .filter_map(|i| {
-                let slot = (state.head + i) % CAPACITY;
-                state.slots[slot].take()
-            })
-            .collect();
+        let unread = std::mem::replace(&mut state.slots, std::array::from_fn(|_| None));
         state.len = 0;
         wake(&mut state.sender_waker);
         drop(state);
@@ -364,6 +359,18 @@ mod tests {
         let permit = tx.try_reserve().unwrap();
         drop(rx);
         permit.send(1);
+        assert!(tx.is_closed());
+    }
+
+    #[test]
+    fn the_tasks_left_unread_go_with_the_receiver() {
+        let task = Arc::new(());
+        let (tx, rx) = pipe();
+        tx.try_reserve().unwrap().send(task.clone());
+        tx.try_reserve().unwrap().send(task.clone());
+        drop(rx);
+        // Dropped with the receiver, while the sender still holds the pipe.
+        assert_eq!(Arc::strong_count(&task), 1);
         assert!(tx.is_closed());
     }
 
