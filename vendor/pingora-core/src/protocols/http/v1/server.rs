@@ -1907,24 +1907,33 @@ fn http_resp_header_to_buf(
     Ok(())
 }
 
-/// Read from `stream` into `buf`, as `read_buf`, but while `buf` is empty give its memory back
-/// whenever the read has to wait: a keep-alive connection idling until its next request then
-/// holds no header buffer (nginx frees its buffers the same way). The buffer is allocated again
-/// (`INIT_HEADER_BUF_SIZE`) on the poll that finds the socket readable, so a request costs the
-/// same syscalls as before.
+/// Read from `stream` into `buf`, as `read_buf`, but an empty `buf` holds no memory while the
+/// read waits: a keep-alive connection idling until its next request then holds no header
+/// buffer (nginx frees its buffers the same way). While `buf` has no capacity, the read goes to
+/// the stack, and `buf` is allocated (`INIT_HEADER_BUF_SIZE`) only when bytes arrive, so a
+/// read that finds the socket not yet readable allocates nothing. It is the same one read of at
+/// most `INIT_HEADER_BUF_SIZE` bytes, so a request costs the same syscalls as with `read_buf`.
 pub(crate) async fn read_buf_lazily(
     stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
+    if buf.capacity() > 0 {
+        return stream.read_buf(buf).await;
+    }
     std::future::poll_fn(|cx| {
-        if buf.capacity() == 0 {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); INIT_HEADER_BUF_SIZE];
+        let mut read = tokio::io::ReadBuf::uninit(&mut stack);
+        std::task::ready!(tokio::io::AsyncRead::poll_read(
+            std::pin::Pin::new(&mut *stream),
+            cx,
+            &mut read
+        ))?;
+        let filled = read.filled();
+        if !filled.is_empty() {
             buf.reserve(INIT_HEADER_BUF_SIZE);
+            buf.extend_from_slice(filled);
         }
-        let read = std::future::Future::poll(std::pin::pin!(stream.read_buf(buf)), cx);
-        if read.is_pending() && buf.is_empty() {
-            *buf = BytesMut::new();
-        }
-        read
+        std::task::Poll::Ready(Ok(filled.len()))
     })
     .await
 }
@@ -1941,6 +1950,37 @@ mod tests_stream {
 
     fn init_log() {
         let _ = env_logger::builder().is_test(true).try_init();
+    }
+
+    #[tokio::test]
+    async fn a_lazy_read_holds_no_buffer_until_bytes_arrive() {
+        let (mut client, server) = tokio::io::duplex(8192);
+        let mut stream: Stream = Box::new(server);
+        let mut buf = BytesMut::new();
+        let mut read = tokio_test::task::spawn(read_buf_lazily(&mut stream, &mut buf));
+        assert!(read.poll().is_pending());
+        drop(read);
+        assert_eq!(buf.capacity(), 0);
+
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let n = read_buf_lazily(&mut stream, &mut buf).await.unwrap();
+        assert_eq!(n, 16);
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+        assert!(buf.capacity() >= INIT_HEADER_BUF_SIZE);
+
+        // A read wider than the stack's is taken in two, each at most INIT_HEADER_BUF_SIZE.
+        let mut wide = BytesMut::new();
+        client.write_all(&[b'a'; INIT_HEADER_BUF_SIZE + 10]).await.unwrap();
+        let first = read_buf_lazily(&mut stream, &mut wide).await.unwrap();
+        assert_eq!(first, INIT_HEADER_BUF_SIZE);
+        let second = read_buf_lazily(&mut stream, &mut wide).await.unwrap();
+        assert_eq!(second, 10);
+        assert_eq!(wide.len(), INIT_HEADER_BUF_SIZE + 10);
+
+        drop(client);
+        let mut after_close = BytesMut::new();
+        assert_eq!(read_buf_lazily(&mut stream, &mut after_close).await.unwrap(), 0);
+        assert_eq!(after_close.capacity(), 0);
     }
 
     #[tokio::test]
