@@ -13,7 +13,7 @@
 // limitations under the License.
 
 use crate::*;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use http::header;
 
 #[derive(Debug, Clone)]
@@ -164,6 +164,32 @@ fn titled_header_name(header_name: &HeaderName) -> Bytes {
         || Bytes::copy_from_slice(header_name.as_str().as_bytes()),
         |s| Bytes::from_static(s.as_bytes()),
     )
+}
+
+/// Writes `header_name` to `buf` in title case, the way a header kept without its case goes on
+/// the HTTP/1 wire: the standard spelling of a name `titled_header_name_str` knows, else the
+/// first letter and each letter after a `-` in upper case (`x-request-id` as `X-Request-Id`), as
+/// Go's `CanonicalMIMEHeaderKey` and most HTTP/1 software write names.
+pub(crate) fn put_titled_header_name(header_name: &HeaderName, buf: &mut impl BufMut) {
+    if let Some(titled) = titled_header_name_str(header_name) {
+        buf.put_slice(titled.as_bytes());
+        return;
+    }
+    // A `HeaderName` is lowercase already; it is titled through a small buffer, a piece at a
+    // time, rather than a byte at a time into `buf`.
+    let mut upper = true;
+    let mut titled = [0u8; 32];
+    for piece in header_name.as_str().as_bytes().chunks(titled.len()) {
+        for (out, &byte) in titled.iter_mut().zip(piece) {
+            *out = if upper {
+                byte.to_ascii_uppercase()
+            } else {
+                byte
+            };
+            upper = byte == b'-';
+        }
+        buf.put_slice(&titled[..piece.len()]);
+    }
 }
 
 pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'static str> {

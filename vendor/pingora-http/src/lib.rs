@@ -1016,9 +1016,7 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
         });
     } else {
         for (header, value) in value_map {
-            let titled_header =
-                case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-            buf.put_slice(titled_header.as_bytes());
+            case_header_name::put_titled_header_name(header, buf);
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(value.as_ref());
             buf.put_slice(CRLF);
@@ -1100,7 +1098,7 @@ mod tests {
         req.insert_header("FoO", "Bar").unwrap();
         let mut buf: Vec<u8> = vec![];
         req.header_to_h1_wire(&mut buf);
-        assert_eq!(buf, b"foo: Bar\r\n");
+        assert_eq!(buf, b"Foo: Bar\r\n");
         assert!(req.case_header_iter().next().is_none());
 
         let mut resp = ResponseHeader::new_no_case(None);
@@ -1108,8 +1106,26 @@ mod tests {
         resp.insert_header("FoO", "Bar").unwrap();
         let mut buf: Vec<u8> = vec![];
         resp.header_to_h1_wire(&mut buf);
-        assert_eq!(buf, b"foo: Bar\r\n");
+        assert_eq!(buf, b"Foo: Bar\r\n");
         assert!(resp.case_header_iter().next().is_none());
+    }
+
+    #[test]
+    fn names_kept_without_case_go_on_the_wire_in_title_case() {
+        // The `-` at index 31 ends the first 32-byte piece: the title case carries over.
+        let long = format!("{}-tail-{}", "a".repeat(31), "b".repeat(40));
+        let mut req = RequestHeader::new_no_case(None);
+        for name in ["X-REQUEST-ID", "user-agent", "host", "x--y-", &long] {
+            req.append_header(name.to_owned(), "v").unwrap();
+        }
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        let expected = format!(
+            "X-Request-Id: v\r\nUser-Agent: v\r\nHost: v\r\nX--Y-: v\r\nA{}-Tail-B{}: v\r\n",
+            "a".repeat(30),
+            "b".repeat(39)
+        );
+        assert_eq!(String::from_utf8(buf).unwrap(), expected);
     }
 
     #[test]
