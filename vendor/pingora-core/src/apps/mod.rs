@@ -90,6 +90,13 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Read HTTP/1 request heads without the spelling of their field names: one header map
+    /// per head instead of two, and names written in title case (`X-Request-Id`) wherever
+    /// the request is forwarded. See [`ServerSession::set_keep_header_case`].
+    ///
+    /// Default: `false` (names are written back as they came).
+    pub h1_discard_header_case: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -350,6 +357,9 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            let discard_header_case = self
+                .server_options()
+                .is_some_and(|opts| opts.h1_discard_header_case);
             let session = new_http1_session(stream, |session| {
                 if *shutdown.borrow() {
                     // stop downstream from reusing if this service is shutting down soon
@@ -362,6 +372,7 @@ where
                     self.server_options()
                         .and_then(|opts| opts.keepalive_request_limit),
                 );
+                session.set_keep_header_case(!discard_header_case);
             });
 
             // Between two requests the connection's state is its stream and settings alone: a
@@ -387,6 +398,7 @@ where
                     if let Some(persistent_settings) = persistent_settings {
                         persistent_settings.apply_to_session(session);
                     }
+                    session.set_keep_header_case(!discard_header_case);
                 });
                 (stream, persistent_settings) =
                     self.process_new_http(session, shutdown).await?.consume();

@@ -363,6 +363,14 @@ impl Session {
         }
     }
 
+    /// Whether the HTTP/1 request head read next keeps the spelling of each field name
+    /// (default: yes). Noop for h2 (whose names are lowercase) and subrequest.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        if let Self::H1(s) = self {
+            s.set_keep_header_case(keep);
+        }
+    }
+
     /// Get the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Not applicable for h2 or
     /// subrequest

@@ -68,6 +68,9 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // Whether the response head keeps the spelling of each field name (see
+    // `PeerOptions::h1_discard_header_case`).
+    keep_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -101,6 +104,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            keep_header_case: true,
         }
     }
 
@@ -111,6 +115,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.keep_header_case = !options.h1_discard_header_case;
         }
         session
     }
@@ -288,10 +293,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        let code = resp.code.unwrap();
+                        let size_hint = Some(resp.headers.len());
+                        let response_header = if self.keep_header_case {
+                            ResponseHeader::build(code, size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(code, size_hint)
+                        };
+                        let mut response_header = match response_header {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };

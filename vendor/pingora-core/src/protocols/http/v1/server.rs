@@ -158,6 +158,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Whether the request head keeps the spelling of each field name, to write it back as
+    /// it came (the default), or only the names (written in title case, see
+    /// [`Self::set_keep_header_case`]).
+    keep_header_case: bool,
 }
 
 impl HttpSession {
@@ -206,6 +210,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            keep_header_case: true,
         }
     }
 
@@ -350,14 +355,17 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            // Room for the fields a proxy adds to its copy (which keeps the
-                            // capacity), so they do not grow and rehash both header maps.
-                            Some(req.headers.len() + 8),
-                        )?);
+                        // Room for the fields a proxy adds to its copy (which keeps the
+                        // capacity), so they do not grow and rehash the header maps.
+                        let size_hint = Some(req.headers.len() + 8);
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path, size_hint)?
+                        } else {
+                            RequestHeader::build_no_case(method, path, size_hint)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -729,6 +737,14 @@ impl HttpSession {
 
     pub fn set_keepalive_reuses_remaining(&mut self, remaining: Option<u32>) {
         self.keepalive_reuses_remaining = remaining;
+    }
+
+    /// Whether the request head read next keeps the spelling of each field name (default:
+    /// yes). Without it the head is one header map instead of two, which makes reading,
+    /// changing and writing it cheaper; its names are then written in title case
+    /// (`X-Request-Id`) wherever it is forwarded.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     pub fn get_keepalive_reuses_remaining(&self) -> Option<u32> {
@@ -1970,7 +1986,10 @@ mod tests_stream {
 
         // A read wider than the stack's is taken in two, each at most INIT_HEADER_BUF_SIZE.
         let mut wide = BytesMut::new();
-        client.write_all(&[b'a'; INIT_HEADER_BUF_SIZE + 10]).await.unwrap();
+        client
+            .write_all(&[b'a'; INIT_HEADER_BUF_SIZE + 10])
+            .await
+            .unwrap();
         let first = read_buf_lazily(&mut stream, &mut wide).await.unwrap();
         assert_eq!(first, INIT_HEADER_BUF_SIZE);
         let second = read_buf_lazily(&mut stream, &mut wide).await.unwrap();
@@ -1979,7 +1998,12 @@ mod tests_stream {
 
         drop(client);
         let mut after_close = BytesMut::new();
-        assert_eq!(read_buf_lazily(&mut stream, &mut after_close).await.unwrap(), 0);
+        assert_eq!(
+            read_buf_lazily(&mut stream, &mut after_close)
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(after_close.capacity(), 0);
     }
 
