@@ -103,6 +103,7 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
             status_log: config.status_log.then_some(config.log_format),
             trust_forwarded_for: config.trust_forwarded_for,
             underscores_in_headers: config.underscores_in_headers,
+            preserve_header_case: config.preserve_header_case,
             keepalive_timeout: config.keepalive_timeout,
             client_write_timeout: config.client_write_timeout,
             header_limits: config.header_limits,
@@ -117,6 +118,9 @@ pub fn run(mut opt: Opt) -> Result<Infallible, StartError> {
     // HTTP/2 with prior knowledge on the plaintext listener; the guard bounds Pingora's peek
     // for its preface by the head deadline. (On TLS, ALPN decides.)
     server_options.h2c = config.h2c;
+    // Request heads read with one header map, names forwarded in title case, unless the
+    // conf asks for their spelling (responses: `upstream_peer`).
+    server_options.h1_discard_header_case = !config.preserve_header_case;
     app.server_options = Some(server_options);
     let guarded = ConnectionGuard::new(app, config.connection_limits);
     let mut proxy = Service::new("gateway proxy".to_owned(), guarded);

@@ -639,6 +639,53 @@ fn underscored_names_are_dropped_and_forwarded_is_the_gateways() {
     assert!(head.contains("\r\nx-real_ip: 6.6.6.6\r\n"), "{head}");
 }
 
+/// One request through a gateway with `gateway_extra`: the head the backend read and the
+/// response head the client read, both as they were on the wire.
+fn heads_on_the_wire(gateway_extra: &str) -> (String, String) {
+    let backend = RawBackend::start(|conn| loop {
+        if conn.read_head().is_empty() {
+            return;
+        }
+        conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-BACKEND-id: 7\r\n\r\nok");
+    });
+    let gateway = gateway_for(&backend, "", gateway_extra);
+    let mut client = ClientConn::open(gateway.port);
+    client.send(
+        b"GET /v1/proxy/svc/h HTTP/1.1\r\nHost: gw\r\nx-custom-NAME: 1\r\nuser-agent: t\r\n\r\n",
+    );
+    let mut response = String::new();
+    while !response.ends_with("\r\n\r\n") {
+        assert_ne!(client.0.read_line(&mut response).unwrap(), 0, "{response}");
+    }
+    assert_eq!(client.read_exact(2), "ok");
+    (backend.received(0), response)
+}
+
+#[test]
+fn header_names_go_out_in_title_case_unless_their_spelling_is_kept() {
+    let (request, response) = heads_on_the_wire("");
+    for line in [
+        "\r\nX-Custom-Name: 1\r\n",
+        "\r\nUser-Agent: t\r\n",
+        "\r\nHost: 127.0.0.1:",
+        "\r\nX-Forwarded-For: 127.0.0.1\r\n",
+        "\r\nX-Request-Id: ",
+    ] {
+        assert!(request.contains(line), "{line:?} in {request}");
+    }
+    for line in ["\r\nContent-Length: 2\r\n", "\r\nX-Backend-Id: 7\r\n"] {
+        assert!(response.contains(line), "{line:?} in {response}");
+    }
+
+    let (request, response) = heads_on_the_wire("  preserve_header_case: true\n");
+    for line in ["\r\nx-custom-NAME: 1\r\n", "\r\nuser-agent: t\r\n"] {
+        assert!(request.contains(line), "{line:?} in {request}");
+    }
+    for line in ["\r\ncontent-length: 2\r\n", "\r\nx-BACKEND-id: 7\r\n"] {
+        assert!(response.contains(line), "{line:?} in {response}");
+    }
+}
+
 #[test]
 fn a_repeated_identical_content_length_reaches_the_client_once() {
     let backend = RawBackend::start(|conn| {

@@ -129,6 +129,9 @@ pub struct GatewayConfig {
     pub trust_forwarded_for: bool,
     /// Whether request header names with `_` are forwarded (they are dropped otherwise).
     pub underscores_in_headers: bool,
+    /// Whether HTTP/1 header names are forwarded spelled as they came, rather than in title
+    /// case (`X-Request-Id`).
+    pub preserve_header_case: bool,
     /// Whether the plaintext listener also speaks HTTP/2 with prior knowledge (h2c).
     pub h2c: bool,
     /// How long an idle client connection waits for its next request; whole seconds.
@@ -159,6 +162,7 @@ impl GatewayConfig {
             services_file: DEFAULT_SERVICES_FILE.into(),
             trust_forwarded_for: false,
             underscores_in_headers: false,
+            preserve_header_case: false,
             h2c: true,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,

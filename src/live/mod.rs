@@ -223,6 +223,10 @@ fn start_only_changes(running: &GatewayConfig, loaded: &GatewayConfig) -> Vec<&'
             running.underscores_in_headers != loaded.underscores_in_headers,
         ),
         (
+            "preserve_header_case",
+            running.preserve_header_case != loaded.preserve_header_case,
+        ),
+        (
             "keepalive_timeout",
             running.keepalive_timeout != loaded.keepalive_timeout,
         ),

@@ -190,11 +190,15 @@ fn drop_underscored_names(request: &mut RequestHeader) {
 /// A `protocol: http2` service speaks HTTP/2 to its backends (h2c with prior knowledge on
 /// `http://`, ALPN on `https://`), many streams per connection, except for an upgrade request
 /// (a WebSocket), which needs HTTP/1.1.
+///
+/// An HTTP/1 response head keeps the spelling of its names only with `preserve_header_case`;
+/// else they reach the client in title case.
 pub(super) fn upstream_peer(
     backend: &Backend,
     service: &Service,
     remaining: Duration,
     upgrade: bool,
+    preserve_header_case: bool,
 ) -> HttpPeer {
     let timeouts = &service.timeouts;
     let mut peer = match &backend.tls_host {
@@ -207,6 +211,7 @@ pub(super) fn upstream_peer(
     };
     peer.options.connection_timeout = Some(timeouts.connect.min(remaining));
     peer.options.write_timeout = Some(timeouts.read.min(remaining));
+    peer.options.h1_discard_header_case = !preserve_header_case;
     if service.protocol == UpstreamProtocol::Http2 && !upgrade {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = MAX_H2_STREAMS_PER_CONNECTION;

@@ -82,21 +82,33 @@ struct Leg {
 /// whether it came while connecting.
 type Answered = std::result::Result<(Http1Session, Box<ResponseHeader>), (Box<Error>, bool)>;
 
-/// A leg for `pick`: its peer, and the attempt it starts now.
-fn leg(ctx: &mut RequestContext, service: &Service, pick: Pick, deadline: Instant) -> Leg {
-    let now = Instant::now();
-    let remaining = deadline.saturating_duration_since(now);
-    let peer = upstream_peer(&service.backends[pick.index], service, remaining, false);
-    ctx.last_backend = Some(pick.index);
-    ctx.attempts += 1;
-    ctx.upstream_started.get_or_insert(now);
-    Leg {
-        attempt: Attempt { pick, started: now },
-        peer,
-    }
-}
-
 impl GatewayProxy {
+    /// A leg for `pick`: its peer, and the attempt it starts now.
+    fn leg(
+        &self,
+        ctx: &mut RequestContext,
+        service: &Service,
+        pick: Pick,
+        deadline: Instant,
+    ) -> Leg {
+        let now = Instant::now();
+        let remaining = deadline.saturating_duration_since(now);
+        let peer = upstream_peer(
+            &service.backends[pick.index],
+            service,
+            remaining,
+            false,
+            self.settings.preserve_header_case,
+        );
+        ctx.last_backend = Some(pick.index);
+        ctx.attempts += 1;
+        ctx.upstream_started.get_or_insert(now);
+        Leg {
+            attempt: Attempt { pick, started: now },
+            peer,
+        }
+    }
+
     /// Makes the request's attempts itself, hedged. `Ok(true)`: the answer went to the client.
     /// `Ok(false)`: the first attempt failed early and was settled; Pingora goes on with the
     /// request as a failover. `Err`: no answer (the error reply follows).
@@ -121,7 +133,7 @@ impl GatewayProxy {
                 return Err(why.error());
             }
         };
-        let first = leg(ctx, &service, first, deadline);
+        let first = self.leg(ctx, &service, first, deadline);
         let delay = match service.retry.hedge_after {
             Some(HedgeAfter::Fixed(delay)) => delay,
             Some(HedgeAfter::P95) => service.backends[first.attempt.pick.index]
@@ -168,7 +180,7 @@ impl GatewayProxy {
                         .answer(session, ctx, &service, connector, first, answered, deadline)
                         .await;
                 };
-                let second = leg(ctx, &service, second, deadline);
+                let second = self.leg(ctx, &service, second, deadline);
                 let request = request_for(self, session, ctx, &service, &second)?;
                 let second_peer = second.peer.clone();
                 let second_exchange =

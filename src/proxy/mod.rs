@@ -95,6 +95,9 @@ pub(crate) struct ProxySettings {
     /// Forward request header names that contain `_` (dropped otherwise: CGI-style backends
     /// read `X_Forwarded_For` as `X-Forwarded-For`).
     pub underscores_in_headers: bool,
+    /// Forward HTTP/1 header names spelled as they came (both ways), rather than in title
+    /// case: one header map per head instead of two (docs/performance.md).
+    pub preserve_header_case: bool,
     /// How long an idle client connection waits for its next request (whole seconds).
     pub keepalive_timeout: Duration,
     /// How long one write to the client may wait for it to read.
@@ -459,8 +462,13 @@ impl ProxyHttp for GatewayProxy {
                 let started = Instant::now();
                 let remaining = remaining.saturating_sub(started.saturating_duration_since(now));
                 let upgrade = session.is_upgrade_req();
-                let peer =
-                    upstream_peer(&service.backends[pick.index], service, remaining, upgrade);
+                let peer = upstream_peer(
+                    &service.backends[pick.index],
+                    service,
+                    remaining,
+                    upgrade,
+                    self.settings.preserve_header_case,
+                );
                 *last_backend = Some(pick.index);
                 *attempt = Some(Attempt { pick, started });
                 *attempts += 1;
