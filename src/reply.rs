@@ -337,9 +337,11 @@ impl ErrorReply {
     /// request (`content-type: application/grpc...`) a gRPC error in the trailers-only form:
     /// HTTP 200, `content-type: application/grpc`, `grpc-status` and `grpc-message` in the one
     /// header block, which ends the stream; gRPC clients read it as the call's status.
+    /// Over HTTP/1 the names go out in title case (`X-Request-Id`), `preserve_header_case` or
+    /// not: the gateway's own reply has no spelling to keep.
     pub async fn send(self, session: &mut Session, request_id: RequestId) -> Result<()> {
         if is_grpc(session.req_header()) {
-            let mut header = ResponseHeader::build(200, Some(5))?;
+            let mut header = ResponseHeader::build_no_case(200, Some(5))?;
             header.insert_header(header::CONTENT_TYPE, "application/grpc")?;
             header.insert_header("grpc-status", self.grpc_status().to_string())?;
             header.insert_header("grpc-message", grpc_message(&self.detail))?;
@@ -352,7 +354,7 @@ impl ErrorReply {
                 .write_response_header_end(Box::new(header), true)
                 .await;
         }
-        let mut header = ResponseHeader::build(self.status, Some(5))?;
+        let mut header = ResponseHeader::build_no_case(self.status, Some(5))?;
         header.insert_header(header::CONTENT_TYPE, "application/json")?;
         header.insert_header("x-request-id", request_id.to_string())?;
         header.insert_header(header::CONTENT_LENGTH, self.body.len())?;

@@ -182,6 +182,19 @@ impl ClientConn {
         self.0.get_mut().write_all(bytes).expect("client write");
     }
 
+    /// Reads one response head as it is on the wire, up to and with its empty line.
+    fn read_raw_head(&mut self) -> String {
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert_ne!(
+                self.0.read_line(&mut head).expect("a head line"),
+                0,
+                "{head}"
+            );
+        }
+        head
+    }
+
     /// Reads one response head: its status and header lines (names lower-cased).
     fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
         let mut status_line = String::new();
@@ -639,9 +652,10 @@ fn underscored_names_are_dropped_and_forwarded_is_the_gateways() {
     assert!(head.contains("\r\nx-real_ip: 6.6.6.6\r\n"), "{head}");
 }
 
-/// One request through a gateway with `gateway_extra`: the head the backend read and the
-/// response head the client read, both as they were on the wire.
-fn heads_on_the_wire(gateway_extra: &str) -> (String, String) {
+/// One request through a gateway with `gateway_extra`: the head the backend read, the
+/// response head the client read, and the head of the gateway's own 404 for an unknown
+/// service, all as they were on the wire.
+fn heads_on_the_wire(gateway_extra: &str) -> (String, String, String) {
     let backend = RawBackend::start(|conn| loop {
         if conn.read_head().is_empty() {
             return;
@@ -653,17 +667,16 @@ fn heads_on_the_wire(gateway_extra: &str) -> (String, String) {
     client.send(
         b"GET /v1/proxy/svc/h HTTP/1.1\r\nHost: gw\r\nx-custom-NAME: 1\r\nuser-agent: t\r\n\r\n",
     );
-    let mut response = String::new();
-    while !response.ends_with("\r\n\r\n") {
-        assert_ne!(client.0.read_line(&mut response).unwrap(), 0, "{response}");
-    }
+    let response = client.read_raw_head();
     assert_eq!(client.read_exact(2), "ok");
-    (backend.received(0), response)
+    client.send(b"GET /v1/proxy/nope HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let reply = client.read_raw_head();
+    (backend.received(0), response, reply)
 }
 
 #[test]
 fn header_names_go_out_in_title_case_unless_their_spelling_is_kept() {
-    let (request, response) = heads_on_the_wire("");
+    let (request, response, reply) = heads_on_the_wire("");
     for line in [
         "\r\nX-Custom-Name: 1\r\n",
         "\r\nUser-Agent: t\r\n",
@@ -676,14 +689,17 @@ fn header_names_go_out_in_title_case_unless_their_spelling_is_kept() {
     for line in ["\r\nContent-Length: 2\r\n", "\r\nX-Backend-Id: 7\r\n"] {
         assert!(response.contains(line), "{line:?} in {response}");
     }
+    assert!(reply.contains("\r\nX-Request-Id: "), "{reply}");
 
-    let (request, response) = heads_on_the_wire("  preserve_header_case: true\n");
+    let (request, response, reply) = heads_on_the_wire("  preserve_header_case: true\n");
     for line in ["\r\nx-custom-NAME: 1\r\n", "\r\nuser-agent: t\r\n"] {
         assert!(request.contains(line), "{line:?} in {request}");
     }
     for line in ["\r\ncontent-length: 2\r\n", "\r\nx-BACKEND-id: 7\r\n"] {
         assert!(response.contains(line), "{line:?} in {response}");
     }
+    // The gateway's own reply has no spelling to keep.
+    assert!(reply.contains("\r\nX-Request-Id: "), "{reply}");
 }
 
 #[test]
