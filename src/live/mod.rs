@@ -330,11 +330,16 @@ mod tests {
         let mut loaded = running.clone();
         assert!(start_only_changes(&running, &loaded).is_empty());
         loaded.status_log = !running.status_log;
+        loaded.preserve_header_case = !running.preserve_header_case;
         loaded.connection_limits.max_connections += 1;
         loaded.services = config("b: [\"http://10.0.0.2:1\"]", &resolver).services;
         assert_eq!(
             start_only_changes(&running, &loaded),
-            ["status_log", "max_connections/request_header_timeout"],
+            [
+                "status_log",
+                "preserve_header_case",
+                "max_connections/request_header_timeout"
+            ],
             "services are not among them"
         );
     }
