@@ -264,7 +264,7 @@ impl TransportConnector {
         // test_reusable_stream: we assume server would never actively send data
         // first on an idle stream.
         #[cfg(unix)]
-        let same_socket = peer.matches_fd(stream.id());
+        let same_socket = peer.matches_stream(&stream);
         #[cfg(windows)]
         let same_socket = {
             use std::os::windows::io::{AsRawSocket, RawSocket};

@@ -23,6 +23,7 @@ use crate::protocols::tls::HandshakeCompleteHook;
 use crate::protocols::tls::PskType;
 #[cfg(unix)]
 use crate::protocols::ConnFdReusable;
+use crate::protocols::Stream;
 use crate::protocols::TcpKeepalive;
 use crate::utils::tls::{get_organization_unit, CertKey};
 use ahash::AHasher;
@@ -259,6 +260,14 @@ pub trait Peer: Display + Clone {
     #[cfg(unix)]
     fn matches_fd<V: AsRawFd>(&self, fd: V) -> bool {
         self.address().check_fd_match(fd)
+    }
+
+    /// Whether a pooled `stream` is still connected to this peer, checked before it is reused.
+    ///
+    /// The default asks the socket through [`Self::matches_fd`].
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &Stream) -> bool {
+        self.matches_fd(stream.id())
     }
 
     #[cfg(windows)]
@@ -863,6 +872,36 @@ impl Peer for HttpPeer {
         }
     }
 
+    /// Compares the peer address the stream's socket digest keeps, so that a connection asks
+    /// the kernel (`getpeername`) once in its life rather than on every reuse. A connection
+    /// through a proxy, or a stream without a socket digest, is asked through the socket.
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &Stream) -> bool {
+        let digest = match self.get_proxy() {
+            None => stream.get_socket_digest(),
+            Some(_) => None,
+        };
+        let Some(digest) = digest else {
+            return self.matches_fd(stream.id());
+        };
+        let addr = self.address();
+        // 0.0.0.0 is mapped to 127.0.0.1 on some systems: not compared, as in `matches_fd`.
+        if matches!(addr, SocketAddr::Inet(inet) if inet.ip() == IpAddr::from([0, 0, 0, 0])) {
+            return true;
+        }
+        match digest.peer_addr() {
+            Some(peer) if peer == addr => true,
+            Some(peer) => {
+                log::error!("Crit: FD mismatch: fd: {}, addr: {addr}, peer: {peer}", stream.id());
+                false
+            }
+            None => {
+                log::debug!("Idle connection to {addr} is broken");
+                false
+            }
+        }
+    }
+
     #[cfg(windows)]
     fn matches_sock<V: AsRawSocket>(&self, sock: V) -> bool {
         use crate::protocols::ConnSockReusable;
@@ -907,6 +946,28 @@ impl Display for Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pooled connection matches the peer it was made to, by the address its socket digest
+    /// keeps, and no other peer, even after the first answer was cached.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_stream_matches_only_the_peer_it_is_connected_to() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = HttpPeer::new(addr, false, String::new());
+        let other = HttpPeer::new(("127.0.0.1", addr.port() ^ 1), false, String::new());
+        let stream = crate::connectors::TransportConnector::new(None)
+            .new_stream(&peer)
+            .await
+            .unwrap();
+        assert!(stream.get_socket_digest().is_some());
+        for _ in 0..2 {
+            assert!(peer.matches_stream(&stream));
+            assert!(!other.matches_stream(&stream));
+        }
+        let unspecified = HttpPeer::new(("0.0.0.0", addr.port()), false, String::new());
+        assert!(unspecified.matches_stream(&stream));
+    }
 
     #[test]
     fn default_http_upstream_request_policy_is_standards_oriented() {
