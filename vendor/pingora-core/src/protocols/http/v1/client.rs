@@ -71,6 +71,10 @@ pub struct HttpSession {
     // Whether the response head keeps the spelling of each field name (see
     // `PeerOptions::h1_discard_header_case`).
     keep_header_case: bool,
+    // The `Content-Length` that frames the body of the response head just read, as its
+    // validation found it: `None` when absent, overridden by `Transfer-Encoding`, or invalid
+    // and tolerated. Read once per head, for the validation and the body reader both.
+    response_content_length: Option<usize>,
 }
 
 /// HTTP 1.x client session
@@ -105,6 +109,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             keep_header_case: true,
+            response_content_length: None,
         }
     }
 
@@ -209,7 +214,9 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    /// Validates the response head just read, and returns the `Content-Length` that frames
+    /// its body (see `response_content_length`).
+    fn validate_response(&self) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -221,20 +228,22 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        match content_length_for_framing(&resp_header.headers) {
+            Ok(content_length) => Ok(content_length),
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
-
-        Ok(())
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -350,8 +359,9 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
+                        match self.validate_response() {
+                            Ok(content_length) => self.response_content_length = content_length,
+                            Err(e) => return self.fail_response_header_read(e),
                         }
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
@@ -649,7 +659,7 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE_HEADER) else {
             return (None, None);
         };
 
@@ -736,7 +746,7 @@ impl HttpSession {
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = self.response_content_length {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);
@@ -778,13 +788,6 @@ impl HttpSession {
         if self.was_upgraded() {
             self.received_upgrade_req_body = true;
             self.body_writer.convert_to_close_delimited();
-        }
-    }
-
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
-            None => Ok(None),
         }
     }
 

@@ -78,6 +78,10 @@ impl ConnectionValue {
     }
 }
 
+/// The `Keep-Alive` field's name, made once rather than parsed from a string at each lookup.
+pub(super) const KEEP_ALIVE_HEADER: header::HeaderName =
+    header::HeaderName::from_static("keep-alive");
+
 fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     // only parse keep-alive, close, and upgrade tokens
     // https://www.rfc-editor.org/rfc/rfc9110.html#section-7.6.1
