@@ -6,7 +6,8 @@
 # Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
 # loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections; with H2=1,
 # h2load over h2c instead: 16 connections x 10 streams, 100,000 requests), and prints
-# req/s, the gateway's CPU time per request and its RSS after the load (each row marked A or B);
+# req/s, the gateway's CPU time per request (and its user-space and kernel parts) and its RSS
+# after the load (each row marked A or B);
 # at the end, the median CPU per request of each and the median of the rounds' paired
 # differences (B against A, the steadier figure when the machine drifts). Loopback only; every
 # process started here is stopped by its PID. With BROWSER=1, every request carries a browser's
@@ -31,24 +32,28 @@ measure() {
   if [ -n "${H2:-}" ]; then
     # h2c with prior knowledge: 16 connections of 10 streams each, a fixed number of requests.
     timeout 30 taskset -c 0 h2load -t1 -c16 -m10 -n 20000 "${header_flags[@]}" "$url" >/dev/null
-    before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    before=$(awk '{print $14, $15}' "/proc/$gateway/stat")
     out=$(timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 100000 "${header_flags[@]}" "$url")
-    after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    after=$(awk '{print $14, $15}' "/proc/$gateway/stat")
     # In wrk's words, for the lines below.
     out="$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print "Requests/sec: " $4} /^requests:/{print $4 " requests in"}')"
   else
     timeout 15 taskset -c 0 wrk -t1 -c64 -d2s "${header_flags[@]}" "$url" >/dev/null
-    before=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    before=$(awk '{print $14, $15}' "/proc/$gateway/stat")
     out=$(timeout 15 taskset -c 0 wrk -t1 -c64 -d5s "${header_flags[@]}" "$url")
-    after=$(awk '{print $14+$15}' "/proc/$gateway/stat")
+    after=$(awk '{print $14, $15}' "/proc/$gateway/stat")
   fi
   local rss_kb
   rss_kb=$(awk '/^VmRSS:/{print $2}' "/proc/$gateway/status")
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   requests=$(echo "$out" | awk '/requests in/{print $1}')
-  printf '%-40s req/s %9s   gateway CPU %6s us/req   RSS %5s MiB %s\n' "$binary" \
+  # Clock ticks (user, kernel) before and after, to microseconds a request.
+  local user sys
+  read -r user sys <<<"$(echo "$before $after" | awk -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    '{printf "%.2f %.2f", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n}')"
+  printf '%-40s req/s %9s   gateway CPU %6s us/req (user %s, kernel %s)   RSS %5s MiB %s\n' "$binary" \
     "$(echo "$out" | awk '/Requests\/sec/{print $2}')" \
-    "$(echo "scale=2; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $requests" | bc)" \
+    "$(echo "$user + $sys" | bc)" "$user" "$sys" \
     "$(echo "scale=1; $rss_kb / 1024" | bc)" \
     "$(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ' || true)"
 }
@@ -66,11 +71,18 @@ for round in $(seq "$rounds"); do
     measure "$1" "$2" | sed 's/^/A /' | tee -a "$rows"
   fi
 done
-# Each row starts with its build's letter; the CPU figure is the word after "CPU".
-awk '{for (i = 1; i < NF; i++) if ($i == "CPU") print $1, $(i + 1)}' "$rows" | python3 -c '
-import statistics, sys
-rows = [line.split() for line in sys.stdin]
-a = [float(cpu) for build, cpu in rows if build == "A"]
-b = [float(cpu) for build, cpu in rows if build == "B"]
+# Each row starts with its build's letter; the CPU figure is the word after "CPU", its parts the
+# words after "user" and "kernel".
+python3 - "$rows" <<'PY'
+import re, statistics, sys
+rows = [re.search(r"^(A|B) .* CPU +([\d.]+) us/req \(user ([\d.]+), kernel ([\d.]+)\)", line)
+        for line in open(sys.argv[1])]
+rows = [(m[1], float(m[2]), float(m[3]), float(m[4])) for m in rows if m]
+def median(build, field):
+    return statistics.median(row[field] for row in rows if row[0] == build)
+a = [row[1] for row in rows if row[0] == "A"]
+b = [row[1] for row in rows if row[0] == "B"]
 paired = statistics.median((y - x) / x * 100 for x, y in zip(a, b))
-print(f"medians of {len(b)} rounds: A {statistics.median(a):.2f} us/req, B {statistics.median(b):.2f} us/req; paired median B vs A {paired:+.1f} %")'
+print(f"medians of {len(b)} rounds: A {median('A', 1):.2f} us/req (user {median('A', 2):.2f}, kernel {median('A', 3):.2f}), "
+      f"B {median('B', 1):.2f} us/req (user {median('B', 2):.2f}, kernel {median('B', 3):.2f}); paired median B vs A {paired:+.1f} %")
+PY
