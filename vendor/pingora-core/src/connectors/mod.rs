@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod l4;
+mod pool;
 #[cfg(feature = "any_tls")]
 mod tls;
 
@@ -33,16 +34,14 @@ use l4::{connect as l4_connect, BindTo};
 use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_pool::{ConnectionMeta, ConnectionPool};
+use pingora_pool::ConnectionMeta;
+use pool::IdlePool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::{oneshot, Notify};
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -172,7 +171,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<IdleStream>>>,
+    connection_pool: IdlePool,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -180,7 +179,6 @@ pub struct TransportConnector {
     /// Wrapped in `Arc` so external consumers (e.g. proxy services) can clone a reference
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
-    keepalive_pool_callback: Option<PoolCallback>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -203,15 +201,19 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            connection_pool: IdlePool::new(
+                pool_size,
+                keepalive_pool_callback,
+                unexpected_data_conn_count.clone(),
+            ),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
-            keepalive_pool_callback,
+            unexpected_data_conn_count,
         }
     }
 
@@ -251,14 +253,8 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        let Some(idle) = self.connection_pool.get(&peer.reuse_hash()) else {
+        let Some(mut stream) = self.connection_pool.get(peer.reuse_hash()) else {
             debug!("No reusable connection found for {peer}");
-            return None;
-        };
-        // Taken at once, without waiting for the idle watcher to run: it reads the stream only
-        // under this short lock, and the pool tells it the connection was picked up.
-        let Some(mut stream) = idle.take() else {
-            debug!("reusable stream was closed while it was being picked up");
             return None;
         };
         // test_reusable_stream: we assume server would never actively send data
@@ -292,38 +288,12 @@ impl TransportConnector {
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
     pub fn release_stream(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
-            return;
-        }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let idle = Arc::new(IdleStream::new(stream));
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, idle.clone());
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if watch_idle(
-                &pool,
-                &idle,
-                &idle_meta.connection,
-                idle_timeout,
-                notify_close,
-                watch_use,
-            )
-            .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
-            }
-        });
+        self.connection_pool.put(stream, key, idle_timeout);
     }
 
     /// Get a stream to the given server [Peer]
@@ -450,96 +420,6 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
-
-/// A connection in the keep-alive pool. [TransportConnector::reused_stream] takes the stream
-/// out synchronously; until then [watch_idle] reads it, under the same short lock, only to see
-/// whether the server closes it.
-struct IdleStream(parking_lot::Mutex<Option<Stream>>);
-
-impl IdleStream {
-    fn new(stream: Stream) -> Self {
-        IdleStream(parking_lot::Mutex::new(Some(stream)))
-    }
-
-    fn take(&self) -> Option<Stream> {
-        self.0.lock().take()
-    }
-
-    /// Ready with `None` once the stream has been taken, else with the result of a one-byte
-    /// read: the server closed the connection (`Ok(0)`), sent unasked-for data, or broke it.
-    fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<std::io::Result<usize>>> {
-        let mut stream = self.0.lock();
-        let Some(stream) = stream.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let mut byte = [0; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        std::pin::Pin::new(stream)
-            .poll_read(cx, &mut buf)
-            .map(|read| Some(read.map(|()| buf.filled().len())))
-    }
-}
-
-/// Watches a connection while it idles in the pool, as the pool's own `idle_poll` does: ends
-/// when the connection is picked up, evicted, closed or broken by the server, or idle for
-/// `timeout`; in the last three cases it is removed from the pool and closed.
-///
-/// Returns `true` if the connection was evicted from the pool, and `false` otherwise.
-async fn watch_idle(
-    pool: &ConnectionPool<Arc<IdleStream>>,
-    idle: &IdleStream,
-    meta: &ConnectionMeta,
-    timeout: Option<Duration>,
-    notify_evicted: Arc<Notify>,
-    watch_use: oneshot::Receiver<bool>,
-) -> bool {
-    // The same Notified future serves the watch_use branch: notify_one() may deliver the
-    // wakeup to an already-polled future (see pingora-pool's `idle_poll`).
-    let evicted = notify_evicted.notified();
-    tokio::pin!(evicted);
-    let closed = std::future::poll_fn(|cx| idle.poll_closed(cx));
-    let closed_or_timed_out = async {
-        match timeout {
-            Some(d) => pingora_timeout::timeout(d, closed)
-                .await
-                .unwrap_or_else(|_| {
-                    debug!("keepalive timeout {d:?} reached");
-                    Some(Ok(0))
-                }),
-            None => closed.await,
-        }
-    };
-    let read_result = tokio::select! {
-        biased;
-        event = watch_use => {
-            return match event {
-                Ok(_) => {
-                    debug!("idle connection is being picked up");
-                    false
-                }
-                // Eviction drops the sender after signalling notify_evicted.
-                Err(_) => evicted.now_or_never().is_some(),
-            };
-        },
-        _ = &mut evicted => {
-            debug!("idle connection is being evicted");
-            return true;
-        },
-        read_result = closed_or_timed_out => read_result,
-    };
-    // Taken by reused_stream in the meantime: its pool.get() already removed it.
-    let Some(stream) = idle.take() else {
-        return false;
-    };
-    match read_result {
-        Some(Ok(n)) if n > 0 => warn!("Data received on idle client connection, close it"),
-        Some(Err(e)) => debug!("error with the idle connection, close it {e:?}"),
-        _ => debug!("Peer closed the idle connection or timeout"),
-    }
-    pool.pop_closed(meta);
-    drop(stream);
-    false
-}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
@@ -961,7 +841,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         server.shutdown().await.unwrap();
         assert!(closed_by_client(&mut server).await);
-        assert!(connector.connection_pool.get(&peer.reuse_hash()).is_none());
+        assert!(connector.connection_pool.get(peer.reuse_hash()).is_none());
     }
 
     #[tokio::test]
@@ -973,7 +853,7 @@ mod tests {
         connector.release_stream(stream, peer.reuse_hash(), Some(Duration::from_millis(20)));
 
         assert!(closed_by_client(&mut server).await);
-        assert!(connector.connection_pool.get(&peer.reuse_hash()).is_none());
+        assert!(connector.connection_pool.get(peer.reuse_hash()).is_none());
     }
 
     #[tokio::test]
