@@ -19,10 +19,12 @@
 //! on one of [`SHARDS`] maps and no task: a released stream registers the pool's waker with the
 //! runtime's reactor (one read attempt, as a task reading it would make), and nothing runs while it
 //! idles. One reaper task per pool wakes only when something is to be closed: a stream the server
-//! closed, broke or sent unasked-for bytes on (its waker fires), one idle past its timeout (the
-//! reaper sleeps until the earliest deadline), or the pool dropped. Past the pool's size the
+//! closed, broke or sent unasked-for bytes on (the pool's waker fires), one idle past its timeout
+//! (the reaper sleeps until the earliest deadline), or the pool dropped. Past the pool's size the
 //! longest idle stream is closed at once. A stream picked up past its timeout, before the reaper
-//! got to it, is closed instead of used.
+//! got to it, is closed instead of used. The reaper runs on the runtime of the first release: a
+//! pool that outlives that runtime still closes expired streams when they are asked for, and
+//! the connector's reuse check still refuses a closed one.
 use super::PoolCallback;
 use crate::protocols::Stream;
 use futures::task::AtomicWaker;
@@ -343,6 +345,7 @@ impl Inner {
     fn sweep(&self, look: bool) -> Option<Instant> {
         let now = Instant::now();
         let mut closing = Vec::new();
+        let mut removed = 0;
         let mut earliest: Option<Instant> = None;
         for shard in &self.shards {
             let mut groups = shard.lock();
@@ -355,6 +358,7 @@ impl Inner {
                             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
                         }
                     } else {
+                        removed += 1;
                         closing.extend(idle.take());
                     }
                     keep
@@ -362,7 +366,7 @@ impl Inner {
                 !group.is_empty()
             });
         }
-        self.len.fetch_sub(closing.len(), Ordering::Relaxed);
+        self.len.fetch_sub(removed, Ordering::Relaxed);
         if !closing.is_empty() {
             debug!("closing {} idle upstream connections", closing.len());
         }
