@@ -16,7 +16,7 @@ use pingora::prelude::*;
 use pingora_proxy::{ProxyHttp, Session};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gateway::allocator::Mimalloc = gateway::allocator::Mimalloc;
 
 const BACKENDS: [&str; 2] = ["127.0.0.1:9001", "127.0.0.1:9002"];
 

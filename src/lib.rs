@@ -31,6 +31,8 @@
 //! - [`clock`]: monotonic time behind a trait, real or moved by hand.
 //! - [`routing`]: `/v1/proxy/{service}` paths and the path a backend receives (pure).
 //! - `request_id`: request ids.
+//! - [`allocator`]: the heap allocator the binary installs (mimalloc, plain blocks when the
+//!   alignment allows).
 //!
 //! What the integration tests, benches, fuzz targets and `main` use is public, and documented
 //! (`missing_docs` warns, and CI's clippy turns warnings into errors). Everything else is
@@ -73,3 +75,5 @@ pub mod clock;
 pub mod routing;
 
 pub(crate) mod request_id;
+
+pub mod allocator;

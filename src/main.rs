@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use pingora::prelude::Opt;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gateway::allocator::Mimalloc = gateway::allocator::Mimalloc;
 
 fn main() -> ExitCode {
     match gateway::cli::run(Opt::parse_args()) {

@@ -13,8 +13,8 @@
 # echo every forwarded header back and so charge the gateway's extra request headers twice):
 # start it under callgrind, warm it up (2,000 requests), zero the counters,
 # send REQUESTS keep-alive GETs (default 20,000; h2load --h1, 16 connections, no pipelining),
-# dump, and print instructions per request and allocations (mimalloc's aligned malloc, zalloc and
-# realloc entry points, which is what Rust's global allocator calls) per request.
+# dump, and print instructions per request and allocations (calls into mimalloc's malloc, zalloc
+# and realloc entry points, plain and aligned: what src/allocator.rs calls) per request.
 # With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
 # With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
 # With H2=1, the requests are HTTP/2 over cleartext (h2c, prior knowledge), 10 streams at a time
@@ -63,7 +63,7 @@ summarize() {
 import re, sys
 path, requests = sys.argv[1], int(sys.argv[2])
 names, total, allocs = {}, 0, 0
-alloc = re.compile(r"^(mi_malloc_aligned|mi_zalloc_aligned|mi_realloc_aligned)$")
+alloc = re.compile(r"^mi_(malloc|zalloc|realloc)(_aligned)?$")
 pending_alloc = False
 with open(path) as f:
     for line in f:
