@@ -74,11 +74,11 @@ pub(crate) struct IdlePool {
 struct Inner {
     shards: [Mutex<Groups>; SHARDS],
     shared: Arc<Shared>,
+    /// `shared` as the waker every idle stream registers.
+    waker: Waker,
     /// Streams in the pool, and how many it keeps.
     len: AtomicUsize,
     size: usize,
-    /// Release order, to find the longest idle stream.
-    order: AtomicU64,
     reaper_started: AtomicBool,
     callback: Option<PoolCallback>,
     unexpected_data: Arc<AtomicU64>,
@@ -112,10 +112,9 @@ impl Shared {
 struct Idle {
     stream: Mutex<Option<Stream>>,
     key: u64,
-    order: u64,
+    /// When it was released: the longest idle stream is the one released first.
     since: Instant,
     deadline: Option<Instant>,
-    shared: Arc<Shared>,
 }
 
 /// The waker every idle stream registers: the pool's, not the stream's own, so that nothing
@@ -133,16 +132,6 @@ impl Wake for Shared {
     }
 }
 
-/// What a read attempt on an idle stream found.
-enum Seen {
-    /// Nothing to read: still idle, and its waker is registered.
-    Quiet,
-    /// Closed, broken or carrying unasked-for bytes: not to be reused.
-    Unusable,
-    /// Already taken out of the pool.
-    Taken,
-}
-
 impl Idle {
     fn take(&self) -> Option<Stream> {
         self.stream.lock().take()
@@ -152,15 +141,16 @@ impl Idle {
         self.deadline.is_some_and(|deadline| deadline <= now)
     }
 
-    /// Tries a one-byte read with the pool's waker, outside any task's budget (a read refused
-    /// for budget would wake the reaper for nothing).
-    fn look(&self, unexpected_data: &AtomicU64) -> Seen {
+    /// Whether the stream is still idle: a one-byte read, with the pool's `waker` and outside
+    /// any task's budget (a read refused for budget would wake the reaper for nothing), finds
+    /// nothing to read, and leaves the waker registered. `false` if it found the stream closed,
+    /// broken or carrying bytes nobody asked for, or already taken.
+    fn still_idle(&self, waker: &Waker, unexpected_data: &AtomicU64) -> bool {
         let mut guard = self.stream.lock();
         let Some(stream) = guard.as_mut() else {
-            return Seen::Taken;
+            return false;
         };
-        let waker = Waker::from(self.shared.clone());
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(waker);
         let mut byte = [0; 1];
         let mut buf = ReadBuf::new(&mut byte);
         let read = tokio::task::unconstrained(std::future::poll_fn(|_| {
@@ -169,21 +159,17 @@ impl Idle {
         .now_or_never()
         .expect("a future ready at its first poll");
         match read {
-            Poll::Pending => Seen::Quiet,
+            Poll::Pending => return true,
             Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                 debug!("idle upstream connection closed by the server");
-                Seen::Unusable
             }
             Poll::Ready(Ok(())) => {
                 warn!("Unexpected data read in idle connection");
                 unexpected_data.fetch_add(1, Ordering::Relaxed);
-                Seen::Unusable
             }
-            Poll::Ready(Err(e)) => {
-                debug!("idle upstream connection is broken: {e:?}");
-                Seen::Unusable
-            }
+            Poll::Ready(Err(e)) => debug!("idle upstream connection is broken: {e:?}"),
         }
+        false
     }
 }
 
@@ -193,18 +179,19 @@ impl IdlePool {
         callback: Option<PoolCallback>,
         unexpected_data: Arc<AtomicU64>,
     ) -> Self {
+        let shared = Arc::new(Shared {
+            epoch: Instant::now(),
+            earliest_deadline: AtomicU64::new(NO_DEADLINE),
+            something_closed: AtomicBool::new(false),
+            reaper: AtomicWaker::new(),
+        });
         IdlePool {
             inner: Arc::new(Inner {
                 shards: std::array::from_fn(|_| Mutex::new(Groups::default())),
-                shared: Arc::new(Shared {
-                    epoch: Instant::now(),
-                    earliest_deadline: AtomicU64::new(NO_DEADLINE),
-                    something_closed: AtomicBool::new(false),
-                    reaper: AtomicWaker::new(),
-                }),
+                waker: Waker::from(shared.clone()),
+                shared,
                 len: AtomicUsize::new(0),
                 size,
-                order: AtomicU64::new(0),
                 reaper_started: AtomicBool::new(false),
                 callback,
                 unexpected_data,
@@ -220,12 +207,10 @@ impl IdlePool {
         let idle = Arc::new(Idle {
             stream: Mutex::new(Some(stream)),
             key,
-            order: inner.order.fetch_add(1, Ordering::Relaxed),
             since,
             deadline: timeout.map(|timeout| since + timeout),
-            shared: inner.shared.clone(),
         });
-        if !matches!(idle.look(&inner.unexpected_data), Seen::Quiet) {
+        if !idle.still_idle(&inner.waker, &inner.unexpected_data) {
             return;
         }
         self.start_reaper();
@@ -307,7 +292,7 @@ impl Inner {
         let mut oldest: Option<Arc<Idle>> = None;
         for shard in &self.shards {
             for idle in shard.lock().values().flatten() {
-                if oldest.as_ref().is_none_or(|o| idle.order < o.order) {
+                if oldest.as_ref().is_none_or(|o| idle.since < o.since) {
                     oldest = Some(idle.clone());
                 }
             }
@@ -352,7 +337,7 @@ impl Inner {
             groups.retain(|_, group| {
                 group.retain(|idle| {
                     let keep = !idle.expired(now)
-                        && (!look || matches!(idle.look(&self.unexpected_data), Seen::Quiet));
+                        && (!look || idle.still_idle(&self.waker, &self.unexpected_data));
                     if keep {
                         if let Some(deadline) = idle.deadline {
                             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));

@@ -877,11 +877,8 @@ impl Peer for HttpPeer {
     /// through a proxy, or a stream without a socket digest, is asked through the socket.
     #[cfg(unix)]
     fn matches_stream(&self, stream: &Stream) -> bool {
-        let digest = match self.get_proxy() {
-            None => stream.get_socket_digest(),
-            Some(_) => None,
-        };
-        let Some(digest) = digest else {
+        let digest = stream.get_socket_digest();
+        let Some(digest) = digest.filter(|_| self.get_proxy().is_none()) else {
             return self.matches_fd(stream.id());
         };
         let addr = self.address();
