@@ -47,15 +47,25 @@ impl GatewayProxy {
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
-        let trust = self.settings.trust_forwarded_for;
+        // The client's own lists are looked up only when they are kept.
+        let incoming = |name: &StaticHeaderName| {
+            if self.settings.trust_forwarded_for {
+                original.headers.get(name.name())
+            } else {
+                None
+            }
+        };
         let forwarded_for = client_ip.map(|ip| {
-            let mut chain = trusted_list(trust, original.headers.get(X_FORWARDED_FOR.name()));
+            let mut chain = trusted_list(incoming(&X_FORWARDED_FOR));
             push_ip(&mut chain, ip);
             chain
         });
         let proto = if is_tls(session) { "https" } else { "http" };
-        let mut forwarded = trusted_list(trust, original.headers.get(FORWARDED.name()));
+        let mut forwarded = trusted_list(incoming(&FORWARDED));
         push_forwarded_element(&mut forwarded, client_ip, forwarded_host.as_ref(), proto);
+        // Looked for among the client's names, before the gateway adds its own (none has one).
+        let underscored =
+            !self.settings.underscores_in_headers && original.headers.keys().any(has_underscore);
 
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, backend.authority.clone())?;
@@ -71,21 +81,20 @@ impl GatewayProxy {
         upstream_request.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
         upstream_request.insert_header(&FORWARDED, forwarded)?;
         upstream_request.remove_header(&header::EXPECT);
-        if !self.settings.underscores_in_headers {
+        if underscored {
             drop_underscored_names(upstream_request);
         }
         Ok(())
     }
 }
 
-/// The start of a forwarded list: the client's `incoming` list and ", " when the client's lists
-/// are trusted (an incoming value that is not text is dropped), else nothing; the gateway's own
-/// element goes after it.
-fn trusted_list(trust: bool, incoming: Option<&http::HeaderValue>) -> String {
+/// The start of a forwarded list: the client's `incoming` list (when it is trusted and text)
+/// and ", ", else nothing; the gateway's own element goes after it.
+fn trusted_list(incoming: Option<&http::HeaderValue>) -> String {
     // Room for an IPv4 address, or a `Forwarded` element with a short host, without regrowing.
     const OWN: usize = 48;
     match incoming.and_then(|value| value.to_str().ok()) {
-        Some(incoming) if trust => {
+        Some(incoming) => {
             let mut list = String::with_capacity(incoming.len() + 2 + OWN);
             list.push_str(incoming);
             list.push_str(", ");
@@ -157,22 +166,19 @@ fn push_forwarded_element(
 /// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
 /// from the same name with `-` (`X_Forwarded_For` would read as `X-Forwarded-For`).
 fn drop_underscored_names(request: &mut RequestHeader) {
-    if !request
-        .headers
-        .keys()
-        .any(|name| name.as_str().contains('_'))
-    {
-        return;
-    }
     let underscored: Vec<http::HeaderName> = request
         .headers
         .keys()
-        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| has_underscore(name))
         .cloned()
         .collect();
     for name in underscored {
         request.remove_header(&name);
     }
+}
+
+fn has_underscore(name: &http::HeaderName) -> bool {
+    name.as_str().as_bytes().contains(&b'_')
 }
 
 /// A peer for one attempt at `backend`, with the service's timeouts cut to `remaining`, what
@@ -258,17 +264,17 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_lists_keep_a_trusted_clients_list_and_end_with_the_gateways_element() {
+    fn forwarded_lists_keep_the_clients_list_given_and_end_with_the_gateways_element() {
         let incoming = http::HeaderValue::from_static("for=192.0.2.1");
         let host = http::HeaderValue::from_static("a\"b");
         let ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
-        let mut list = trusted_list(true, Some(&incoming));
+        let mut list = trusted_list(Some(&incoming));
         push_forwarded_element(&mut list, ip, Some(&host), "http");
         assert_eq!(
             list,
             r#"for=192.0.2.1, for=127.0.0.1;host="a\"b";proto=http"#
         );
-        let mut list = trusted_list(false, Some(&incoming));
+        let mut list = trusted_list(None);
         push_forwarded_element(
             &mut list,
             Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
@@ -276,7 +282,7 @@ mod tests {
             "https",
         );
         assert_eq!(list, r#"for="[::1]";proto=https"#);
-        let mut list = trusted_list(true, None);
+        let mut list = trusted_list(None);
         push_forwarded_element(&mut list, None, None, "http");
         assert_eq!(list, "for=unknown;proto=http");
     }
