@@ -51,15 +51,12 @@ pub fn check_head(
         let Some(line) = line.strip_suffix(b"\r") else {
             return Err(HeadRejection::Ambiguous("line endings must be CRLF"));
         };
-        let Some((name, value)) = field(line) else {
-            continue;
-        };
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if let Some(value) = field_value(line, b"content-length") {
             content_lengths += 1;
             if value.contains(&b',') {
                 return Err(HeadRejection::Ambiguous("Content-Length must be one value"));
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if let Some(value) = field_value(line, b"transfer-encoding") {
             transfer_encodings += 1;
             only_chunked &= value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         }
@@ -82,19 +79,18 @@ pub fn check_head(
 /// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
 pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
     let mut chunked = false;
+    let contains = |value: &[u8], needle: &[u8]| {
+        value
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
     for line in lines(head).skip(1) {
-        let Some((name, value)) = field(line) else {
-            continue;
-        };
-        let contains = |needle: &[u8]| {
-            value
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle))
-        };
-        if name.eq_ignore_ascii_case(b"transfer-encoding") && contains(b"chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"expect") && contains(b"100-continue") {
-            return false;
+        if let Some(value) = field_value(line, b"transfer-encoding") {
+            chunked |= contains(value, b"chunked");
+        } else if let Some(value) = field_value(line, b"expect") {
+            if contains(value, b"100-continue") {
+                return false;
+            }
         }
     }
     chunked
@@ -169,10 +165,12 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// A header line's name and value (the value untrimmed), if it has a colon.
-fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let colon = memchr::memchr(b':', line)?;
-    Some((&line[..colon], &line[colon + 1..]))
+/// The value (untrimmed) of a header line whose name is `name` in any case. A name has no
+/// colon in it, so the line's first colon must follow it at once; no search for it is needed.
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let (head, value) = line.split_at_checked(name.len())?;
+    let value = value.strip_prefix(b":")?;
+    head.eq_ignore_ascii_case(name).then_some(value)
 }
 
 #[cfg(test)]
