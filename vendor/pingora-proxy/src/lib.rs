@@ -1595,7 +1595,7 @@ where
 
         // Boxed: its state (the whole request's, ~9 KB) is allocated once a head has arrived,
         // so a keep-alive connection waiting for its next request does not hold it.
-        Box::pin(self.process_request(session, ctx)).await
+        pin_in_place(|| self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
@@ -1627,6 +1627,16 @@ where
     }
 
     // TODO implement h2_options
+}
+
+/// `make()`'s future pinned in a box that is allocated first, so the future can be built in its
+/// place: `Box::pin(make())` builds it on the stack and then copies all of it (a request's
+/// future is several KB) into the box.
+fn pin_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: `write` initialised the slot.
+    Box::into_pin(unsafe { slot.assume_init() })
 }
 
 use pingora_core::services::listening::{RuntimeOptsOverride, Service};
