@@ -75,6 +75,47 @@ pub struct HttpSession {
     // validation found it: `None` when absent, overridden by `Transfer-Encoding`, or invalid
     // and tolerated. Read once per head, for the validation and the body reader both.
     response_content_length: Option<usize>,
+    // What the response head just read says about reusing the connection, read from it with
+    // the head: `read_resp_header_parts` hands the head's fields on.
+    response_reuse: ResponseReuse,
+}
+
+/// What a response head says about reusing its connection (see `respect_keepalive`).
+#[derive(Debug, Default, Clone, Copy)]
+struct ResponseReuse {
+    /// `Connection`: `Some(true)` for keep-alive, `Some(false)` for close.
+    connection_keepalive: Option<bool>,
+    /// The `timeout` of `Keep-Alive`, in seconds.
+    keepalive_timeout: Option<u64>,
+    /// An HTTP/1.0 response with `Transfer-Encoding`, after which the connection must close.
+    http10_transfer_encoding: bool,
+}
+
+/// `Keep-Alive: timeout=5, max=1000` => 5. This header is not part of any RFC, so its
+/// behavior differs between platforms:
+/// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+fn keepalive_timeout(header: &ResponseHeader) -> Option<u64> {
+    let value = header.headers.get(KEEP_ALIVE_HEADER)?;
+    let value = str::from_utf8(value.as_bytes()).ok()?;
+    let mut timeout = None;
+    for param in value.split(',') {
+        if let Some(("timeout", timeout_value)) = param.split_once('=').map(|(k, v)| (k.trim(), v))
+        {
+            timeout = timeout_value.trim().parse().ok();
+        }
+    }
+    timeout
+}
+
+impl ResponseReuse {
+    fn of(header: &ResponseHeader) -> Self {
+        ResponseReuse {
+            connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
+            keepalive_timeout: keepalive_timeout(header),
+            http10_transfer_encoding: header.version == Version::HTTP_10
+                && header.headers.contains_key(header::TRANSFER_ENCODING),
+        }
+    }
 }
 
 /// HTTP 1.x client session
@@ -110,6 +151,7 @@ impl HttpSession {
             allow_h1_response_invalid_content_length: false,
             keep_header_case: true,
             response_content_length: None,
+            response_reuse: ResponseReuse::default(),
         }
     }
 
@@ -366,9 +408,11 @@ impl HttpSession {
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
-                        self.upgraded = self
-                            .is_upgrade(self.response_header.as_deref().expect("init above"))
-                            .unwrap_or(false);
+                        let header = self.response_header.as_deref().expect("init above");
+                        let upgraded = self.is_upgrade(header).unwrap_or(false);
+                        let reuse = ResponseReuse::of(header);
+                        self.upgraded = upgraded;
+                        self.response_reuse = reuse;
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
@@ -459,15 +503,16 @@ impl HttpSession {
 
     /// Similar to [`Self::read_response()`], read the response header and then return it.
     ///
-    /// The session keeps a copy of the status, version and fields, which is what it reads the
-    /// header for afterwards (framing, keep-alive, upgrade), and what [`Self::resp_header()`]
-    /// returns from then on: without the names' original case or the reason phrase, which go
-    /// with the header returned, to be written on.
+    /// The session keeps the status and version, and what the fields say about framing,
+    /// keep-alive and upgrade, read when the head was: [`Self::resp_header()`] returns the
+    /// status and version from then on, without fields, and [`Self::get_header()`] `None`.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
         let header = self.response_header.take().unwrap();
-        self.response_header = Some(Box::new(ResponseHeader::from(header.as_owned_parts())));
+        let mut kept = ResponseHeader::build_no_case(header.status, Some(0))?;
+        kept.set_version(header.version);
+        self.response_header = Some(Box::new(kept));
         Ok(header)
     }
 
@@ -609,20 +654,14 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if self.response_reuse.http10_transfer_encoding {
             self.set_keepalive(None);
             return;
         }
         if let Some(keepalive) = self.is_connection_keepalive() {
             if keepalive {
-                let (timeout, _max_use) = self.get_keepalive_values();
-                // TODO: respect max_use
-                match timeout {
+                // TODO: respect `Keep-Alive`'s max
+                match self.response_reuse.keepalive_timeout {
                     Some(d) => self.set_keepalive(Some(d)),
                     None => self.set_keepalive(Some(0)), // infinite
                 }
@@ -650,36 +689,8 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => self.response_reuse.connection_keepalive,
         }
-    }
-
-    /// `Keep-Alive: timeout=5, max=1000` => 5, 1000
-    /// This is defined in the below spec, this not part of any RFC, so
-    /// it's behavior is different on different platforms.
-    /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
-    fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE_HEADER) else {
-            return (None, None);
-        };
-
-        let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
-            return (None, None);
-        };
-
-        let mut timeout = None;
-        let mut max = None;
-
-        for param in header_value.split(',') {
-            let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
-            match parts {
-                Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
-                Some(("max", max_value)) => max = max_value.trim().parse().ok(),
-                _ => {}
-            }
-        }
-
-        (timeout, max)
     }
 
     /// Close the connection abruptly. This allows to signal the server that the connection is closed
@@ -1063,7 +1074,7 @@ mod tests_stream {
     }
 
     #[tokio::test]
-    async fn read_resp_header_parts_hands_over_the_header_and_keeps_what_the_session_reads() {
+    async fn read_resp_header_parts_hands_over_the_header_and_keeps_what_the_session_reads_of_it() {
         init_log();
         let input = b"HTTP/1.1 200 Just Fine\r\nX-Custom-Name: a\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc";
         let mock_io = Builder::new().read(&input[..]).build();
@@ -1075,15 +1086,34 @@ mod tests_stream {
             .map(|(name, _)| name.as_slice())
             .collect();
         assert!(names.contains(&&b"X-Custom-Name"[..]), "{names:?}");
+        assert_eq!(header.headers.len(), 3);
         let kept = http_stream.resp_header().unwrap();
         assert_eq!(kept.status, 200);
         assert_eq!(kept.version, http::Version::HTTP_11);
-        assert_eq!(kept.headers, header.headers);
+        assert!(kept.headers.is_empty());
+        assert_eq!(http_stream.get_header(header::CONNECTION), None);
         let body = http_stream.read_body_ref().await.unwrap();
         assert_eq!(body.unwrap(), b"abc");
         assert!(http_stream.is_body_done());
+        // `Connection: close` is kept to, from the head handed over.
         http_stream.respect_keepalive();
         assert!(!http_stream.will_keepalive());
+
+        let input = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=7\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let header = http_stream.read_resp_header_parts().await.unwrap();
+        assert_eq!(header.headers.len(), 3);
+        // Chunked framing and the `Keep-Alive` timeout are kept to as well.
+        let body = http_stream.read_body_ref().await.unwrap();
+        assert_eq!(body.unwrap(), b"abc");
+        assert_eq!(http_stream.read_body_ref().await.unwrap(), None);
+        assert!(http_stream.is_body_done());
+        http_stream.respect_keepalive();
+        assert_eq!(
+            http_stream.keepalive_timeout,
+            KeepaliveStatus::Timeout(Duration::from_secs(7))
+        );
     }
 
     #[tokio::test]
@@ -2374,50 +2404,57 @@ mod tests_stream {
         assert_eq!(
             build_resp_with_keepalive_values("timeout=5, max=1000")
                 .await
-                .get_keepalive_values(),
-            (Some(5), Some(1000))
+                .response_reuse
+                .keepalive_timeout,
+            Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("max=1000, timeout=5")
                 .await
-                .get_keepalive_values(),
-            (Some(5), Some(1000))
+                .response_reuse
+                .keepalive_timeout,
+            Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values(" timeout = 5, max = 1000 ")
                 .await
-                .get_keepalive_values(),
-            (Some(5), Some(1000))
+                .response_reuse
+                .keepalive_timeout,
+            Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("timeout=5")
                 .await
-                .get_keepalive_values(),
-            (Some(5), None)
+                .response_reuse
+                .keepalive_timeout,
+            Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("max=1000")
                 .await
-                .get_keepalive_values(),
-            (None, Some(1000))
+                .response_reuse
+                .keepalive_timeout,
+            None
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("a=b")
                 .await
-                .get_keepalive_values(),
-            (None, None)
+                .response_reuse
+                .keepalive_timeout,
+            None
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("")
                 .await
-                .get_keepalive_values(),
-            (None, None)
+                .response_reuse
+                .keepalive_timeout,
+            None
         );
     }
 
