@@ -176,19 +176,26 @@ pub(crate) fn put_titled_header_name(header_name: &HeaderName, buf: &mut impl Bu
         return;
     }
     // A `HeaderName` is lowercase already; it is titled through a small buffer, a piece at a
-    // time, rather than a byte at a time into `buf`.
-    let mut upper = true;
+    // time, rather than a byte at a time into `buf`. Each byte is titled from itself and the
+    // byte before it, with nothing carried from one byte's result to the next, so the compiler
+    // can do many at once.
+    let title = |before: u8, byte: u8| {
+        if before == b'-' {
+            byte.to_ascii_uppercase()
+        } else {
+            byte
+        }
+    };
+    let mut before = b'-';
     let mut titled = [0u8; 32];
     for piece in header_name.as_str().as_bytes().chunks(titled.len()) {
-        for (out, &byte) in titled.iter_mut().zip(piece) {
-            *out = if upper {
-                byte.to_ascii_uppercase()
-            } else {
-                byte
-            };
-            upper = byte == b'-';
+        let out = &mut titled[..piece.len()];
+        out[0] = title(before, piece[0]);
+        for (out, pair) in out[1..].iter_mut().zip(piece.windows(2)) {
+            *out = title(pair[0], pair[1]);
         }
-        buf.put_slice(&titled[..piece.len()]);
+        before = piece[piece.len() - 1];
+        buf.put_slice(out);
     }
 }
 
