@@ -52,11 +52,40 @@ pub trait IntoCaseHeaderName {
             .or_err(InvalidHTTPHeader, "invalid header name")?;
         Ok((header_name, case_header_name))
     }
+
+    /// The name alone, for a header that keeps no spelling of its names: none is made.
+    fn into_header_name(self) -> Result<HeaderName>
+    where
+        Self: Sized,
+    {
+        Ok(self.into_header_names()?.0)
+    }
+}
+
+/// A name from its bytes as they came, for a header that keeps no spelling of its names.
+fn header_name_from_slice(name: &[u8]) -> Result<HeaderName> {
+    HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         self
+    }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        header_name_from_slice(&self.0)
+    }
+}
+
+/// A name borrowed from a parsed head: a header that keeps the spelling of its names copies
+/// it; one that keeps none only parses it.
+impl IntoCaseHeaderName for &[u8] {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName::from_slice(self)
+    }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        header_name_from_slice(self)
     }
 }
 
@@ -103,6 +132,10 @@ impl IntoCaseHeaderName for HeaderName {
         let case_header_name = CaseHeaderName(titled_header_name(&self));
         Ok((self, case_header_name))
     }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self)
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
@@ -112,6 +145,10 @@ impl IntoCaseHeaderName for &HeaderName {
 
     fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
         self.clone().into_header_names()
+    }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self.clone())
     }
 }
 
@@ -150,6 +187,10 @@ impl IntoCaseHeaderName for &StaticHeaderName {
 
     fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
         Ok((self.name.clone(), self.into_case_header_name()))
+    }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self.name.clone())
     }
 }
 

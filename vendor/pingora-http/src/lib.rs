@@ -852,16 +852,20 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let (header_name, case_header_name) = name.into_header_names()?;
-    // store the original case in the map
-    if let Some(name_map) = name_map {
-        // Use the non-panicking `try_append`: the infallible `append` calls
-        // `.expect("size overflows MAX_SIZE")` internally, which would abort the
-        // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
-        name_map
-            .try_append(header_name.clone(), case_header_name)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
+    let header_name = match name_map {
+        // store the original case in the map
+        Some(name_map) => {
+            let (header_name, case_header_name) = name.into_header_names()?;
+            // Use the non-panicking `try_append`: the infallible `append` calls
+            // `.expect("size overflows MAX_SIZE")` internally, which would abort the
+            // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
+            name_map
+                .try_append(header_name.clone(), case_header_name)
+                .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+            header_name
+        }
+        None => name.into_header_name()?,
+    };
 
     // Non-panicking `try_append` for the same reason as the case map above.
     value_map.try_append(header_name, value).or_err(
@@ -877,11 +881,15 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let (header_name, case_header_name) = name.into_header_names()?;
-    if let Some(name_map) = name_map {
+    let header_name = match name_map {
         // store the original case in the map
-        name_map.insert(header_name.clone(), case_header_name);
-    }
+        Some(name_map) => {
+            let (header_name, case_header_name) = name.into_header_names()?;
+            name_map.insert(header_name.clone(), case_header_name);
+            header_name
+        }
+        None => name.into_header_name()?,
+    };
     value_map.insert(header_name, value);
     Ok(())
 }
@@ -1108,6 +1116,19 @@ mod tests {
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"Foo: Bar\r\n");
         assert!(resp.case_header_iter().next().is_none());
+    }
+
+    #[test]
+    fn a_name_from_a_parsed_heads_bytes_is_spelled_only_where_spellings_are_kept() {
+        let mut plain = RequestHeader::new_no_case(None);
+        plain.append_header(&b"X-Custom"[..], "v").unwrap();
+        assert_eq!(plain.headers.get("x-custom").unwrap(), "v");
+        assert!(plain.append_header(&b"bad name"[..], "v").is_err());
+        let mut spelled = RequestHeader::build("GET", b"/", None).unwrap();
+        spelled.append_header(&b"X-Custom"[..], "v").unwrap();
+        let mut buf: Vec<u8> = vec![];
+        spelled.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"X-Custom: v\r\n");
     }
 
     #[test]
