@@ -913,6 +913,23 @@ where
     removed
 }
 
+/// Whether `value` has a CR, LF or NUL: eight bytes at a time, each eight looked at byte by
+/// byte only when one of them is below 0x0E (all three are, and few others a value holds).
+fn has_cr_lf_or_nul(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let stray = |bytes: &[u8]| bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0'));
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        // A high bit is set where a byte is below 0x0E (exact for a bound below 0x80).
+        if x.wrapping_sub(ONES * 0x0E) & !x & HIGHS != 0 && stray(word) {
+            return true;
+        }
+    }
+    stray(words.remainder())
+}
+
 /// Build a [`HeaderValue`] from owned bytes, normalizing the value per RFC
 /// 9110 section 5.5 and RFC 9112 section 5.2: obs-fold continuations
 /// collapse to a single SP, and any stray CR / LF / NUL is replaced with SP.
@@ -966,7 +983,7 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
 /// [RFC 9110 section 5.5]: https://datatracker.ietf.org/doc/html/rfc9110#section-5.5
 fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
     // Fast path: no CR/LF/NUL, nothing to do.
-    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+    if !has_cr_lf_or_nul(&raw) {
         return raw;
     }
 
@@ -1763,6 +1780,21 @@ mod tests {
                 .map(|d| d.as_bytes())
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn cr_lf_and_nul_are_found_wherever_they_are() {
+        for len in 0..40 {
+            let clean: Vec<u8> = (0..len).map(|i| [b'a', b'\t', 0x0b, 0xff][i % 4]).collect();
+            assert!(!has_cr_lf_or_nul(&clean), "{clean:?}");
+            for at in 0..len {
+                for stray in [b'\r', b'\n', b'\0'] {
+                    let mut value = clean.clone();
+                    value[at] = stray;
+                    assert!(has_cr_lf_or_nul(&value), "{value:?}");
+                }
+            }
+        }
     }
 
     #[test]
