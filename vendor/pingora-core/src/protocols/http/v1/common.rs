@@ -413,26 +413,6 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
     }
 }
 
-/// Validate that a message's `Content-Length` framing is unambiguous.
-///
-/// Per [RFC 9110 section 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6),
-/// a message received without `Transfer-Encoding` and with multiple
-/// `Content-Length` fields having differing values (or a single invalid value)
-/// has invalid framing and the recipient MUST treat it as an unrecoverable
-/// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
-///
-/// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
-/// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
-/// ambiguous values before they cross a proxy boundary.
-pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
-        // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
-        return Ok(());
-    }
-    content_length_for_framing(headers).map(|_| ())
-}
-
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not
 /// permitted.
 ///
@@ -470,37 +450,6 @@ mod test {
         StatusCode, Version,
     };
     use rstest::rstest;
-
-    #[test]
-    fn test_validate_content_length() {
-        let mut headers = HMap::new();
-
-        // no CL header is fine
-        assert!(validate_content_length(&headers).is_ok());
-
-        // a single valid CL is fine
-        headers.append(CONTENT_LENGTH, "1".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
-
-        // an identical duplicate is reconciled to a single value (RFC 9110 8.6)
-        headers.append(CONTENT_LENGTH, "1".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
-
-        // a differing duplicate is an unrecoverable framing error
-        headers.append(CONTENT_LENGTH, "2".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_err());
-
-        // Transfer-Encoding overrides Content-Length, so CL is ignored
-        headers.append(TRANSFER_ENCODING, "chunked".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
-    }
-
-    #[test]
-    fn test_validate_content_length_invalid_value() {
-        let mut headers = HMap::new();
-        headers.insert(CONTENT_LENGTH, "not-a-number".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_err());
-    }
 
     #[test]
     fn test_validate_content_length_without_transfer_encoding_rejects_te() {

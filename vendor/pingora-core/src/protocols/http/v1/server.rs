@@ -158,10 +158,22 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// How the body of the request just read is framed, as its head said when it was read and
+    /// checked: a filter that changes the head's `Content-Length` or `Transfer-Encoding`
+    /// afterwards (through `req_header_mut`) does not change where the client's body ends.
+    request_framing: Option<RequestFraming>,
     /// Whether the request head keeps the spelling of each field name, to write it back as
     /// it came (the default), or only the names (written in title case, see
     /// [`Self::set_keep_header_case`]).
     keep_header_case: bool,
+}
+
+/// How a request's body is framed (RFC 9112 section 6.3): a request without either field has
+/// a body of length 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestFraming {
+    Chunked,
+    Length(usize),
 }
 
 impl HttpSession {
@@ -210,6 +222,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            request_framing: None,
             keep_header_case: true,
         }
     }
@@ -443,7 +456,8 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request()?;
+                        self.request_framing =
+                            Some(self.check_request(contains_transfer_encoding)?);
 
                         return Ok(Some(s));
                     }
@@ -499,18 +513,19 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
+        let has_transfer_encoding = self.req_header().headers.contains_key(TRANSFER_ENCODING);
+        self.check_request(has_transfer_encoding).map(|_| ())
+    }
+
+    /// [`Self::validate_request()`], given whether the head has `Transfer-Encoding`, returning
+    /// how the body is framed: each framing field is looked up once.
+    fn check_request(&self, has_transfer_encoding: bool) -> Result<RequestFraming> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
-        // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
-        // parity): identical duplicates and comma-combined identical values are
-        // accepted and collapsed; differing or unparseable values are rejected.
-        // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
-
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if has_transfer_encoding {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -525,9 +540,19 @@ impl HttpSession {
             if !self.is_chunked_encoding() {
                 return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
             }
+            // Transfer-Encoding overrides Content-Length.
+            return Ok(RequestFraming::Chunked);
         }
 
-        Ok(())
+        // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
+        // parity): identical duplicates and comma-combined identical values are
+        // accepted and collapsed; differing or unparseable values are rejected.
+        // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
+        // "Request messages are never close-delimited because they are
+        // always explicitly framed by length or transfer coding, with the absence of
+        // both implying the request ends immediately after the header section."
+        let length = content_length_for_framing(&req_header.headers)?;
+        Ok(RequestFraming::Length(length.unwrap_or(0)))
     }
 
     /// Return a reference of the `RequestHeader` this session read
@@ -1153,6 +1178,13 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
+            } else if let Some(framing) = self.request_framing {
+                match framing {
+                    RequestFraming::Chunked => self.body_reader.init_chunked_owned(preread_body),
+                    RequestFraming::Length(length) => self
+                        .body_reader
+                        .init_content_length_owned(length, preread_body),
+                }
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
@@ -2367,6 +2399,33 @@ mod tests_stream {
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let res = http_stream.read_request().await;
         assert!(res.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_is_framed_by_the_head_as_it_was_read() {
+        init_log();
+        // A filter that changes the framing fields after the head is read does not move
+        // where the client's body ends: the next request's bytes stay the next request's.
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        http_stream.req_header_mut().remove_header(&CONTENT_LENGTH);
+        let body = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(body.as_ref(), b"abc");
+        assert!(http_stream.is_body_done());
+
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let header = http_stream.req_header_mut();
+        header.remove_header(&TRANSFER_ENCODING);
+        header.insert_header(CONTENT_LENGTH, "1").unwrap();
+        let body = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(body.as_ref(), b"abc");
+        assert_eq!(http_stream.read_body_bytes().await.unwrap(), None);
+        assert!(http_stream.is_body_done());
     }
 
     #[tokio::test]
