@@ -75,6 +75,8 @@ pub struct HttpSession {
     // validation found it: `None` when absent, overridden by `Transfer-Encoding`, or invalid
     // and tolerated. Read once per head, for the validation and the body reader both.
     response_content_length: Option<usize>,
+    // Whether the response head just read has `Transfer-Encoding`, as its read found.
+    response_transfer_encoding: bool,
     // What the response head just read says about reusing the connection, read from it with
     // the head: `read_resp_header_parts` hands the head's fields on.
     response_reuse: ResponseReuse,
@@ -151,6 +153,7 @@ impl HttpSession {
             allow_h1_response_invalid_content_length: false,
             keep_header_case: true,
             response_content_length: None,
+            response_transfer_encoding: false,
             response_reuse: ResponseReuse::default(),
         }
     }
@@ -258,7 +261,11 @@ impl HttpSession {
     // read.
     /// Validates the response head just read, and returns the `Content-Length` that frames
     /// its body (see `response_content_length`).
-    fn validate_response(&self) -> Result<Option<usize>> {
+    fn validate_response(&self, has_transfer_encoding: bool) -> Result<Option<usize>> {
+        if has_transfer_encoding {
+            // Its `Content-Length` was removed: it does not frame the body.
+            return Ok(None);
+        }
         let resp_header = self
             .response_header
             .as_ref()
@@ -395,21 +402,20 @@ impl HttpSession {
                         let contains_transfer_encoding = response_header
                             .headers
                             .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
                         // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
-                        if contains_content_length && contains_transfer_encoding {
+                        if contains_transfer_encoding {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                         }
+                        self.response_transfer_encoding = contains_transfer_encoding;
 
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        match self.validate_response() {
+                        match self.validate_response(contains_transfer_encoding) {
                             Ok(content_length) => self.response_content_length = content_length,
                             Err(e) => return self.fail_response_header_read(e),
                         }
@@ -811,9 +817,10 @@ impl HttpSession {
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
-            .unwrap_or(false)
+        self.response_transfer_encoding
+            && self
+                .resp_header()
+                .is_some_and(|h| is_chunked_encoding_from_headers(&h.headers))
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
