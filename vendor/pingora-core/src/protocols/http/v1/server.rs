@@ -168,6 +168,9 @@ pub struct HttpSession {
     keep_header_case: bool,
 }
 
+/// The room a response head is serialized into at first.
+const RESPONSE_HEAD_BUF_SIZE: usize = 1024;
+
 /// How a request's body is framed (RFC 9112 section 6.3): a request without either field has
 /// a body of length 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -958,8 +961,9 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        // Serialize header to bytes, in a buffer that fits most heads (a larger one grows it)
+        // and is small enough for the allocator's fast path, which a 4 KiB one misses.
+        let mut write_buf = BytesMut::with_capacity(RESPONSE_HEAD_BUF_SIZE);
         http_resp_header_to_buf(header, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
