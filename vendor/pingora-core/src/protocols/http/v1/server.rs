@@ -451,6 +451,9 @@ impl HttpSession {
                         self.request_header = Some(request_header);
 
                         self.body_reader.reinit();
+                        // Set again once this head is checked: a head that fails its check
+                        // leaves no framing of the one before.
+                        self.request_framing = None;
                         self.pipelined_idle_bytes_stashed = false;
                         self.response_written = None;
                         self.respect_keepalive();
