@@ -177,6 +177,7 @@ fn drop_underscored_names(request: &mut RequestHeader) {
     }
 }
 
+/// Whether `name` has a `_` (see `drop_underscored_names`).
 fn has_underscore(name: &http::HeaderName) -> bool {
     name.as_str().as_bytes().contains(&b'_')
 }
