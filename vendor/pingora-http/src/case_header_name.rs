@@ -48,8 +48,7 @@ pub trait IntoCaseHeaderName {
         Self: Sized,
     {
         let case_header_name = self.into_case_header_name();
-        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
-            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        let header_name = header_name_from_slice(case_header_name.as_slice())?;
         Ok((header_name, case_header_name))
     }
 
@@ -62,7 +61,7 @@ pub trait IntoCaseHeaderName {
     }
 }
 
-/// A name from its bytes as they came, for a header that keeps no spelling of its names.
+/// A name from its bytes as they came.
 fn header_name_from_slice(name: &[u8]) -> Result<HeaderName> {
     HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")
 }

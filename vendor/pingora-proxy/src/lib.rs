@@ -1633,10 +1633,7 @@ where
 /// place: `Box::pin(make())` builds it on the stack and then copies all of it (a request's
 /// future is several KB) into the box.
 fn pin_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
-    let mut slot = Box::<F>::new_uninit();
-    slot.write(make());
-    // SAFETY: `write` initialised the slot.
-    Box::into_pin(unsafe { slot.assume_init() })
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 use pingora_core::services::listening::{RuntimeOptsOverride, Service};

@@ -89,8 +89,6 @@ struct ResponseReuse {
     connection_keepalive: Option<bool>,
     /// The `timeout` of `Keep-Alive`, in seconds.
     keepalive_timeout: Option<u64>,
-    /// An HTTP/1.0 response with `Transfer-Encoding`, after which the connection must close.
-    http10_transfer_encoding: bool,
 }
 
 /// `Keep-Alive: timeout=5, max=1000` => 5. This header is not part of any RFC, so its
@@ -114,8 +112,6 @@ impl ResponseReuse {
         ResponseReuse {
             connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
             keepalive_timeout: keepalive_timeout(header),
-            http10_transfer_encoding: header.version == Version::HTTP_10
-                && header.headers.contains_key(header::TRANSFER_ENCODING),
         }
     }
 }
@@ -668,7 +664,9 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.response_reuse.http10_transfer_encoding {
+        if self.response_transfer_encoding
+            && self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
+        {
             self.set_keepalive(None);
             return;
         }

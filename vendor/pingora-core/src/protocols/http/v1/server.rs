@@ -1186,6 +1186,7 @@ impl HttpSession {
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
             } else if let Some(framing) = self.request_framing {
+                // As the head's check found it.
                 match framing {
                     RequestFraming::Chunked => self.body_reader.init_chunked_owned(preread_body),
                     RequestFraming::Length(length) => self
@@ -1193,6 +1194,7 @@ impl HttpSession {
                         .init_content_length_owned(length, preread_body),
                 }
             } else if self.is_chunked_encoding() {
+                // A head that failed its check: framed from its fields, as 0.9.1 did.
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
             } else {
@@ -2834,6 +2836,26 @@ mod tests_stream {
         http_stream.read_request().await.unwrap();
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
+        http_stream.update_resp_headers = false;
+        http_stream
+            .write_response_header_ref(&new_response)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_response_head_larger_than_its_first_buffer_is_written_whole() {
+        let read_wire = b"GET / HTTP/1.1\r\n\r\n";
+        let long = "v".repeat(3 * RESPONSE_HEAD_BUF_SIZE);
+        let write_expected = format!("HTTP/1.1 200 OK\r\nFoo: {long}\r\n\r\n");
+        let mock_io = Builder::new()
+            .read(read_wire)
+            .write(write_expected.as_bytes())
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
+        new_response.append_header("Foo", long.as_str()).unwrap();
         http_stream.update_resp_headers = false;
         http_stream
             .write_response_header_ref(&new_response)
