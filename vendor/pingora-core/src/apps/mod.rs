@@ -237,6 +237,21 @@ pub trait HttpServerApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 
+    /// The same, for a session already on the heap, which is how the service hands every session
+    /// over. The default unboxes it for [`Self::process_new_http`]; an app that keeps its session
+    /// boxed (as `pingora-proxy` does) takes it as it is, and a session (~700 bytes) is then not
+    /// copied into each async call's state on its way in.
+    async fn process_new_http_boxed(
+        self: &Arc<Self>,
+        session: Box<ServerSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        Self: Send + Sync,
+    {
+        self.process_new_http(*session, shutdown).await
+    }
+
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.
     ///
@@ -345,8 +360,8 @@ where
                             // loop's idle timeout sees this connection as busy.
                             let _guard = guard;
                             // Note, `PersistentSettings` not currently relevant for h2
-                            app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                                .await;
+                            let session = new_boxed(|| ServerSession::new_http2(h2_stream));
+                            app.process_new_http_boxed(session, &shutdown).await;
                         });
                     },
                 )
@@ -378,8 +393,10 @@ where
             // Between two requests the connection's state is its stream and settings alone: a
             // value matched in a loop's head would keep a slot of its own (96 bytes) in the
             // future this wait is part of, for as long as the connection idles.
-            let (mut stream, mut persistent_settings) =
-                self.process_new_http(session, shutdown).await?.consume();
+            let (mut stream, mut persistent_settings) = self
+                .process_new_http_boxed(session, shutdown)
+                .await?
+                .consume();
             loop {
                 if let Some(settings) = persistent_settings
                     .as_mut()
@@ -400,8 +417,10 @@ where
                     }
                     session.set_keep_header_case(!discard_header_case);
                 });
-                (stream, persistent_settings) =
-                    self.process_new_http(session, shutdown).await?.consume();
+                (stream, persistent_settings) = self
+                    .process_new_http_boxed(session, shutdown)
+                    .await?
+                    .consume();
             }
         }
         None
@@ -415,10 +434,16 @@ where
 /// A new HTTP/1 session on `stream`, set up by `setup`. Built outside `process_new`'s async body:
 /// a session borrowed there (to set it up) keeps its room (~700 bytes) in the future a connection
 /// holds between requests, long after the session has been handed on.
-fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> ServerSession {
-    let mut session = ServerSession::new_http1(stream);
+fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> Box<ServerSession> {
+    let mut session = new_boxed(|| ServerSession::new_http1(stream));
     setup(&mut session);
     session
+}
+
+/// `make()`'s session in a box that is allocated first, so the session can be built in its
+/// place: `Box::new(make())` builds it on the stack and then copies it into the box.
+fn new_boxed(make: impl FnOnce() -> ServerSession) -> Box<ServerSession> {
+    Box::write(Box::new_uninit(), make())
 }
 
 /// What an HTTP/1 connection does between two requests: it waits for the client's next bytes
