@@ -1522,27 +1522,40 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        Ok(if self.ready_for_reuse().await? {
+            Some(self.into_reusable())
+        } else {
+            None
+        })
+    }
+
+    /// The asynchronous part of [`Self::reuse`], done in place: shuts the connection down when it
+    /// is not to be kept alive, else reads what is left of the request body. Whether the
+    /// connection can then be reused ([`Self::into_reusable`]).
+    pub(crate) async fn ready_for_reuse(&mut self) -> Result<bool> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
-            Ok(None)
-        } else {
-            self.drain_request_body().await?;
-            if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
-                debug!("bytes overread on request, disallowing reuse");
-                Ok(None)
-            } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
-            }
+            return Ok(false);
         }
+        self.drain_request_body().await?;
+        if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
+            debug!("bytes overread on request, disallowing reuse");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The connection of a session [`Self::ready_for_reuse`] found reusable, with the bytes of a
+    /// pipelined next request already read.
+    #[inline]
+    pub(crate) fn into_reusable(mut self) -> ReusableHttpStream {
+        let pipelined_prefix = self
+            .pipelining_enabled
+            .then(|| self.take_body_overread())
+            .flatten()
+            .filter(|prefix| !prefix.is_empty());
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
