@@ -21,6 +21,7 @@ use crate::protocols::http::client::HttpSession;
 use crate::protocols::http::v1::client::HttpSession as Http1Session;
 use crate::upstreams::peer::Peer;
 use pingora_error::Result;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,7 +108,8 @@ where
             .get_peer_options()
             .is_none_or(|o| o.alpn.get_max_http_version() == 1);
         if h1_only {
-            let (h1, reused) = self.h1.get_http_session(peer).await?;
+            let (stream, reused) = self.h1.get_stream(peer).await?;
+            let h1 = Http1Session::new_with_options(stream, peer);
             Ok((HttpSession::H1(h1), reused))
         } else {
             // the peer allows h2, we first check the h2 reuse pool
@@ -132,16 +134,32 @@ where
         }
     }
 
-    pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
-        &self,
+    /// Gives a finished session's connection back to its pool, or closes it. An HTTP/1 or
+    /// HTTP/2 session is released when this returns, not when the future is first polled: the
+    /// future is left only an HTTP/1 connection's shutdown, or a custom session's release, to
+    /// wait for. (An `async fn` would copy the session into its state first.)
+    pub fn release_http_session<'a, P: Peer + Send + Sync + 'static>(
+        &'a self,
         session: HttpSession<C::Session>,
-        peer: &P,
+        peer: &'a P,
         idle_timeout: Option<Duration>,
-    ) {
-        match session {
-            HttpSession::H1(h1) => self.h1.release_http_session(h1, peer, idle_timeout).await,
-            HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, idle_timeout),
-            HttpSession::Custom(c) => {
+    ) -> impl Future<Output = ()> + 'a {
+        let (closing, custom) = match session {
+            HttpSession::H1(h1) => (
+                Some(self.h1.release_http_session(h1, peer, idle_timeout)),
+                None,
+            ),
+            HttpSession::H2(h2) => {
+                self.h2.release_http_session(h2, peer, idle_timeout);
+                (None, None)
+            }
+            HttpSession::Custom(c) => (None, Some(c)),
+        };
+        async move {
+            if let Some(closing) = closing {
+                closing.await;
+            }
+            if let Some(c) = custom {
                 self.custom
                     .release_http_session(c, peer, idle_timeout)
                     .await;

@@ -14,9 +14,11 @@
 
 use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 
 use pingora_error::Result;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,15 @@ impl Connector {
         Ok((http, reused))
     }
 
+    /// A connection to `peer`, and whether it came from the pool, for the caller to build its
+    /// session on where it keeps it: a session returned through each `async fn` is copied at each.
+    pub(crate) async fn get_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(Stream, bool)> {
+        self.transport.get_stream(peer).await
+    }
+
     pub async fn reused_http_session<P: Peer + Send + Sync + 'static>(
         &self,
         peer: &P,
@@ -50,16 +61,29 @@ impl Connector {
         Some(http)
     }
 
-    pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
+    /// Gives a finished session's connection back to the pool, or shuts it down when it cannot
+    /// be reused. A connection kept alive is back in the pool when this returns; the future is
+    /// left only the shutdown to wait for. (An `async fn` would copy the session, ~600 bytes,
+    /// into its state, and the pool would get the connection when it was first polled.)
+    pub fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
         mut session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
-    ) {
+    ) -> impl Future<Output = ()> {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+        let closing = match session.into_kept_alive() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
+        };
+        async move {
+            if let Some(mut session) = closing {
+                session.shutdown_unreused().await;
+            }
         }
     }
 
@@ -115,6 +139,63 @@ mod tests {
         connector.release_http_session(http, &peer, None).await;
         let (_, reused) = connector.get_http_session(&peer).await.unwrap();
         assert!(reused);
+    }
+
+    /// A loopback server answering one request on each of its first two connections: the first
+    /// answer keeps the connection alive, the second closes it. It reports what it read after
+    /// the closing answer: `0` bytes when the client shut the connection down.
+    async fn two_answers_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<usize>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut after = Vec::new();
+            for answer in [
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"[..],
+            ] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0; 1024];
+                let _ = stream.read(&mut request).await.unwrap();
+                stream.write_all(answer).await.unwrap();
+                if answer.ends_with(b"close\r\n\r\nok") {
+                    // A connection left open would never be read to its end: bounded.
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut request));
+                    after.push(read.await.map_or(usize::MAX, |read| read.unwrap()));
+                }
+            }
+            after
+        });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_session_is_pooled_on_release_and_a_closing_one_shut_down() {
+        let (address, server) = two_answers_server().await;
+        let connector = Connector::new(None);
+        let peer = HttpPeer::new(address, false, "".into());
+
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(!reused);
+        get_http(&mut http, 200).await;
+        // In the pool as soon as it is released, before its future is polled.
+        let release = connector.release_http_session(http, &peer, None);
+        let (http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(reused, "a kept-alive connection is pooled when released");
+        release.await;
+
+        // That connection's server side has moved on: this one is new, and says close.
+        drop(http);
+        let (mut http, reused) = connector.get_http_session(&peer).await.unwrap();
+        assert!(!reused);
+        get_http(&mut http, 200).await;
+        connector.release_http_session(http, &peer, None).await;
+        assert_eq!(
+            server.await.unwrap(),
+            vec![0],
+            "the closing connection was shut down"
+        );
+        assert!(connector.reused_http_session(&peer).await.is_none());
     }
 
     #[tokio::test]

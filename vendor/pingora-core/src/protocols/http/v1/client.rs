@@ -716,21 +716,33 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    pub async fn reuse(self) -> Option<Stream> {
+        match self.into_kept_alive() {
+            Ok(stream) => Some(stream),
+            Err(mut closing) => {
+                closing.shutdown_unreused().await;
+                None
+            }
+        }
+    }
+
+    /// The part of [`Self::reuse`] that needs no waiting: the connection, when it is to be kept
+    /// alive (the response was read whole and keep-alive is on), else the session back, boxed
+    /// (so a future that may hold it stays small), for [`Self::shutdown_unreused`].
+    pub(crate) fn into_kept_alive(mut self) -> std::result::Result<Stream, Box<Self>> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
         match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+            KeepaliveStatus::Off => Err(Box::new(self)),
+            _ => Ok(self.underlying_stream),
         }
+    }
+
+    /// Shuts down the connection of a session that is not to be reused.
+    pub(crate) async fn shutdown_unreused(&mut self) {
+        debug!("HTTP shutdown connection");
+        self.shutdown().await;
     }
 
     fn init_body_reader(&mut self) {
