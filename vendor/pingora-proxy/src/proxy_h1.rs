@@ -1240,7 +1240,10 @@ async fn read_response_task_before(
         return client_session.read_response_task().await;
     };
     let deadline = tokio::time::Instant::from_std(deadline);
-    match tokio::time::timeout_at(deadline, client_session.read_response_task()).await {
+    // Pinned where it is built: the timeout then holds a reference to the read, not a copy.
+    let read = client_session.read_response_task();
+    tokio::pin!(read);
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(result) => result,
         Err(_) => Error::e_explain(ReadTimedout, label),
     }
