@@ -24,9 +24,7 @@
 
 use bytes::BufMut;
 use http::header::{AsHeaderName, HeaderName, HeaderValue};
-use http::request::Builder as ReqBuilder;
 use http::request::Parts as ReqParts;
-use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
 use pingora_error::{ErrorType::*, OrErr, Result};
@@ -148,7 +146,7 @@ impl Deref for RequestHeader {
 
 impl RequestHeader {
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = ReqBuilder::new().body(()).unwrap().into_parts().0;
+        let (mut base, ()) = http::Request::new(()).into_parts();
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
@@ -514,7 +512,7 @@ impl ResponseHeader {
     }
 
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = RespBuilder::new().body(()).unwrap().into_parts().0;
+        let (mut base, ()) = http::Response::new(()).into_parts();
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
@@ -795,28 +793,22 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
     })
 }
 
+// Parts are made empty by `Request::new` and `Response::new`, then filled in: a builder moves its
+// whole `Result` through each step (a head is built, and a request head cloned, every request).
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
-    let mut parts = ReqBuilder::new()
-        .method(me.method.clone())
-        .uri(me.uri.clone())
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = me.method.clone();
+    parts.uri = me.uri.clone();
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
-    let mut parts = RespBuilder::new()
-        .status(me.status)
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = me.status;
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
