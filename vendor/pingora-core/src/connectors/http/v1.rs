@@ -148,7 +148,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let mut after = Vec::new();
+            let (mut after, mut open) = (Vec::new(), Vec::new());
             for answer in [
                 &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
                 &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"[..],
@@ -163,6 +163,8 @@ mod tests {
                         tokio::time::timeout(Duration::from_secs(10), stream.read(&mut request));
                     after.push(read.await.map_or(usize::MAX, |read| read.unwrap()));
                 }
+                // Kept open: closing it would make a pooled connection unusable.
+                open.push(stream);
             }
             after
         });
