@@ -144,25 +144,32 @@ where
         peer: &'a P,
         idle_timeout: Option<Duration>,
     ) -> impl Future<Output = ()> + 'a {
-        let (closing, custom) = match session {
-            HttpSession::H1(h1) => (
-                Some(self.h1.release_http_session(h1, peer, idle_timeout)),
-                None,
-            ),
+        /// What is left of a release once this function returns.
+        enum Rest<H1, Custom> {
+            /// The HTTP/1 connector's future (a connection to shut down, or nothing).
+            H1(H1),
+            /// A custom session, released by its connector.
+            Custom(Custom),
+            /// Nothing: an HTTP/2 stream is released at once.
+            Done,
+        }
+        let rest = match session {
+            HttpSession::H1(h1) => Rest::H1(self.h1.release_http_session(h1, peer, idle_timeout)),
             HttpSession::H2(h2) => {
                 self.h2.release_http_session(h2, peer, idle_timeout);
-                (None, None)
+                Rest::Done
             }
-            HttpSession::Custom(c) => (None, Some(c)),
+            HttpSession::Custom(c) => Rest::Custom(c),
         };
         async move {
-            if let Some(closing) = closing {
-                closing.await;
-            }
-            if let Some(c) = custom {
-                self.custom
-                    .release_http_session(c, peer, idle_timeout)
-                    .await;
+            match rest {
+                Rest::H1(release) => release.await,
+                Rest::Custom(c) => {
+                    self.custom
+                        .release_http_session(c, peer, idle_timeout)
+                        .await
+                }
+                Rest::Done => {}
             }
         }
     }
