@@ -360,7 +360,7 @@ where
                             // loop's idle timeout sees this connection as busy.
                             let _guard = guard;
                             // Note, `PersistentSettings` not currently relevant for h2
-                            let session = new_boxed(|| ServerSession::new_http2(h2_stream));
+                            let session = Box::new(ServerSession::new_http2(h2_stream));
                             app.process_new_http_boxed(session, &shutdown).await;
                         });
                     },
@@ -435,15 +435,9 @@ where
 /// a session borrowed there (to set it up) keeps its room (~700 bytes) in the future a connection
 /// holds between requests, long after the session has been handed on.
 fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> Box<ServerSession> {
-    let mut session = new_boxed(|| ServerSession::new_http1(stream));
+    let mut session = Box::new(ServerSession::new_http1(stream));
     setup(&mut session);
     session
-}
-
-/// `make()`'s session in a box that is allocated first, so the session can be built in its
-/// place: `Box::new(make())` builds it on the stack and then copies it into the box.
-fn new_boxed(make: impl FnOnce() -> ServerSession) -> Box<ServerSession> {
-    Box::write(Box::new_uninit(), make())
 }
 
 /// What an HTTP/1 connection does between two requests: it waits for the client's next bytes
