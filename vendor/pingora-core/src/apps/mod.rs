@@ -21,8 +21,11 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 use crate::protocols::http::v1::server::read_buf_lazily;
 use crate::protocols::http::v2::server;
@@ -397,6 +400,7 @@ where
                 .process_new_http_boxed(session, shutdown)
                 .await?
                 .consume();
+            let mut idle = IdleWait::default();
             loop {
                 if let Some(settings) = persistent_settings
                     .as_mut()
@@ -407,7 +411,8 @@ where
                         // 0: no timeout, as `ServerSession::set_keepalive` has it.
                         let timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
                         let first_bytes =
-                            wait_for_next_request(&mut stream, timeout, shutdown).await?;
+                            wait_for_next_request(&mut stream, timeout, &mut idle, shutdown)
+                                .await?;
                         settings.set_pipelined_prefix(first_bytes);
                     }
                 }
@@ -441,9 +446,9 @@ fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> 
 }
 
 /// What an HTTP/1 connection does between two requests: it waits for the client's next bytes
-/// holding the stream alone, with no session and no request state (nginx keeps ~0.5 KB per idle
-/// connection the same way), and hands what it read to the next session as the start of its
-/// head. The read is the one the session would have made (`read_buf_lazily`), so a request
+/// holding the stream and its [`IdleWait`] alone, with no session and no request state (nginx
+/// keeps ~0.5 KB per idle connection the same way), and hands what it read to the next session
+/// as the start of its head. The read is the one the session would have made (`read_buf_lazily`), so a request
 /// costs the same syscalls.
 ///
 /// Returns `None` when the connection is to be closed instead, as the session's own read would
@@ -452,31 +457,58 @@ fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> 
 async fn wait_for_next_request(
     stream: &mut Stream,
     keepalive_timeout: Option<Duration>,
+    idle: &mut IdleWait,
     shutdown: &ShutdownWatch,
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::new();
-    let read = async {
-        let read = read_buf_lazily(stream, &mut buf);
+    let read = read_buf_lazily(stream, &mut buf);
+    let IdleWait {
+        timer,
+        shutdown: shutdown_signal,
+    } = idle;
+    let timed_out = async {
         let Some(keepalive_timeout) = keepalive_timeout else {
-            return read.await.ok();
+            return std::future::pending().await;
         };
-        match tokio::time::timeout(keepalive_timeout, read).await {
-            Ok(read) => read.ok(),
-            Err(_) => {
-                debug!("keepalive timeout {keepalive_timeout:?} reached");
-                None
+        let deadline = Instant::now() + keepalive_timeout;
+        let timer = match timer {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
             }
-        }
+            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        timer.await;
+        debug!("keepalive timeout {keepalive_timeout:?} reached");
     };
+    let shutting_down =
+        shutdown_signal.get_or_insert_with(|| Box::pin(shutting_down(shutdown.clone())));
     let read = tokio::select! {
         biased;
-        read = read => read,
-        _ = shutting_down(shutdown.clone()) => None,
+        read = read => read.ok(),
+        _ = timed_out => None,
+        _ = shutting_down => None,
     };
     match read {
         Some(n) if n > 0 => Some(buf),
         _ => None,
     }
+}
+
+/// What an HTTP/1 connection's waits between requests share, made at its first wait: the
+/// keep-alive timer and the shutdown signal.
+///
+/// A timer made per wait is filed into tokio's timer wheel on its first poll and taken out
+/// again when dropped, under the wheel's lock, on every request, and a shutdown signal made per
+/// wait registers with the shutdown watch each time; these are made once. The timer is moved to
+/// each wait's deadline: moving it later is a compare-and-swap (tokio re-files the entry when
+/// its old deadline comes). A wait the next request cuts short leaves both armed, which at worst
+/// wakes the connection's task once while it serves a request. Both are boxed: inline, they
+/// would take ~200 bytes of the future every connection holds, whether or not it ever waits.
+#[derive(Default)]
+struct IdleWait {
+    timer: Option<Pin<Box<Sleep>>>,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// Resolves once the server is shutting down (never, if the watch's sender is gone).
@@ -556,9 +588,14 @@ mod tests {
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         let mut stream: Stream = Box::new(server);
         let wait = tokio::spawn(async move {
-            wait_for_next_request(&mut stream, keepalive_timeout, &shutdown)
-                .await
-                .map(|first_bytes| first_bytes.to_vec())
+            wait_for_next_request(
+                &mut stream,
+                keepalive_timeout,
+                &mut IdleWait::default(),
+                &shutdown,
+            )
+            .await
+            .map(|first_bytes| first_bytes.to_vec())
         });
         (client, shutdown_tx, wait)
     }
@@ -586,6 +623,48 @@ mod tests {
         tokio::task::yield_now().await;
         shutdown.send(true).unwrap();
         assert_eq!(wait.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_connections_waits_share_one_timer_moved_to_each_waits_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let mut stream: Stream = Box::new(server);
+        let mut idle = IdleWait::default();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        // The first wait arms the timer far off and is cut short by the client's bytes.
+        let first = wait_for_next_request(
+            &mut stream,
+            Some(Duration::from_secs(3600)),
+            &mut idle,
+            &shutdown,
+        )
+        .await;
+        assert_eq!(first.unwrap().to_vec(), b"GET / HTTP/1.1\r\n");
+        // The second moves the same timer to its own, nearer deadline, and ends there.
+        let waited = std::time::Instant::now();
+        let second = wait_for_next_request(
+            &mut stream,
+            Some(Duration::from_millis(100)),
+            &mut idle,
+            &shutdown,
+        )
+        .await;
+        assert_eq!(second, None);
+        assert!(waited.elapsed() >= Duration::from_millis(90));
+        assert!(waited.elapsed() < Duration::from_secs(60));
+        // A third, later deadline on the expired timer is kept too.
+        let waited = std::time::Instant::now();
+        let third = wait_for_next_request(
+            &mut stream,
+            Some(Duration::from_millis(150)),
+            &mut idle,
+            &shutdown,
+        )
+        .await;
+        assert_eq!(third, None);
+        assert!(waited.elapsed() >= Duration::from_millis(140));
     }
 
     #[tokio::test]
