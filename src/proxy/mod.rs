@@ -515,8 +515,10 @@ impl ProxyHttp for GatewayProxy {
                 "the backend's answer is retried on another backend",
             );
         }
-        // A trailers-only gRPC answer carries its status in the header block.
-        ctx.grpc_unavailable = grpc_unavailable(&upstream_response.headers);
+        // A trailers-only gRPC answer carries its status in the header block. gRPC is spoken
+        // over HTTP/2 alone, so an HTTP/1 answer is not looked at.
+        ctx.grpc_unavailable = upstream_response.version == http::Version::HTTP_2
+            && grpc_unavailable(&upstream_response.headers);
         if status == 101 && session.is_upgrade_req() {
             // The backend took the upgrade: that settles the attempt, a success. What happens
             // on the upgraded connection (either side closing, an idle timeout) is nobody's
