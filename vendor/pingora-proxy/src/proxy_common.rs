@@ -89,15 +89,16 @@ fn is_websocket_upgrade_request(req: &RequestHeader, downstream_is_http11: bool)
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// The fields a request's `Connection` header nominates. A `Vec`, empty (and not allocated) for
+/// most requests: an array of `MAX_CONNECTION_NOMINATIONS` names would be filled, moved and
+/// dropped for every request.
 struct ConnectionNominations {
-    headers: [Option<HeaderName>; MAX_CONNECTION_NOMINATIONS],
-    len: usize,
+    headers: Vec<HeaderName>,
 }
 
 impl ConnectionNominations {
     fn parse(req: &RequestHeader, reject_malformed: bool) -> Result<Self> {
-        let mut headers = std::array::from_fn(|_| None);
-        let mut len = 0;
+        let mut headers = Vec::new();
         let mut nomination_count = 0;
 
         // This is inspired by Envoy's defensive Connection-header sanitization checks. Bound the
@@ -163,16 +164,15 @@ impl ConnectionNominations {
                 );
             }
 
-            headers[len] = Some(name);
-            len += 1;
+            headers.push(name);
         }
 
-        Ok(Self { headers, len })
+        Ok(Self { headers })
     }
 
     fn remove_from(self, req: &mut RequestHeader) {
-        for name in self.headers.into_iter().take(self.len).flatten() {
-            req.remove_header(&name);
+        for name in &self.headers {
+            req.remove_header(name);
         }
     }
 }
@@ -195,22 +195,18 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     );
 }
 
-/// Removes the fields named in `names` (lowercase, distinct) from `req`. Most requests carry few
-/// or none of them: one pass over the request's own names finds those it has, where a removal
-/// per name would look each one up (a hash, and for a non-standard name a parse) in both header
-/// maps. The names found go in an array on the stack: a request's names are distinct, so at
-/// most `N` match.
-fn remove_present_headers<const N: usize>(req: &mut RequestHeader, names: &[&str; N]) {
-    let mut present: [Option<HeaderName>; N] = std::array::from_fn(|_| None);
-    let found = req
+/// Removes the fields named in `names` (lowercase) from `req`. Most requests carry none of
+/// them: one pass over the request's own names finds that, where a removal per name would look
+/// each one up (a hash, and for a non-standard name a parse) in both header maps. A name found
+/// is removed and the pass made again, until one finds none.
+fn remove_present_headers(req: &mut RequestHeader, names: &[&str]) {
+    while let Some(name) = req
         .headers
         .keys()
-        .filter(|name| names.contains(&name.as_str()));
-    for (slot, name) in present.iter_mut().zip(found) {
-        *slot = Some(name.clone());
-    }
-    for name in present.iter().flatten() {
-        req.remove_header(name);
+        .find(|name| names.contains(&name.as_str()))
+        .cloned()
+    {
+        req.remove_header(&name);
     }
 }
 
@@ -384,16 +380,22 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
+    // The standard hop-by-hop fields include the upgrade's: those are then gone already.
+    let upgrade_headers_left = !policy.strip_hop_by_hop;
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            remove_present_headers(req, &UPGRADE_HEADERS);
+            if upgrade_headers_left {
+                remove_present_headers(req, &UPGRADE_HEADERS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => remove_present_headers(req, &UPGRADE_HEADERS),
-        H1UpgradePolicy::Preserve => {}
+        H1UpgradePolicy::Deny if upgrade_headers_left => {
+            remove_present_headers(req, &UPGRADE_HEADERS)
+        }
+        H1UpgradePolicy::Deny | H1UpgradePolicy::Preserve => {}
     }
 
     Ok(())
