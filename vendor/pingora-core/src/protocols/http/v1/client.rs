@@ -453,7 +453,10 @@ impl HttpSession {
                 ));
             }
 
-            if self
+            if self.response_header_read_buf.capacity() == 0 {
+                // Allocated at its size: `reserve` would grow it from nothing, through more steps.
+                self.response_header_read_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+            } else if self
                 .response_header_read_buf
                 .capacity()
                 .saturating_sub(self.response_header_read_buf.len())

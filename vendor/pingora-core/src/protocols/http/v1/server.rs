@@ -1649,7 +1649,13 @@ impl HttpSession {
             return;
         };
         if !d.is_empty() && !self.body_writer.finished() {
-            self.body_write_buf.put_slice(&d);
+            if self.body_write_buf.capacity() == 0 {
+                // The first data: copied into a buffer allocated at its size, not grown from
+                // nothing by `put_slice`, through more steps.
+                self.body_write_buf = BytesMut::from(&d[..]);
+            } else {
+                self.body_write_buf.put_slice(&d);
+            }
         }
     }
 
@@ -2005,7 +2011,8 @@ pub(crate) async fn read_buf_lazily(
         ))?;
         let filled = read.filled();
         if !filled.is_empty() {
-            buf.reserve(INIT_HEADER_BUF_SIZE);
+            // Allocated at its size: `reserve` would grow it from nothing, through more steps.
+            *buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
             buf.extend_from_slice(filled);
         }
         std::task::Poll::Ready(Ok(filled.len()))
