@@ -448,8 +448,8 @@ fn new_http1_session(stream: Stream, setup: impl FnOnce(&mut ServerSession)) -> 
 /// What an HTTP/1 connection does between two requests: it waits for the client's next bytes
 /// holding the stream and its [`IdleWait`] alone, with no session and no request state (nginx
 /// keeps ~0.5 KB per idle connection the same way), and hands what it read to the next session
-/// as the start of its head. The read is the one the session would have made (`read_buf_lazily`), so a request
-/// costs the same syscalls.
+/// as the start of its head. The read is the one the session would have made
+/// (`read_buf_lazily`), so a request costs the same syscalls.
 ///
 /// Returns `None` when the connection is to be closed instead, as the session's own read would
 /// have: the client closed it or the read failed, the keep-alive timeout passed, or the server
@@ -642,27 +642,36 @@ mod tests {
         )
         .await;
         assert_eq!(first.unwrap().to_vec(), b"GET / HTTP/1.1\r\n");
-        // The second moves the same timer to its own, nearer deadline, and ends there.
+        // The second moves the same timer to its own, nearer deadline, and ends there (a timer
+        // left at the first deadline would outlast the bound and fail the test, not hang it).
+        let bound = Duration::from_secs(10);
         let waited = std::time::Instant::now();
-        let second = wait_for_next_request(
-            &mut stream,
-            Some(Duration::from_millis(100)),
-            &mut idle,
-            &shutdown,
+        let second = tokio::time::timeout(
+            bound,
+            wait_for_next_request(
+                &mut stream,
+                Some(Duration::from_millis(100)),
+                &mut idle,
+                &shutdown,
+            ),
         )
-        .await;
+        .await
+        .expect("the wait ends at its own deadline");
         assert_eq!(second, None);
         assert!(waited.elapsed() >= Duration::from_millis(90));
-        assert!(waited.elapsed() < Duration::from_secs(60));
         // A third, later deadline on the expired timer is kept too.
         let waited = std::time::Instant::now();
-        let third = wait_for_next_request(
-            &mut stream,
-            Some(Duration::from_millis(150)),
-            &mut idle,
-            &shutdown,
+        let third = tokio::time::timeout(
+            bound,
+            wait_for_next_request(
+                &mut stream,
+                Some(Duration::from_millis(150)),
+                &mut idle,
+                &shutdown,
+            ),
         )
-        .await;
+        .await
+        .expect("the wait ends at its own deadline");
         assert_eq!(third, None);
         assert!(waited.elapsed() >= Duration::from_millis(140));
     }
