@@ -26,6 +26,7 @@ use std::os::unix::io::AsRawFd;
 #[cfg(windows)]
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -1063,6 +1064,17 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Whether streams time how long their reads and writes wait, for
+/// [`GetTimingDigest::get_read_pending_time`] and [`GetTimingDigest::get_write_pending_time`].
+static TIME_PENDING_IO: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether streams time how long their reads and writes wait (on by default). Each wait
+/// timed reads the clock twice, about four times per proxied request; an application that
+/// never asks for these times can turn them off, and both then stay zero.
+pub fn set_pending_time_tracking(enabled: bool) {
+    TIME_PENDING_IO.store(enabled, Ordering::Relaxed);
+}
+
 #[derive(Debug)]
 struct AccumulatedDuration {
     total: Duration,
@@ -1078,7 +1090,7 @@ impl AccumulatedDuration {
     }
 
     fn start(&mut self) {
-        if self.last_start.is_none() {
+        if self.last_start.is_none() && TIME_PENDING_IO.load(Ordering::Relaxed) {
             self.last_start = Some(Instant::now());
         }
     }
@@ -1113,6 +1125,28 @@ impl AccumulatedDuration {
             }
             _ => self.start(),
         }
+    }
+}
+
+#[cfg(test)]
+mod pending_time_tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_timed_only_while_tracking_is_on() {
+        set_pending_time_tracking(false);
+        let mut wait = AccumulatedDuration::new();
+        wait.poll_time(&Poll::Pending);
+        let timed_while_off = wait.last_start.is_some();
+        set_pending_time_tracking(true);
+        wait.poll_time(&Poll::Ready(Ok(())));
+        assert!(!timed_while_off);
+        assert_eq!(wait.total, Duration::ZERO);
+
+        wait.poll_time(&Poll::Pending);
+        assert!(wait.last_start.is_some());
+        wait.poll_time(&Poll::Ready(Ok(())));
+        assert!(wait.last_start.is_none());
     }
 }
 
