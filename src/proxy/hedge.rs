@@ -83,15 +83,15 @@ struct Leg {
 type Answered = std::result::Result<(Http1Session, Box<ResponseHeader>), (Box<Error>, bool)>;
 
 impl GatewayProxy {
-    /// A leg for `pick`: its peer, and the attempt it starts now.
+    /// A leg for `pick`, made `now`: its peer, and the attempt it starts.
     fn leg(
         &self,
         ctx: &mut RequestContext,
         service: &Service,
         pick: Pick,
+        now: Instant,
         deadline: Instant,
     ) -> Leg {
-        let now = Instant::now();
         let remaining = deadline.saturating_duration_since(now);
         let peer = upstream_peer(
             &service.backends[pick.index],
@@ -122,18 +122,18 @@ impl GatewayProxy {
         let Some(service) = ctx.service.clone() else {
             return Ok(false);
         };
-        let deadline = ctx
-            .deadline
-            .unwrap_or_else(|| Instant::now() + service.timeouts.total);
+        let now = Instant::now();
+        let deadline = ctx.deadline.unwrap_or(now + service.timeouts.total);
         let ticket = *ctx.ticket.get_or_insert_with(|| service.selector.ticket());
-        let first = match pick::pick(&service, ticket, &ctx.tried, deadline).await {
-            Ok(pick) => pick,
+        let (first, picked_at) = match pick::pick(&service, ticket, &ctx.tried, now, deadline).await
+        {
+            Ok(picked) => picked,
             Err(why) => {
                 ctx.refusal = Some(why);
                 return Err(why.error());
             }
         };
-        let first = self.leg(ctx, &service, first, deadline);
+        let first = self.leg(ctx, &service, first, picked_at, deadline);
         let delay = match service.retry.hedge_after {
             Some(HedgeAfter::Fixed(delay)) => delay,
             Some(HedgeAfter::P95) => service.backends[first.attempt.pick.index]
@@ -180,7 +180,7 @@ impl GatewayProxy {
                         .answer(session, ctx, &service, connector, first, answered, deadline)
                         .await;
                 };
-                let second = self.leg(ctx, &service, second, deadline);
+                let second = self.leg(ctx, &service, second, Instant::now(), deadline);
                 let request = request_for(self, session, ctx, &service, &second)?;
                 let second_peer = second.peer.clone();
                 let second_exchange =

@@ -136,7 +136,7 @@ impl GatewayProxy {
 pub(crate) struct RequestContext {
     /// Names the request in error replies, logs and towards the backend.
     request_id: RequestId,
-    /// When the request's head had arrived (for the access log's total time).
+    /// When the request's head had arrived (for the total timeout and the access log).
     started: Instant,
     /// When its first attempt at a backend started.
     upstream_started: Option<Instant>,
@@ -198,13 +198,19 @@ impl Attempt {
     /// Records how the attempt ended in its backend's breaker, metrics and load (a latency
     /// sample, when the outcome says how long the backend took), and frees its slot.
     fn settle(self, service: &Service, outcome: AttemptOutcome) {
-        self.settle_asking(service, outcome, None);
+        self.settle_asking(service, outcome, None, Instant::now());
     }
 
-    /// The same, for an answer whose backend `asked` for a cooldown (`Retry-After` on a
-    /// `503`): should this failure open its breaker, it stays Open that long (bounded).
-    fn settle_asking(self, service: &Service, outcome: AttemptOutcome, asked: Option<Duration>) {
-        let ended = Instant::now();
+    /// The same, for an attempt that `ended` then, whose backend `asked` for a cooldown
+    /// (`Retry-After` on a `503`): should this failure open its breaker, it stays Open that
+    /// long (bounded).
+    fn settle_asking(
+        self,
+        service: &Service,
+        outcome: AttemptOutcome,
+        asked: Option<Duration>,
+        ended: Instant,
+    ) {
         let elapsed = ended.saturating_duration_since(self.started);
         service.backends[self.pick.index]
             .stats
@@ -453,13 +459,12 @@ impl ProxyHttp for GatewayProxy {
         }
         let ticket = *ticket.get_or_insert_with(|| service.selector.ticket());
         let picked = match next_pick.take() {
-            Some(pick) => Ok(pick),
-            None => pick::pick(service, ticket, tried, now + remaining).await,
+            Some(pick) => Ok((pick, now)),
+            None => pick::pick(service, ticket, tried, now, now + remaining).await,
         };
         match picked {
-            Ok(pick) => {
-                // The pick may have waited in the queue: the attempt starts now.
-                let started = Instant::now();
+            Ok((pick, started)) => {
+                // The attempt starts when its backend is picked, which may have waited.
                 let remaining = remaining.saturating_sub(started.saturating_duration_since(now));
                 let upgrade = session.is_upgrade_req();
                 let peer = upstream_peer(
@@ -720,7 +725,8 @@ impl ProxyHttp for GatewayProxy {
             access_log.record(access_record(session, ctx));
         }
         if let (Some(attempt), Some(service)) = (ctx.attempt.take(), &ctx.service) {
-            let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+            let now = Instant::now();
+            let deadline_passed = ctx.deadline.is_some_and(|d| now >= d);
             let mut outcome = attempt_outcome(e, ctx.upstream_status, deadline_passed);
             if ctx.grpc_unavailable && outcome == AttemptOutcome::Success {
                 outcome = AttemptOutcome::ServerError;
@@ -734,7 +740,7 @@ impl ProxyHttp for GatewayProxy {
                     ctx.request_id
                 );
             }
-            attempt.settle_asking(service, outcome, ctx.asked_cooldown);
+            attempt.settle_asking(service, outcome, ctx.asked_cooldown, now);
         }
         if let Some(format) = self.settings.status_log {
             if let Some(backend) = ctx.last_backend() {

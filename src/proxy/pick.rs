@@ -13,26 +13,28 @@ use crate::selector::{NoPick, Pick};
 use crate::service::Service;
 use crate::telemetry::metrics::ServiceEvent;
 
-/// A backend for the attempt of the request with `ticket` that has tried `tried`, waiting
-/// until `deadline` at most if every backend is full; or why there is none (counted).
+/// A backend for the attempt of the request with `ticket` that has tried `tried`, asked for
+/// `now`, waiting until `deadline` at most if every backend is full, and when it was picked
+/// (`now`, unless it waited); or why there is none (counted).
 pub(super) async fn pick(
     service: &Service,
     ticket: usize,
     tried: &[usize],
+    now: Instant,
     deadline: Instant,
-) -> Result<Pick, Refusal> {
+) -> Result<(Pick, Instant), Refusal> {
     let select = || {
         service
             .selector
             .pick(&service.backends, ticket, tried, &service.pick)
     };
     match select() {
-        Ok(pick) => return Ok(pick),
+        Ok(pick) => return Ok((pick, now)),
         Err(NoPick::Unavailable) => return Err(unavailable(service, tried)),
         Err(NoPick::Full) => {}
     }
     let queue = service.load.queue;
-    let until = deadline.min(Instant::now() + queue.timeout);
+    let until = deadline.min(now + queue.timeout);
     let waited = service
         .room
         .wait(queue.size, until, || match select() {
@@ -45,7 +47,7 @@ pub(super) async fn pick(
         service.stats.count(ServiceEvent::Queued);
     }
     match waited {
-        Ok(Some(pick)) => Ok(pick),
+        Ok(Some(pick)) => Ok((pick, Instant::now())),
         // The breakers opened while it waited.
         Ok(None) => Err(unavailable(service, tried)),
         Err(overflow) => {

@@ -105,7 +105,12 @@ impl RequestContext {
         }
         service.stats.count(ServiceEvent::StatusRetry);
         if let Some(attempt) = self.attempt.take() {
-            attempt.settle_asking(&service, AttemptOutcome::ServerError, self.asked_cooldown);
+            attempt.settle_asking(
+                &service,
+                AttemptOutcome::ServerError,
+                self.asked_cooldown,
+                std::time::Instant::now(),
+            );
         }
         self.tried = tried;
         self.next_pick = Some(next);

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header;
 use pingora_proxy::Session;
@@ -94,7 +93,8 @@ impl GatewayProxy {
         }
         service.stats.count(ServiceEvent::Request);
         ctx.rest_start = path.len() - rest.len();
-        ctx.deadline = Some(Instant::now() + service.timeouts.total);
+        // Counted from the request's arrival, which the context noted when it was made.
+        ctx.deadline = Some(ctx.started + service.timeouts.total);
         ctx.service = Some(Arc::clone(service));
         Ok(())
     }
