@@ -753,6 +753,10 @@ impl ProxyHttp for GatewayProxy {
 /// Identical repeats of `Content-Length` (Pingora refuses differing ones) are one length to
 /// the client: some clients refuse a response that repeats it.
 fn keep_one_content_length(response: &mut pingora::http::ResponseHeader) -> Result<()> {
+    // No name repeats (as many values as names, two counts the map keeps): nothing to look up.
+    if response.headers.len() == response.headers.keys_len() {
+        return Ok(());
+    }
     let mut lengths = response.headers.get_all(header::CONTENT_LENGTH).iter();
     if let (Some(length), Some(_)) = (lengths.next(), lengths.next()) {
         let length = length.clone();
