@@ -920,8 +920,10 @@ impl HttpSession {
         // Allow informational header (excluding 101) to pass through without affecting the state
         // of the request
         if header.status == 101 || !header.status.is_informational() {
+            // Looked at once here for the body reader and the body writer both.
+            let upgrade = self.is_upgrade(header);
             // reset request body to done for incomplete upgrade handshakes
-            if let Some(upgrade_ok) = self.is_upgrade(header) {
+            if let Some(upgrade_ok) = upgrade {
                 if upgrade_ok {
                     debug!("ok upgrade handshake");
                     // For ws we use HTTP1_0 do_read_body_until_closed
@@ -955,7 +957,7 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
-            self.init_body_writer(header);
+            self.init_body_writer(header, upgrade == Some(true));
         }
 
         // Defense-in-depth: if response body is close-delimited, mark session
@@ -981,7 +983,8 @@ impl HttpSession {
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
-    fn init_body_writer(&mut self, header: &ResponseHeader) {
+    /// `upgraded`: `header` answers an upgrade request with a successful upgrade.
+    fn init_body_writer(&mut self, header: &ResponseHeader, upgraded: bool) {
         use http::StatusCode;
         /* the following responses don't have body 204, 304, and HEAD */
         if matches!(
@@ -998,7 +1001,7 @@ impl HttpSession {
             return;
         }
 
-        if self.is_upgrade(header) == Some(true) {
+        if upgraded {
             self.body_writer.init_close_delimited();
         } else {
             init_body_writer_comm(&mut self.body_writer, &header.headers);
