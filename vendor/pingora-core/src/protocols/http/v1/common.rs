@@ -18,7 +18,10 @@ use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::str;
+use std::task::Poll;
 use std::time::Duration;
 
 use super::body::BodyWriter;
@@ -189,6 +192,21 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
 
     // Slow path: parse comma-separated values
     find_last_te_token(bytes).eq_ignore_ascii_case(b"chunked")
+}
+
+/// [`pingora_timeout::timeout`] for a future that is often ready when first polled (a write
+/// into the buffer, a read of bytes already in): the timeout, which checks the timer thread and
+/// reads the clock when it is made, is made only once the future has to wait. Its timer starts
+/// at that first wait either way.
+pub(super) async fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> std::result::Result<F::Output, pingora_timeout::Elapsed> {
+    let mut future = pin!(future);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        return Ok(output);
+    }
+    pingora_timeout::timeout(duration, future).await
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
@@ -450,6 +468,19 @@ mod test {
         StatusCode, Version,
     };
     use rstest::rstest;
+
+    #[tokio::test]
+    async fn a_timeout_answers_a_ready_future_and_bounds_a_waiting_one() {
+        let ready = timeout(Duration::from_secs(10), async { 7 }).await;
+        assert_eq!(ready.unwrap(), 7);
+        let never = timeout(Duration::from_millis(10), std::future::pending::<()>());
+        assert!(never.await.is_err());
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            8
+        };
+        assert_eq!(timeout(Duration::from_secs(10), later).await.unwrap(), 8);
+    }
 
     #[test]
     fn test_validate_content_length_without_transfer_encoding_rejects_te() {
