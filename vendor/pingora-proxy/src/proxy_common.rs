@@ -24,6 +24,20 @@ pub(crate) const PROXY_CONNECTION: &str = "proxy-connection";
 pub(crate) const HTTP2_SETTINGS: &str = "http2-settings";
 /// The fields of an HTTP/1 upgrade request that an upgrade policy drops or rewrites.
 const UPGRADE_HEADERS: [&str; 3] = ["connection", "upgrade", HTTP2_SETTINGS];
+/// The standard hop-by-hop fields, the upgrade's among them (spelled from `UPGRADE_HEADERS`, so
+/// a request stripped of these has none of those left for an upgrade policy to remove).
+const STANDARD_HOP_BY_HOP_HEADERS: [&str; 10] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    UPGRADE_HEADERS[0],
+    UPGRADE_HEADERS[1],
+    UPGRADE_HEADERS[2],
+];
 
 /// Authority handling that avoids imposing standard HTTP semantics on custom downstream sessions.
 ///
@@ -178,21 +192,7 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    remove_present_headers(
-        req,
-        &[
-            KEEP_ALIVE,
-            PROXY_CONNECTION,
-            header::PROXY_AUTHENTICATE.as_str(),
-            header::PROXY_AUTHORIZATION.as_str(),
-            header::TE.as_str(),
-            header::TRAILER.as_str(),
-            header::TRANSFER_ENCODING.as_str(),
-            header::CONNECTION.as_str(),
-            header::UPGRADE.as_str(),
-            HTTP2_SETTINGS,
-        ],
-    );
+    remove_present_headers(req, &STANDARD_HOP_BY_HOP_HEADERS);
 }
 
 /// Removes the fields named in `names` (lowercase) from `req`. Most requests carry none of
@@ -380,7 +380,7 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
-    // The standard hop-by-hop fields include the upgrade's: those are then gone already.
+    // `STANDARD_HOP_BY_HOP_HEADERS` include the upgrade's: those are then gone already.
     let upgrade_headers_left = !policy.strip_hop_by_hop;
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
