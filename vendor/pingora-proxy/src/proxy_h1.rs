@@ -114,7 +114,20 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_request = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_request);
+        // A request with nothing to send after its head, that nothing but the response can
+        // change, is proxied in one straight line (`proxy_bodiless_1to1`) instead of two
+        // halves joined by pipes.
+        let bodiless = !upgrade_request
+            && session.is_body_empty()
+            && session.as_mut().is_body_done()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && matches!(
+                *session.downstream_session,
+                HttpSession::H1(_) | HttpSession::H2(_)
+            );
 
         session.upstream_compression.request_filter(&req);
 
@@ -128,6 +141,18 @@ where
         }
 
         let response_timeouts = self.inner.upstream_response_timeouts(session, ctx);
+
+        if bodiless {
+            return match self
+                .proxy_bodiless_1to1(session, client_session, ctx, response_timeouts)
+                .await
+            {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
 
         let mut downstream_custom_message_writer = session
             .downstream_session
@@ -457,6 +482,32 @@ where
             }
         }
 
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
+
+    /// Runs a batch of upstream response tasks through the response filters and writes what
+    /// they let through downstream. `None` when nothing was written (served from cache).
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         for mut t in tasks {
@@ -499,6 +550,135 @@ where
         let response_done = session.write_response_tasks(filtered_tasks).await?;
 
         Ok(Some(response_done))
+    }
+
+    /// Proxies a request that has nothing to send after its head (no body, no upgrade, no
+    /// cache, an HTTP/1 or HTTP/2 client) in one straight line: the request's end through the
+    /// request body filters, then the response, a batch of tasks at a time, through the same
+    /// response filters and writes as the two halves of `proxy_1to1`. Waiting for the
+    /// response still watches the client, so its hanging up ends the request as it does there.
+    /// Returns whether the downstream and the upstream connection can be reused.
+    async fn proxy_bodiless_1to1(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+        timeouts: UpstreamResponseTimeouts,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+
+        // The request's end, as `send_body_to_pipe` and `send_body_to1` would send it.
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(data, true))).await {
+            warn!("send error, draining read buf: {e}");
+            // The response may still come; the connection is not reused after a partial write.
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let header_deadline = timeouts.header.map(|t| std::time::Instant::now() + t);
+        let mut header_done = false;
+        // The client can only hang up (or error) while no body is expected; once it has,
+        // there is nothing more to watch.
+        let mut watch_downstream = true;
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut response_state = ResponseStateMachine::new();
+
+        loop {
+            let read_deadline = earliest_deadline(
+                header_deadline
+                    .filter(|_| !header_done)
+                    .map(|d| (d, "the upstream response header did not arrive in time")),
+                timeouts
+                    .deadline
+                    .map(|d| (d, "the upstream response deadline passed")),
+            );
+            let first = tokio::select! {
+                res = read_response_task_before(client_session, read_deadline) => res,
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return Err(e.into_down()),
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+
+            // Batch what is already read, so a head and its body go out in one write.
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut next = Some(first);
+            let mut upstream_done = false;
+            while let Some(res) = next.take() {
+                let task = match res {
+                    Ok(task) => task,
+                    Err(e) => {
+                        // The response's framing is lost: pass the failure on, as the
+                        // upstream half does, and do not reuse the connection.
+                        upstream_can_reuse = false;
+                        HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                    }
+                };
+                if let HttpTask::Header(header, _) = &task {
+                    let status = header.status.as_u16();
+                    if !header_done && (status == 101 || !(100..200).contains(&status)) {
+                        header_done = true;
+                        if timeouts.body_read.is_some() {
+                            client_session.read_timeout = timeouts.body_read;
+                        }
+                    }
+                }
+                upstream_done = task.is_end();
+                tasks.push(task);
+                if !upstream_done && tasks.len() < TASK_BUFFER_SIZE {
+                    next = tokio::task::unconstrained(client_session.read_response_task())
+                        .now_or_never();
+                }
+            }
+
+            let downstream_done = self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+                .unwrap_or(false);
+            if upstream_done {
+                break;
+            }
+            if downstream_done {
+                // The response ended by its own framing downstream with upstream bytes unread.
+                upstream_can_reuse = false;
+                break;
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        Ok((reuse_downstream, upstream_can_reuse))
     }
 
     // todo use this function to replace bidirection_1to2()
@@ -1254,7 +1434,7 @@ async fn read_response_task_before(
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     struct ResponseFilter101;
 
@@ -1360,5 +1540,170 @@ mod tests {
 
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
+    }
+
+    /// A proxy whose only say is the upstream response timeouts.
+    struct Timeouts(UpstreamResponseTimeouts);
+
+    #[async_trait]
+    impl ProxyHttp for Timeouts {
+        type CTX = ();
+
+        fn new_ctx(&self) -> Self::CTX {}
+
+        async fn upstream_peer(
+            &self,
+            _session: &mut Session,
+            _ctx: &mut Self::CTX,
+        ) -> Result<Box<HttpPeer>> {
+            unreachable!("tests call proxy_1to1 directly")
+        }
+
+        fn upstream_response_timeouts(
+            &self,
+            _session: &Session,
+            _ctx: &Self::CTX,
+        ) -> UpstreamResponseTimeouts {
+            self.0
+        }
+    }
+
+    /// A GET read by a downstream session, with the client's end of its connection, and a
+    /// client session to an upstream, with the upstream's end.
+    async fn get_between_duplexes() -> (Session, DuplexStream, HttpSessionV1, DuplexStream) {
+        let (mut client, server) = tokio::io::duplex(4096);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .await
+            .expect("test request should be written");
+        let mut session = Session::new_h1(Box::new(server) as pingora_core::protocols::Stream);
+        session
+            .read_request()
+            .await
+            .expect("test request should parse");
+        let (proxy_end, upstream) = tokio::io::duplex(4096);
+        let client_session =
+            HttpSessionV1::new(Box::new(proxy_end) as pingora_core::protocols::Stream);
+        (session, client, client_session, upstream)
+    }
+
+    /// Reads a request head off the upstream's end.
+    async fn read_head(upstream: &mut DuplexStream) -> Vec<u8> {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = upstream.read(&mut buf).await.expect("upstream read");
+            assert!(n > 0, "the proxy closed before the request head ended");
+            head.extend_from_slice(&buf[..n]);
+        }
+        head
+    }
+
+    /// Runs `proxy_1to1`, failing the test instead of hanging if it does not return.
+    async fn proxy_1to1_within(
+        proxy: &HttpProxy<Timeouts>,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+    ) -> (bool, bool, Option<Box<Error>>) {
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            proxy.proxy_1to1(session, client_session, &peer, &mut ()),
+        )
+        .await
+        .expect("proxy_1to1 should return")
+    }
+
+    #[tokio::test]
+    async fn a_get_goes_through_and_leaves_both_connections_reusable() {
+        let proxy = HttpProxy::new(
+            Timeouts(Default::default()),
+            Arc::new(ServerConf::default()),
+        );
+        let (mut session, mut client, mut client_session, mut upstream) =
+            get_between_duplexes().await;
+        let backend = async {
+            let head = read_head(&mut upstream).await;
+            upstream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .expect("upstream write");
+            head
+        };
+        let ((downstream_reuse, upstream_reuse, err), head) = tokio::join!(
+            proxy_1to1_within(&proxy, &mut session, &mut client_session),
+            backend
+        );
+        assert!(err.is_none(), "{err:?}");
+        assert!(downstream_reuse && upstream_reuse);
+        assert!(head.starts_with(b"GET /a HTTP/1.1\r\n"), "{head:?}");
+
+        drop(session);
+        let mut response = Vec::new();
+        client
+            .read_to_end(&mut response)
+            .await
+            .expect("client read");
+        assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"), "{response:?}");
+        assert!(response.ends_with(b"\r\n\r\nhello"), "{response:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_hanging_up_ends_a_get_that_waits_for_its_response() {
+        let proxy = HttpProxy::new(
+            Timeouts(Default::default()),
+            Arc::new(ServerConf::default()),
+        );
+        let (mut session, client, mut client_session, mut upstream) = get_between_duplexes().await;
+        drop(client);
+        let ((downstream_reuse, upstream_reuse, err), _) = tokio::join!(
+            proxy_1to1_within(&proxy, &mut session, &mut client_session),
+            read_head(&mut upstream)
+        );
+        let err = err.expect("the hang-up should end the request");
+        assert_eq!(err.esource(), &ErrorSource::Downstream, "{err}");
+        assert!(!downstream_reuse && !upstream_reuse);
+    }
+
+    #[tokio::test]
+    async fn the_header_deadline_ends_a_get_whose_response_does_not_come() {
+        let timeouts = UpstreamResponseTimeouts {
+            header: Some(Duration::from_millis(50)),
+            ..Default::default()
+        };
+        let proxy = HttpProxy::new(Timeouts(timeouts), Arc::new(ServerConf::default()));
+        let (mut session, _client, mut client_session, mut upstream) = get_between_duplexes().await;
+        let ((_, upstream_reuse, err), _) = tokio::join!(
+            proxy_1to1_within(&proxy, &mut session, &mut client_session),
+            read_head(&mut upstream)
+        );
+        let err = err.expect("the deadline should end the request");
+        assert_eq!(err.etype(), &ReadTimedout, "{err}");
+        assert_eq!(err.esource(), &ErrorSource::Upstream, "{err}");
+        assert!(!upstream_reuse);
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_fails_the_get_as_the_upstreams_fault() {
+        let proxy = HttpProxy::new(
+            Timeouts(Default::default()),
+            Arc::new(ServerConf::default()),
+        );
+        let (mut session, _client, mut client_session, mut upstream) = get_between_duplexes().await;
+        let backend = async {
+            read_head(&mut upstream).await;
+            upstream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+                .await
+                .expect("upstream write");
+            drop(upstream);
+        };
+        let ((downstream_reuse, upstream_reuse, err), _) = tokio::join!(
+            proxy_1to1_within(&proxy, &mut session, &mut client_session),
+            backend
+        );
+        let err = err.expect("the short body should fail the request");
+        assert_eq!(err.esource(), &ErrorSource::Upstream, "{err}");
+        assert!(!downstream_reuse && !upstream_reuse);
     }
 }
