@@ -9,7 +9,9 @@
 # req/s, the gateway's CPU time per request (and its user-space and kernel parts) and its RSS
 # after the load (each row marked A or B);
 # at the end, the median CPU per request of each and the median of the rounds' paired
-# differences (B against A, the steadier figure when the machine drifts). Loopback only; every
+# differences (B against A, the steadier figure when the machine drifts), for all the CPU and for
+# its user-space and kernel parts (a change to the proxy's own code shows in user space; the
+# kernel's part, about half, mostly adds scatter). Loopback only; every
 # process started here is stopped by its PID. With BROWSER=1, every request carries a browser's
 # header fields (browser-headers.sh).
 set -euo pipefail
@@ -80,9 +82,13 @@ rows = [re.search(r"^(A|B) .* CPU +([\d.]+) us/req \(user ([\d.]+), kernel ([\d.
 rows = [(m[1], float(m[2]), float(m[3]), float(m[4])) for m in rows if m]
 def median(build, field):
     return statistics.median(row[field] for row in rows if row[0] == build)
-a = [row[1] for row in rows if row[0] == "A"]
-b = [row[1] for row in rows if row[0] == "B"]
-paired = statistics.median((y - x) / x * 100 for x, y in zip(a, b))
-print(f"medians of {len(b)} rounds: A {median('A', 1):.2f} us/req (user {median('A', 2):.2f}, kernel {median('A', 3):.2f}), "
-      f"B {median('B', 1):.2f} us/req (user {median('B', 2):.2f}, kernel {median('B', 3):.2f}); paired median B vs A {paired:+.1f} %")
+def paired(field):
+    # Round by round, B against the A of its round: steadier than the medians when the machine drifts.
+    a = [row[field] for row in rows if row[0] == "A"]
+    b = [row[field] for row in rows if row[0] == "B"]
+    return statistics.median((y - x) / x * 100 for x, y in zip(a, b))
+rounds = sum(1 for row in rows if row[0] == "B")
+print(f"medians of {rounds} rounds: A {median('A', 1):.2f} us/req (user {median('A', 2):.2f}, kernel {median('A', 3):.2f}), "
+      f"B {median('B', 1):.2f} us/req (user {median('B', 2):.2f}, kernel {median('B', 3):.2f}); "
+      f"paired median B vs A {paired(1):+.1f} % (user {paired(2):+.1f} %, kernel {paired(3):+.1f} %)")
 PY
