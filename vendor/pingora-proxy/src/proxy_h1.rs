@@ -305,29 +305,17 @@ where
             if request_done && !header_done && header_deadline.is_none() {
                 header_deadline = timeouts.header.map(|t| std::time::Instant::now() + t);
             }
-            let read_deadline = earliest_deadline(
-                header_deadline
-                    .filter(|_| !header_done)
-                    .map(|d| (d, "the upstream response header did not arrive in time")),
-                timeouts
-                    .deadline
-                    .filter(|_| !(upgraded && timeouts.upgraded_idle.is_some()))
-                    .map(|d| (d, "the upstream response deadline passed")),
+            let read_deadline = response_read_deadline(
+                &timeouts,
+                header_deadline.filter(|_| !header_done),
+                upgraded && timeouts.upgraded_idle.is_some(),
             );
             tokio::select! {
                 res = read_response_task_before(client_session, read_deadline), if !response_done => {
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
-                            if let HttpTask::Header(header, _) = &task {
-                                let status = header.status.as_u16();
-                                if !header_done && (status == 101 || !(100..200).contains(&status)) {
-                                    header_done = true;
-                                    if timeouts.body_read.is_some() {
-                                        client_session.read_timeout = timeouts.body_read;
-                                    }
-                                }
-                            }
+                            note_final_header(&task, &mut header_done, client_session, &timeouts);
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
@@ -598,14 +586,8 @@ where
         let mut response_state = ResponseStateMachine::new();
 
         loop {
-            let read_deadline = earliest_deadline(
-                header_deadline
-                    .filter(|_| !header_done)
-                    .map(|d| (d, "the upstream response header did not arrive in time")),
-                timeouts
-                    .deadline
-                    .map(|d| (d, "the upstream response deadline passed")),
-            );
+            let read_deadline =
+                response_read_deadline(&timeouts, header_deadline.filter(|_| !header_done), false);
             let first = tokio::select! {
                 res = read_response_task_before(client_session, read_deadline) => res,
                 res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
@@ -633,15 +615,7 @@ where
                         HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
                     }
                 };
-                if let HttpTask::Header(header, _) = &task {
-                    let status = header.status.as_u16();
-                    if !header_done && (status == 101 || !(100..200).contains(&status)) {
-                        header_done = true;
-                        if timeouts.body_read.is_some() {
-                            client_session.read_timeout = timeouts.body_read;
-                        }
-                    }
-                }
+                note_final_header(&task, &mut header_done, client_session, &timeouts);
                 upstream_done = task.is_end();
                 tasks.push(task);
                 if !upstream_done && tasks.len() < TASK_BUFFER_SIZE {
@@ -1409,6 +1383,42 @@ pub(crate) fn earliest_deadline(
     match (a, b) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
+    }
+}
+
+/// The deadline of the next response read: the header's while the final header has not arrived
+/// (`header_deadline`, `None` once it has), and the whole response's unless `deadline_lifted`
+/// (an upgraded connection with an idle timeout of its own).
+fn response_read_deadline(
+    timeouts: &UpstreamResponseTimeouts,
+    header_deadline: Option<std::time::Instant>,
+    deadline_lifted: bool,
+) -> Option<(std::time::Instant, &'static str)> {
+    earliest_deadline(
+        header_deadline.map(|d| (d, "the upstream response header did not arrive in time")),
+        timeouts
+            .deadline
+            .filter(|_| !deadline_lifted)
+            .map(|d| (d, "the upstream response deadline passed")),
+    )
+}
+
+/// Notes the final response header (any but a 1xx, or a `101`) when `task` is it: the header's
+/// deadline is then done with, and the body is read under `timeouts.body_read`.
+fn note_final_header(
+    task: &HttpTask,
+    header_done: &mut bool,
+    client_session: &mut HttpSessionV1,
+    timeouts: &UpstreamResponseTimeouts,
+) {
+    if let HttpTask::Header(header, _) = task {
+        let status = header.status.as_u16();
+        if !*header_done && (status == 101 || !(100..200).contains(&status)) {
+            *header_done = true;
+            if timeouts.body_read.is_some() {
+                client_session.read_timeout = timeouts.body_read;
+            }
+        }
     }
 }
 
