@@ -1,7 +1,8 @@
 //! HTTP/2 limits and abuse, with a raw HTTP/2 client (the `h2` crate) on h2c: concurrent
 //! streams per connection, the header list size, the rapid-reset pattern (CVE-2023-44487) fast
-//! and slow, a CONTINUATION flood, and a client that never reads. Each case asserts what the
-//! client sees and what reached the backend (its attempts in `/metrics`).
+//! and slow, a CONTINUATION flood, a client that never reads, and one that resets a stream its
+//! backend is slow to answer. Each case asserts what the client sees and what reached the
+//! backend (its attempts in `/metrics`).
 
 mod common;
 
@@ -327,4 +328,49 @@ async fn a_client_that_never_reads_does_not_stall_the_gateway() {
         || gateway.metric_reaches(&cancelled, 50.0)
     ));
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_while_its_backend_is_silent_ends_at_once_and_costs_it_nothing() {
+    // One failure would open this breaker; a reset must count as neither failure nor success.
+    // The backend never answers: only the reset can end the stream before the test's deadline.
+    let slow = Mock::start(&["--hang"]);
+    let gateway = Gateway::start(
+        &services_yaml("product", &[slow.url()]),
+        "  status_log: false\n  defaults: {failure_threshold: 1, open_timeout: 1m}\n",
+    );
+    let (send, _connection) = connect(gateway.port).await;
+    let mut send = send.ready().await.unwrap();
+    let (response, mut stream) = send.send_request(get("/v1/proxy/product"), true).unwrap();
+    // Reset once the request is with the backend, before its answer.
+    assert!(tokio::task::block_in_place(|| wait_until(DEADLINE, || {
+        gateway.metric(r#"gateway_service_requests_total{service="product"}"#) == Some(1.0)
+    })));
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    let outcome = |name: &str| {
+        format!(
+            r#"gateway_upstream_attempts_total{{service="product",backend="{}",outcome="{name}"}}"#,
+            slow.url()
+        )
+    };
+    assert!(
+        tokio::task::block_in_place(|| gateway.metric_reaches(&outcome("cancelled"), 1.0)),
+        "{}",
+        gateway.log()
+    );
+    for name in [
+        "success",
+        "timeout",
+        "broken_response",
+        "connect_error",
+        "http_5xx",
+    ] {
+        assert_eq!(gateway.metric(&outcome(name)), Some(0.0), "{name}");
+    }
+    let closed = format!(
+        r#"gateway_breaker_state{{service="product",backend="{}",state="closed"}}"#,
+        slow.url()
+    );
+    assert_eq!(gateway.metric(&closed), Some(1.0));
 }
