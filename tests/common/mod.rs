@@ -320,6 +320,25 @@ impl Gateway {
         wait_until(DEADLINE, || self.metric(series) == Some(value))
     }
 
+    /// Asserts that no attempt on service `product`'s backend `mock` was counted for or against
+    /// it (success, timeout, broken response, connect error, 5xx): how an attempt the client
+    /// ended must be counted.
+    pub fn assert_no_verdict_on(&self, mock: &Mock) {
+        for outcome in [
+            "success",
+            "timeout",
+            "broken_response",
+            "connect_error",
+            "http_5xx",
+        ] {
+            let series = format!(
+                r#"gateway_upstream_attempts_total{{service="product",backend="{}",outcome="{outcome}"}}"#,
+                mock.url()
+            );
+            assert_eq!(self.metric(&series), Some(0.0), "{outcome}");
+        }
+    }
+
     /// GET `path` through the gateway.
     pub fn get(&self, path: &str) -> Response {
         request(self.port, "GET", path, &[], b"")
