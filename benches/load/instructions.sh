@@ -14,11 +14,16 @@
 # start it under callgrind, warm it up (2,000 requests), zero the counters,
 # send REQUESTS keep-alive GETs (default 20,000; h2load --h1, 16 connections, no pipelining),
 # dump, and print instructions per request and allocations (calls into mimalloc's malloc, zalloc
-# and realloc entry points, plain and aligned: what src/allocator.rs calls) per request.
+# and realloc entry points, plain and aligned: what src/allocator.rs calls; and glibc's malloc,
+# calloc and realloc) per request.
 # With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
 # With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
 # With H2=1, the requests are HTTP/2 over cleartext (h2c, prior knowledge), 10 streams at a time
 # on each connection, instead of HTTP/1.1.
+# With NGINX=1, nginx is counted too, after the others: as a proxy on 8081 in front of the same
+# backends, configured as run.sh's (upstream keep-alive, 64 connections), in one process
+# (`master_process off`) so that callgrind sees its worker. Its allocations are glibc's (its
+# per-request pools take most of what it needs in a few calls).
 # Loopback only; every process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,7 +68,7 @@ summarize() {
 import re, sys
 path, requests = sys.argv[1], int(sys.argv[2])
 names, total, allocs = {}, 0, 0
-alloc = re.compile(r"^mi_(malloc|zalloc|realloc)(_aligned)?$")
+alloc = re.compile(r"^(mi_(malloc|zalloc|realloc)(_aligned)?|malloc|calloc|realloc)$")
 pending_alloc = False
 with open(path) as f:
     for line in f:
@@ -81,6 +86,46 @@ with open(path) as f:
 print(f"{total / requests:10.0f} instructions/request  {allocs / requests:6.2f} allocations/request")
 PY
 }
+
+if [ -n "${NGINX:-}" ]; then
+  mkdir -p "$work/proxy"
+  # h2c with prior knowledge, as h2load speaks it with H2=1.
+  listen_http2=""
+  if [ -n "${H2:-}" ]; then listen_http2=" http2"; fi
+  cat >"$work/nginx-proxy.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/proxy/nginx.pid;
+error_log $work/proxy/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 120s;
+  keepalive_requests 100000000;
+  client_body_temp_path $work/proxy/body;
+  proxy_temp_path $work/proxy/proxy;
+  fastcgi_temp_path $work/proxy/fastcgi;
+  uwsgi_temp_path $work/proxy/uwsgi;
+  scgi_temp_path $work/proxy/scgi;
+  upstream product {
+    server 127.0.0.1:9001;
+    server 127.0.0.1:9002;
+    keepalive 64;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:8081$listen_http2;
+    location /v1/proxy/product {
+      proxy_pass http://product;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  set -- "$@" "nginx=$(command -v nginx):$work/nginx-proxy.conf:8081:/v1/proxy/product"
+fi
 
 header_flags=()
 # shellcheck source=browser-headers.sh
