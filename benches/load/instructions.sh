@@ -20,6 +20,9 @@
 # With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
 # With H2=1, the requests are HTTP/2 over cleartext (h2c, prior knowledge), 10 streams at a time
 # on each connection, instead of HTTP/1.1.
+# With CACHE=1, callgrind simulates the caches too (about twice as slow), and each proxy's line
+# adds its first-level instruction and data misses, its last-level misses and callgrind's cycle
+# estimate (instructions + 10 a first-level miss + 100 a last-level one) per request.
 # With NGINX=1, nginx is counted too, after the others: as a proxy on 8081 in front of the same
 # backends, configured as run.sh's (upstream keep-alive, 64 connections), in one process
 # (`master_process off`) so that callgrind sees its worker. Its allocations are glibc's (its
@@ -67,13 +70,17 @@ summarize() {
   python3 - "$@" <<'PY'
 import re, sys
 path, requests = sys.argv[1], int(sys.argv[2])
-names, total, allocs = {}, 0, 0
+names, total, allocs, misses = {}, 0, 0, None
 alloc = re.compile(r"^(mi_(malloc|zalloc|realloc)(_aligned)?|malloc|calloc|realloc)$")
 pending_alloc = False
 with open(path) as f:
     for line in f:
         if line.startswith("summary:"):
-            total = int(line.split()[1])
+            counts = [int(n) for n in line.split()[1:]]
+            total = counts[0]
+            if len(counts) == 9:
+                # With the cache simulation: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+                misses = (counts[3], counts[4] + counts[5], sum(counts[6:]))
         elif line.startswith(("fn=", "cfn=")):
             # A name is given once, with its number, wherever it first appears.
             m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
@@ -83,7 +90,13 @@ with open(path) as f:
         elif line.startswith("calls=") and pending_alloc:
             allocs += int(line[6:].split()[0])
             pending_alloc = False
-print(f"{total / requests:10.0f} instructions/request  {allocs / requests:6.2f} allocations/request")
+line = f"{total / requests:10.0f} instructions/request  {allocs / requests:6.2f} allocations/request"
+if misses:
+    i1, d1, ll = (m / requests for m in misses)
+    # callgrind_annotate's cycle estimate: 10 cycles a first-level miss, 100 a last-level one.
+    estimate = total / requests + 10 * (i1 + d1) + 100 * ll
+    line += f"  misses: {i1:.0f} I1, {d1:.0f} D1, {ll:.1f} LL  cycle estimate {estimate:.0f}"
+print(line)
 PY
 }
 
@@ -127,6 +140,9 @@ EOF
   set -- "$@" "nginx=$(command -v nginx):$work/nginx-proxy.conf:8081:/v1/proxy/product"
 fi
 
+cache_flags=()
+if [ -n "${CACHE:-}" ]; then cache_flags=(--cache-sim=yes); fi
+
 header_flags=()
 # shellcheck source=browser-headers.sh
 if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
@@ -137,7 +153,7 @@ for spec in "$@"; do
   IFS=: read -r binary conf port path <<<"${spec#*=}"
   name=${spec%%=*}
   out="$work/$name.callgrind"
-  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+  valgrind --tool=callgrind "${cache_flags[@]}" --callgrind-out-file="$out" --dump-instr=no \
     "$binary" -c "$conf" >"$work/$name.log" 2>&1 & proxy=$!
   pids+=("$proxy")
   wait_listening "$port"
