@@ -110,17 +110,18 @@ where
             }
         }
 
-        if let Err(e) = finalize_h1_upstream_request_framing(&mut req, !session.is_body_empty()) {
+        let body_empty = session.is_body_empty();
+        if let Err(e) = finalize_h1_upstream_request_framing(&mut req, !body_empty) {
             return (false, true, Some(e));
         }
 
         let upgrade_request = is_h1_upgrade_req(&req);
         session.set_upstream_h1_upgrade_request_status(upgrade_request);
-        // A request with nothing to send after its head, that nothing but the response can
-        // change, is proxied in one straight line (`proxy_bodiless_1to1`) instead of two
-        // halves joined by pipes.
+        // A request with nothing to send after its head (no body, no upgrade) and no cache to
+        // consult is proxied in one straight line (`proxy_bodiless_1to1`) instead of two halves
+        // joined by pipes.
         let bodiless = !upgrade_request
-            && session.is_body_empty()
+            && body_empty
             && session.as_mut().is_body_done()
             && !session.cache.enabled()
             && !session.cache.bypassing()
