@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use common::*;
 
 fn run_gateway(args: &[&str]) -> Output {
-    Command::new(GATEWAY)
+    Command::new(gateway_binary())
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

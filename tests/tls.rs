@@ -281,7 +281,7 @@ fn check_conf(dir: &Path, cert: &str, key: &str) -> (Option<i32>, String) {
         ),
     )
     .unwrap();
-    let output = Command::new(GATEWAY)
+    let output = Command::new(gateway_binary())
         .args(["-t", "-c", conf.to_str().unwrap()])
         .output()
         .unwrap();

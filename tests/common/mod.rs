@@ -18,7 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+/// The gateway the tests start: this build's, or `GATEWAY_BIN` (say, the image's BOLT layout,
+/// `scripts/bolt.sh`, run through the whole suite).
+pub fn gateway_binary() -> String {
+    std::env::var("GATEWAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gateway").to_owned())
+}
 pub const MOCK: &str = env!("CARGO_BIN_EXE_mock-backend");
 
 /// How long anything may take to happen before a test gives up on it.
@@ -247,7 +251,7 @@ impl Gateway {
 
     /// Spawns the binary with `args` and captures its log; does not wait for readiness.
     pub fn spawn(dir: TempDir, port: u16, args: &[&str]) -> Gateway {
-        let mut child = Command::new(GATEWAY)
+        let mut child = Command::new(gateway_binary())
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
