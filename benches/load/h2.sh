@@ -8,6 +8,9 @@
 # core 0 (one thread, 16 connections, 10 streams each); loopback only; processes stopped by PID.
 #
 #   benches/load/h2.sh [ROUNDS]        # default 3; builds the release binaries first
+#
+# GATEWAY_BIN measures another build of the gateway (say target/release/gateway-bolt,
+# scripts/bolt.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -77,7 +80,7 @@ printf '\x00\x00\x00\x00\x05hello' >"$work/grpc-message"
 
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 ./target/release/mock-backend --h2 9203 >/dev/null & pids+=($!)
-taskset -c 1 ./target/release/gateway -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
+taskset -c 1 "${GATEWAY_BIN:-./target/release/gateway}" -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do
   curl -sf --http2-prior-knowledge http://127.0.0.1:18180/v1/proxy/product >/dev/null \
     && curl -sf --http2-prior-knowledge http://127.0.0.1:8282/v1/proxy/product >/dev/null && break
