@@ -1,7 +1,8 @@
 # Multi-stage build: a Rust builder, then a slim Debian runtime with the two binaries and the conf.
 FROM rust:1.95-bookworm AS build
+# cmake for OpenSSL; BOLT, wrk and h2load for the gateway's code layout (scripts/bolt.sh).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
+    && apt-get install -y --no-install-recommends cmake bolt-19 wrk nghttp2-client \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, in a layer of their own that survives source changes.
@@ -18,11 +19,15 @@ RUN mkdir -p src mock benches \
 COPY src src
 COPY mock mock
 COPY benches benches
-RUN touch src/main.rs src/lib.rs mock/main.rs && cargo build --release --locked --bins
+COPY scripts/bolt.sh scripts/
+# The gateway laid out by BOLT from a training run on the builder's loopback: ~a fifth less
+# user-space CPU a request (docs/performance.md); the run checks the result serves every request.
+RUN touch src/main.rs src/lib.rs mock/main.rs && bash scripts/bolt.sh
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home gateway
-COPY --from=build /src/target/release/gateway /src/target/release/mock-backend /usr/local/bin/
+COPY --from=build /src/target/release/gateway-bolt /usr/local/bin/gateway
+COPY --from=build /src/target/release/mock-backend /usr/local/bin/
 COPY conf/ /etc/gateway/
 USER gateway
 # The proxy, its TLS listener when a conf configures one (gateway.tls), and the admin

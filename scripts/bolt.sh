@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The release gateway with its machine code laid out by BOLT from a training run: what the
+# Dockerfile ships. Same source, same compiler output, only placed differently: the paths a
+# request takes made straight and packed together, code no request ran moved apart. On this
+# project's 2-core VM it cut the instruction-cache misses a request by ~40 % and the gateway's
+# user-space CPU a request by about a fifth (docs/performance.md, "eleventh session").
+#
+#   scripts/bolt.sh            # target/release/gateway-bolt
+#   scripts/bolt.sh --bare     # and target/release/examples/bare_proxy-bolt, for benchmarks
+#
+# 1. The release binary, linked with its relocations kept (`--emit-relocs`: BOLT moves code and
+#    must know what points where). Only the final link changes; dependencies are not rebuilt.
+# 2. A copy instrumented by llvm-bolt serves a training load on loopback in front of two mock
+#    backends: HTTP/1.1 keep-alive GETs with a load tool's head and a browser's, POSTs with a
+#    body, h2c, and HTTP/2 and HTTP/1.1 over TLS (a certificate made here). It writes its
+#    profile when it exits.
+# 3. llvm-bolt lays the binary out from that profile.
+# 4. The result serves the same loads once more, and every request must succeed.
+#
+# Needs llvm-bolt and merge-fdata (Debian: bolt-19 or later; the newest installed is used, or
+# $LLVM_BOLT_DIR), wrk, h2load (nghttp2-client), openssl and curl. Uses ports 18080 and 18443
+# (the gateway), 8084 (bare_proxy's own) and 9001, 9002 (the mock backends: bare_proxy's fixed
+# backends) on loopback; every process started here is stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bare=no
+[ "${1:-}" = --bare ] && bare=yes
+
+bolt_dir=${LLVM_BOLT_DIR:-$(ls -d /usr/lib/llvm-*/bin 2>/dev/null | sort -t- -k2 -n | while read -r dir; do
+  [ -x "$dir/llvm-bolt" ] && echo "$dir"; done | tail -1)}
+for tool in "$bolt_dir/llvm-bolt" "$bolt_dir/merge-fdata" "$(command -v wrk)" "$(command -v h2load)"; do
+  [ -x "$tool" ] || { echo "bolt.sh needs llvm-bolt and merge-fdata (Debian: bolt-19), wrk and h2load (nghttp2-client)" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/gateway-bolt.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin mock-backend
+cargo rustc --release --locked --bin gateway -- -C link-arg=-Wl,--emit-relocs
+if [ "$bare" = yes ]; then
+  cargo rustc --release --locked --example bare_proxy -- -C link-arg=-Wl,--emit-relocs
+fi
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+head -c 2048 /dev/urandom >"$work/body"
+echo 'product: ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]' >"$work/services.yaml"
+cat >"$work/gateway.yaml" <<EOF
+---
+version: 1
+threads: 1
+pid_file: $work/gateway.pid
+upgrade_sock: $work/upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+gateway:
+  listen: 127.0.0.1:18080
+  admin_listen: "off"
+  services: services.yaml
+  status_log: false
+  tls:
+    listen: 127.0.0.1:18443
+    certificates:
+      - cert: server.crt
+        key: server.key
+EOF
+
+./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
+./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)
+
+# shellcheck source=../benches/load/browser-headers.sh
+source benches/load/browser-headers.sh
+
+# Fails unless a load tool's output (wrk's or h2load's) says every request got a 2xx answer.
+all_succeeded() {
+  local what=$1 out=$2
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors' \
+    || echo "$out" | awk '/^requests:/ {total = $2; if ($8 != $2 || $10 + $12 + $14 != 0) bad = 1}
+        /^status codes:/ && $3 != total {bad = 1} END {exit !bad}'; then
+    echo "bolt.sh: $what: not every request succeeded:" >&2
+    echo "$out" >&2
+    return 1
+  fi
+}
+
+# The training load (and the check): HTTP/1.1 to URL; with TLS_URL, h2c to URL too, and HTTP/2
+# and HTTP/1.1 over TLS to TLS_URL (bare_proxy speaks HTTP/1.1 alone).
+load() {
+  local url=$1 tls_url=${2:-}
+  all_succeeded "HTTP/1.1 GETs" "$(timeout 30 wrk -t1 -c32 -d3s "$url")"
+  all_succeeded "HTTP/1.1 GETs, browser head" "$(timeout 30 wrk -t1 -c16 -d1s "${header_flags[@]}" "$url")"
+  all_succeeded "HTTP/1.1 POSTs" "$(timeout 30 h2load --h1 -c8 -n 4000 -d "$work/body" "$url")"
+  if [ -n "$tls_url" ]; then
+    all_succeeded "h2c" "$(timeout 30 h2load -c8 -m10 -n 20000 "$url")"
+    all_succeeded "HTTP/2 over TLS" "$(timeout 30 h2load -c8 -m10 -n 10000 "$tls_url")"
+    all_succeeded "HTTP/1.1 over TLS" "$(timeout 30 wrk -t1 -c16 -d1s "$tls_url")"
+  fi
+}
+
+# Waits (up to 10 s) until URL answers.
+wait_for() {
+  for _ in $(seq 100); do
+    curl -skf -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "bolt.sh: nothing answers at $1" >&2
+  return 1
+}
+
+# Instruments BINARY, trains it with `load` (run with `-c CONF`, loaded at URL and TLS_URL), lays
+# it out into OUT, and checks OUT under the same load.
+bolt() {
+  local binary=$1 out=$2 conf=$3 url=$4 tls_url=${5:-} pid
+  "$bolt_dir/llvm-bolt" "$binary" -instrument -instrumentation-file="$work/profile" \
+    -instrumentation-file-append-pid -o "$work/instrumented" >"$work/bolt.log" 2>&1 \
+    || { cat "$work/bolt.log" >&2; return 1; }
+  for stage in train check; do
+    local run="$work/instrumented"
+    [ "$stage" = check ] && run=$out
+    "$run" -c "$conf" >"$work/$stage.log" 2>&1 & pid=$!
+    pids+=("$pid")
+    wait_for "$url"
+    load "$url" "$tls_url"
+    # SIGTERM: a graceful exit, at which the instrumented binary writes its profile.
+    kill "$pid"
+    wait "$pid" || { echo "bolt.sh: $run did not exit cleanly:" >&2; cat "$work/$stage.log" >&2; return 1; }
+    if [ "$stage" = train ]; then
+      "$bolt_dir/merge-fdata" "$work"/profile.*.fdata >"$work/profile.fdata" 2>/dev/null
+      rm -f "$work"/profile.*.fdata
+      "$bolt_dir/llvm-bolt" "$binary" -o "$out" -data="$work/profile.fdata" \
+        -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
+        -split-eh -icf=1 -use-gnu-stack >"$work/bolt.log" 2>&1 \
+        || { cat "$work/bolt.log" >&2; return 1; }
+    fi
+  done
+  echo "bolt.sh: $out"
+}
+
+bolt target/release/gateway target/release/gateway-bolt "$work/gateway.yaml" \
+  http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
+if [ "$bare" = yes ]; then
+  bolt target/release/examples/bare_proxy target/release/examples/bare_proxy-bolt \
+    "$work/gateway.yaml" http://127.0.0.1:8084/
+fi
