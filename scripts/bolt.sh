@@ -32,45 +32,29 @@ for tool in "$bolt_dir/llvm-bolt" "$bolt_dir/merge-fdata" "$(command -v wrk)" "$
   [ -x "$tool" ] || { echo "bolt.sh needs llvm-bolt and merge-fdata (Debian: bolt-19), wrk and h2load (nghttp2-client)" >&2; exit 2; }
 done
 
-work=$(mktemp -d /tmp/gateway-bolt.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+# shellcheck source=../benches/load/common.sh
+source benches/load/common.sh
+
+# BINARY (cargo's target flags follow) linked with its relocations kept. Cargo keeps the plain
+# build and this one apart (a fingerprint and an output for each set of flags) and puts the one
+# asked for in place, so neither undoes the other.
+link_with_relocations() {
+  local binary=$1; shift
+  cargo rustc --release --locked "$@" -- -C link-arg=-Wl,--emit-relocs
+  readelf -S "$binary" | grep -q '\.rela\.text' \
+    || { echo "bolt.sh: $binary has no relocations to lay it out with" >&2; exit 1; }
 }
-trap cleanup EXIT
 
 cargo build --release --locked --bin mock-backend
-cargo rustc --release --locked --bin gateway -- -C link-arg=-Wl,--emit-relocs
+link_with_relocations target/release/gateway --bin gateway
 if [ "$bare" = yes ]; then
-  cargo rustc --release --locked --example bare_proxy -- -C link-arg=-Wl,--emit-relocs
+  link_with_relocations target/release/examples/bare_proxy --example bare_proxy
 fi
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+make_certificate
 head -c 2048 /dev/urandom >"$work/body"
 echo 'product: ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]' >"$work/services.yaml"
-cat >"$work/gateway.yaml" <<EOF
----
-version: 1
-threads: 1
-pid_file: $work/gateway.pid
-upgrade_sock: $work/upgrade.sock
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-gateway:
-  listen: 127.0.0.1:18080
-  admin_listen: "off"
-  services: services.yaml
-  status_log: false
-  tls:
-    listen: 127.0.0.1:18443
-    certificates:
-      - cert: server.crt
-        key: server.key
-EOF
+gateway_conf 127.0.0.1:18080 127.0.0.1:18443
 
 ./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
 ./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)

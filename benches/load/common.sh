@@ -1,6 +1,7 @@
-# Shared by tls.sh, h2.sh and instructions.sh (sourced, not run): a work folder removed on exit
-# with every process started into `pids`, a self-signed certificate for localhost, the median of
-# a list, and the head of an nginx conf whose `http` block the caller completes.
+# Shared by tls.sh, h2.sh, instructions.sh and scripts/bolt.sh (sourced, not run): a work folder
+# removed on exit with every process started into `pids`, a self-signed certificate for
+# localhost, a gateway conf with a TLS listener, the median of a list, and the head of an nginx
+# conf whose `http` block the caller completes.
 
 work=$(mktemp -d "/tmp/gateway-$(basename "$0" .sh)-bench.XXXXXX")
 pids=()
@@ -16,6 +17,31 @@ make_certificate() {
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+}
+
+# $work/gateway.yaml: one worker, a short grace period, no admin listener and no status block,
+# plaintext on LISTEN and TLS (make_certificate's) on TLS_LISTEN, the services in
+# $work/services.yaml.
+gateway_conf() {
+  cat >"$work/gateway.yaml" <<EOF
+---
+version: 1
+threads: 1
+pid_file: $work/gateway.pid
+upgrade_sock: $work/upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+gateway:
+  listen: $1
+  admin_listen: "off"
+  services: services.yaml
+  status_log: false
+  tls:
+    listen: $2
+    certificates:
+      - cert: server.crt
+        key: server.key
+EOF
 }
 
 # The start of an nginx conf writing only under $work, up to the opening of `http {`.

@@ -56,25 +56,7 @@ echo:
   protocol: http2
   path_prefixes: [/mock.Echo/]
 EOF
-cat >"$work/gateway.yaml" <<EOF
----
-version: 1
-threads: 1
-pid_file: $work/gateway.pid
-upgrade_sock: $work/upgrade.sock
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-gateway:
-  listen: 127.0.0.1:18180
-  admin_listen: "off"
-  services: services.yaml
-  status_log: false
-  tls:
-    listen: 127.0.0.1:18443
-    certificates:
-      - cert: server.crt
-        key: server.key
-EOF
+gateway_conf 127.0.0.1:18180 127.0.0.1:18443
 # One gRPC message: no compression, 5 bytes, "hello".
 printf '\x00\x00\x00\x00\x05hello' >"$work/grpc-message"
 

@@ -9,6 +9,9 @@
 # core 0; loopback only; every process is stopped by its PID.
 #
 #   benches/load/tls.sh [ROUNDS]        # default 3; builds the release gateway first
+#
+# GATEWAY_BIN measures another build of the gateway (say target/release/gateway-bolt,
+# scripts/bolt.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -46,28 +49,10 @@ EOF
 cat >"$work/services.yaml" <<EOF
 product: ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
 EOF
-cat >"$work/gateway.yaml" <<EOF
----
-version: 1
-threads: 1
-pid_file: $work/gateway.pid
-upgrade_sock: $work/upgrade.sock
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-gateway:
-  listen: 127.0.0.1:18080
-  admin_listen: "off"
-  services: services.yaml
-  status_log: false
-  tls:
-    listen: 127.0.0.1:8443
-    certificates:
-      - cert: server.crt
-        key: server.key
-EOF
+gateway_conf 127.0.0.1:18080 127.0.0.1:8443
 
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-taskset -c 1 ./target/release/gateway -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
+taskset -c 1 "${GATEWAY_BIN:-./target/release/gateway}" -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do
   curl -skf https://127.0.0.1:8443/v1/proxy/product >/dev/null \
     && curl -skf https://127.0.0.1:8444/v1/proxy/product >/dev/null && break
