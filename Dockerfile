@@ -20,8 +20,8 @@ COPY src src
 COPY mock mock
 COPY benches benches
 COPY scripts/bolt.sh scripts/
-# The gateway laid out by BOLT from a training run on the builder's loopback: ~a fifth less
-# user-space CPU a request (docs/performance.md); the run checks the result serves every request.
+# The gateway laid out by BOLT from a training run on the builder's loopback: ~a fifth less CPU
+# a request (docs/performance.md); the run checks that the result serves every request.
 RUN touch src/main.rs src/lib.rs mock/main.rs && bash scripts/bolt.sh
 
 FROM debian:bookworm-slim

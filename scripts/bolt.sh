@@ -2,8 +2,9 @@
 # The release gateway with its machine code laid out by BOLT from a training run: what the
 # Dockerfile ships. Same source, same compiler output, only placed differently: the paths a
 # request takes made straight and packed together, code no request ran moved apart. On this
-# project's 2-core VM it cut the instruction-cache misses a request by ~40 % and the gateway's
-# user-space CPU a request by about a fifth (docs/performance.md, "eleventh session").
+# project's 2-core VM it cut the instruction-cache misses a request by ~40 %, and the gateway's
+# CPU a request by about a fifth, its user-space part by ~30 % (docs/performance.md, "eleventh
+# session").
 #
 #   scripts/bolt.sh            # target/release/gateway-bolt
 #   scripts/bolt.sh --bare     # and target/release/examples/bare_proxy-bolt, for benchmarks
