@@ -19,7 +19,7 @@
 # 4. The result serves the same loads once more, and every request must succeed.
 #
 # Needs llvm-bolt and merge-fdata (Debian: bolt-19 or later; the newest installed is used, or
-# $LLVM_BOLT_DIR), wrk, h2load (nghttp2-client), openssl and curl. Uses ports 18080 and 18443
+# $LLVM_BOLT_DIR), wrk, h2load (nghttp2-client), readelf, openssl and curl. Uses ports 18080 and 18443
 # (the gateway), 8084 (bare_proxy's own) and 9001, 9002 (the mock backends: bare_proxy's fixed
 # backends) on loopback; every process started here is stopped by its PID.
 set -euo pipefail
@@ -116,6 +116,8 @@ bolt() {
     # SIGTERM: a graceful exit, at which the instrumented binary writes its profile.
     kill "$pid"
     wait "$pid" || { echo "bolt.sh: $run did not exit cleanly:" >&2; cat "$work/$stage.log" >&2; return 1; }
+    # Gone: the cleanup must not signal its PID, which may be another process's by then.
+    unset 'pids[-1]'
     if [ "$stage" = train ]; then
       "$bolt_dir/merge-fdata" "$work"/profile.*.fdata >"$work/profile.fdata" 2>/dev/null
       rm -f "$work"/profile.*.fdata
