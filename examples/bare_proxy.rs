@@ -11,7 +11,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora_proxy::{ProxyHttp, Session};
 
@@ -23,8 +22,6 @@ const BACKENDS: [&str; 2] = ["127.0.0.1:9001", "127.0.0.1:9002"];
 struct BareProxy {
     next: AtomicUsize,
 }
-
-#[async_trait]
 impl ProxyHttp for BareProxy {
     type CTX = ();
 

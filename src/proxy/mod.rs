@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::RequestHeader;
@@ -308,8 +307,6 @@ impl Refusal {
         Error::explain(HTTPStatus(status), explain)
     }
 }
-
-#[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestContext;
 

@@ -12,7 +12,6 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-use async_trait::async_trait;
 
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -29,8 +28,6 @@ use pingora_proxy::{ProxyHttp, Session};
 // This example shows how to use the gRPC-web bridge module
 
 pub struct GrpcWebBridgeProxy;
-
-#[async_trait]
 impl ProxyHttp for GrpcWebBridgeProxy {
     type CTX = ();
     fn new_ctx(&self) -> Self::CTX {}

@@ -1977,8 +1977,6 @@ mod tests {
     }
 
     struct DefaultRetryProxy;
-
-    #[async_trait]
     impl ProxyHttp for DefaultRetryProxy {
         type CTX = ();
 
@@ -2585,8 +2583,6 @@ mod tests {
     }
 
     struct NoopProxy;
-
-    #[async_trait]
     impl ProxyHttp for NoopProxy {
         type CTX = ();
         fn new_ctx(&self) -> Self::CTX {}

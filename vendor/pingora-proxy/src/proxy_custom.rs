@@ -1194,8 +1194,6 @@ mod tests {
     static CACHE_PREDICTOR: LazyLock<Predictor<1>> = LazyLock::new(|| Predictor::new(10, None));
 
     struct TestProxy;
-
-    #[async_trait]
     impl ProxyHttp for TestProxy {
         type CTX = ();
 

@@ -1448,8 +1448,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     struct ResponseFilter101;
-
-    #[async_trait]
     impl ProxyHttp for ResponseFilter101 {
         type CTX = ();
 
@@ -1555,8 +1553,6 @@ mod tests {
 
     /// A proxy whose only say is the upstream response timeouts.
     struct Timeouts(UpstreamResponseTimeouts);
-
-    #[async_trait]
     impl ProxyHttp for Timeouts {
         type CTX = ();
 
