@@ -8,6 +8,7 @@
 #
 #   scripts/bolt.sh            # target/release/gateway-bolt
 #   scripts/bolt.sh --bare     # and target/release/examples/bare_proxy-bolt, for benchmarks
+#   scripts/bolt.sh --pgo      # the gateway compiled from a profile first, then laid out
 #
 # 1. The release binary, linked with its relocations kept (`--emit-relocs`: BOLT moves code and
 #    must know what points where). Only the final link changes; dependencies are not rebuilt.
@@ -18,6 +19,13 @@
 # 3. llvm-bolt lays the binary out from that profile.
 # 4. The result serves the same loads once more, and every request must succeed.
 #
+# With --pgo, the binary laid out is first compiled from a profile (rustc's profile-guided
+# optimisation): a build instrumented by rustc (`-Cprofile-generate`, in target/pgo-generate)
+# serves the same training load, and the release build is made again from what it recorded
+# (`-Cprofile-use`, in target/pgo-use, its relocations kept). Two more full builds; on this VM
+# the gateway then runs ~25 % fewer instructions a request (docs/performance.md, "twelfth
+# session"). Needs llvm-profdata from the toolchain (`rustup component add llvm-tools`).
+#
 # Needs llvm-bolt and merge-fdata (Debian: bolt-19 or later; the newest installed is used, or
 # $LLVM_BOLT_DIR), wrk, h2load (nghttp2-client), readelf, openssl and curl. Uses ports 18080 and 18443
 # (the gateway), 8084 (bare_proxy's own) and 9001, 9002 (the mock backends: bare_proxy's fixed
@@ -25,7 +33,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bare=no
-[ "${1:-}" = --bare ] && bare=yes
+pgo=no
+for arg in "$@"; do
+  case $arg in
+    --bare) bare=yes ;;
+    --pgo) pgo=yes ;;
+    *) echo "usage: $0 [--bare] [--pgo]" >&2; exit 2 ;;
+  esac
+done
 
 bolt_dir=${LLVM_BOLT_DIR:-$(ls -d /usr/lib/llvm-*/bin 2>/dev/null | sort -t- -k2 -n | while read -r dir; do
   [ -x "$dir/llvm-bolt" ] && echo "$dir"; done | tail -1)}
@@ -42,12 +57,25 @@ source benches/load/common.sh
 link_with_relocations() {
   local binary=$1; shift
   cargo rustc --release --locked "$@" -- -C link-arg=-Wl,--emit-relocs
-  readelf -S "$binary" | grep -q '\.rela\.text' \
-    || { echo "bolt.sh: $binary has no relocations to lay it out with" >&2; exit 1; }
+  check_relocations "$binary"
+}
+
+check_relocations() {
+  readelf -S "$1" | grep -q '\.rela\.text' \
+    || { echo "bolt.sh: $1 has no relocations to lay it out with" >&2; exit 1; }
 }
 
 cargo build --release --locked --bin mock-backend
-link_with_relocations target/release/gateway --bin gateway
+gateway=target/release/gateway
+if [ "$pgo" = yes ]; then
+  profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+  [ -x "$profdata" ] || { echo "bolt.sh --pgo needs llvm-profdata (rustup component add llvm-tools)" >&2; exit 2; }
+  rm -rf target/pgo && mkdir -p target/pgo
+  RUSTFLAGS="-Cprofile-generate=$PWD/target/pgo" \
+    cargo build --release --locked --bin gateway --target-dir target/pgo-generate
+else
+  link_with_relocations "$gateway" --bin gateway
+fi
 if [ "$bare" = yes ]; then
   link_with_relocations target/release/examples/bare_proxy --example bare_proxy
 fi
@@ -99,25 +127,31 @@ wait_for() {
   return 1
 }
 
+# Runs BINARY with `-c CONF` under `load` (at URL and TLS_URL), then stops it with SIGTERM: a
+# graceful exit, at which an instrumented binary writes its profile. It must exit cleanly.
+serve() {
+  local binary=$1 conf=$2 url=$3 tls_url=$4 pid
+  "$binary" -c "$conf" >"$work/serve.log" 2>&1 & pid=$!
+  pids+=("$pid")
+  wait_for "$url"
+  load "$url" "$tls_url"
+  kill "$pid"
+  wait "$pid" || { echo "bolt.sh: $binary did not exit cleanly:" >&2; cat "$work/serve.log" >&2; return 1; }
+  # Gone: the cleanup must not signal its PID, which may be another process's by then.
+  unset 'pids[-1]'
+}
+
 # Instruments BINARY, trains it with `load` (run with `-c CONF`, loaded at URL and TLS_URL), lays
 # it out into OUT, and checks OUT under the same load.
 bolt() {
-  local binary=$1 out=$2 conf=$3 url=$4 tls_url=${5:-} pid
+  local binary=$1 out=$2 conf=$3 url=$4 tls_url=${5:-}
   "$bolt_dir/llvm-bolt" "$binary" -instrument -instrumentation-file="$work/profile" \
     -instrumentation-file-append-pid -o "$work/instrumented" >"$work/bolt.log" 2>&1 \
     || { cat "$work/bolt.log" >&2; return 1; }
   for stage in train check; do
     local run="$work/instrumented"
     [ "$stage" = check ] && run=$out
-    "$run" -c "$conf" >"$work/$stage.log" 2>&1 & pid=$!
-    pids+=("$pid")
-    wait_for "$url"
-    load "$url" "$tls_url"
-    # SIGTERM: a graceful exit, at which the instrumented binary writes its profile.
-    kill "$pid"
-    wait "$pid" || { echo "bolt.sh: $run did not exit cleanly:" >&2; cat "$work/$stage.log" >&2; return 1; }
-    # Gone: the cleanup must not signal its PID, which may be another process's by then.
-    unset 'pids[-1]'
+    serve "$run" "$conf" "$url" "$tls_url"
     if [ "$stage" = train ]; then
       "$bolt_dir/merge-fdata" "$work"/profile.*.fdata >"$work/profile.fdata" 2>/dev/null
       rm -f "$work"/profile.*.fdata
@@ -130,7 +164,16 @@ bolt() {
   echo "bolt.sh: $out"
 }
 
-bolt target/release/gateway target/release/gateway-bolt "$work/gateway.yaml" \
+if [ "$pgo" = yes ]; then
+  LLVM_PROFILE_FILE="$PWD/target/pgo/gateway-%p-%m.profraw" serve target/pgo-generate/release/gateway \
+    "$work/gateway.yaml" http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
+  "$profdata" merge -o target/pgo/gateway.profdata target/pgo/gateway-*.profraw
+  RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/gateway.profdata -Clink-arg=-Wl,--emit-relocs" \
+    cargo build --release --locked --bin gateway --target-dir target/pgo-use
+  gateway=target/pgo-use/release/gateway
+  check_relocations "$gateway"
+fi
+bolt "$gateway" target/release/gateway-bolt "$work/gateway.yaml" \
   http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
 if [ "$bare" = yes ]; then
   bolt target/release/examples/bare_proxy target/release/examples/bare_proxy-bolt \
