@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The release gateway with its machine code laid out by BOLT from a training run: what the
-# Dockerfile ships. Same source, same compiler output, only placed differently: the paths a
-# request takes made straight and packed together, code no request ran moved apart. On this
-# project's 2-core VM it cut the instruction-cache misses a request by ~40 %, and the gateway's
-# CPU a request by about a fifth, its user-space part by ~30 % (docs/performance.md, "eleventh
-# session").
+# The release gateway with its machine code laid out by BOLT from a training run; with --pgo
+# (what the Dockerfile ships), compiled from a profile first. The layout keeps the compiler's
+# output and only places it differently: the paths a request takes made straight and packed
+# together, code no request ran moved apart. On this project's 2-core VM it cut the
+# instruction-cache misses a request by ~40 %, and the gateway's CPU a request by about a fifth,
+# its user-space part by ~30 % (docs/performance.md, "eleventh session").
 #
 #   scripts/bolt.sh            # target/release/gateway-bolt
 #   scripts/bolt.sh --bare     # and target/release/examples/bare_proxy-bolt, for benchmarks
-#   scripts/bolt.sh --pgo      # the gateway compiled from a profile first, then laid out
+#   scripts/bolt.sh --pgo      # the gateway compiled from a profile first, then laid out (the image's)
 #
 # 1. The release binary, linked with its relocations kept (`--emit-relocs`: BOLT moves code and
 #    must know what points where). Only the final link changes; dependencies are not rebuilt.
@@ -21,10 +21,13 @@
 #
 # With --pgo, the binary laid out is first compiled from a profile (rustc's profile-guided
 # optimisation): a build instrumented by rustc (`-Cprofile-generate`, in target/pgo-generate)
-# serves the same training load, and the release build is made again from what it recorded
-# (`-Cprofile-use`, in target/pgo-use, its relocations kept). Two more full builds; on this VM
-# the gateway then runs ~25 % fewer instructions a request (docs/performance.md, "twelfth
-# session"). Needs llvm-profdata from the toolchain (`rustup component add llvm-tools`).
+# serves the same training load, in front of mock backends from that same build, and the release
+# build is made again from what it recorded (`-Cprofile-use`, in target/pgo-use/gateway, its
+# relocations kept; the mock backend too, which is what the image ships). Two more full builds
+# and no plain one; on this VM the gateway then runs ~25 % fewer instructions a request
+# (docs/performance.md, "twelfth session"). With --bare too, bare_proxy gets the same, trained on
+# its own (target/pgo-use/bare_proxy). Needs llvm-profdata from the toolchain
+# (`rustup component add llvm-tools`).
 #
 # Needs llvm-bolt and merge-fdata (Debian: bolt-19 or later; the newest installed is used, or
 # $LLVM_BOLT_DIR), wrk, h2load (nghttp2-client), readelf, openssl and curl. Uses ports 18080 and 18443
@@ -60,24 +63,34 @@ link_with_relocations() {
   check_relocations "$binary"
 }
 
+# An instrumented build (cargo's target flags follow), recording into target/pgo. The Dockerfile
+# builds the dependencies with these same flags, in a layer of its own.
+instrumented_build() {
+  RUSTFLAGS="-Cprofile-generate=$PWD/target/pgo" \
+    cargo build --release --locked "$@" --target-dir target/pgo-generate
+}
+
 check_relocations() {
   readelf -S "$1" | grep -q '\.rela\.text' \
     || { echo "bolt.sh: $1 has no relocations to lay it out with" >&2; exit 1; }
 }
 
-cargo build --release --locked --bin mock-backend
-gateway=target/release/gateway
 if [ "$pgo" = yes ]; then
   profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
   [ -x "$profdata" ] || { echo "bolt.sh --pgo needs llvm-profdata (rustup component add llvm-tools)" >&2; exit 2; }
   rm -rf target/pgo && mkdir -p target/pgo
-  RUSTFLAGS="-Cprofile-generate=$PWD/target/pgo" \
-    cargo build --release --locked --bin gateway --target-dir target/pgo-generate
+  # Both of the gateway's binaries instrumented; the mock backends' counts are never merged.
+  # bare_proxy in a build of its own: an example brings the dev-dependencies' features along.
+  instrumented_build --bins
+  [ "$bare" = yes ] && instrumented_build --example bare_proxy
+  backend=target/pgo-generate/release/mock-backend
 else
-  link_with_relocations "$gateway" --bin gateway
-fi
-if [ "$bare" = yes ]; then
-  link_with_relocations target/release/examples/bare_proxy --example bare_proxy
+  cargo build --release --locked --bin mock-backend
+  backend=target/release/mock-backend
+  link_with_relocations target/release/gateway --bin gateway
+  if [ "$bare" = yes ]; then
+    link_with_relocations target/release/examples/bare_proxy --example bare_proxy
+  fi
 fi
 
 make_certificate
@@ -85,8 +98,8 @@ head -c 2048 /dev/urandom >"$work/body"
 echo 'product: ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]' >"$work/services.yaml"
 gateway_conf 127.0.0.1:18080 127.0.0.1:18443
 
-./target/release/mock-backend 9001 >/dev/null 2>&1 & pids+=($!)
-./target/release/mock-backend 9002 >/dev/null 2>&1 & pids+=($!)
+"$backend" 9001 >/dev/null 2>&1 & pids+=($!)
+"$backend" 9002 >/dev/null 2>&1 & pids+=($!)
 
 # shellcheck source=../benches/load/browser-headers.sh
 source benches/load/browser-headers.sh
@@ -145,6 +158,7 @@ serve() {
 # it out into OUT, and checks OUT under the same load.
 bolt() {
   local binary=$1 out=$2 conf=$3 url=$4 tls_url=${5:-}
+  mkdir -p "$(dirname "$out")"
   "$bolt_dir/llvm-bolt" "$binary" -instrument -instrumentation-file="$work/profile" \
     -instrumentation-file-append-pid -o "$work/instrumented" >"$work/bolt.log" 2>&1 \
     || { cat "$work/bolt.log" >&2; return 1; }
@@ -164,18 +178,35 @@ bolt() {
   echo "bolt.sh: $out"
 }
 
+# Serves the instrumented BINARY (target/pgo-generate/release/BINARY) under `load` at URL and
+# TLS_URL, merges what it recorded, and compiles it again from that profile, relocations kept,
+# into target/pgo-use/NAME (cargo's target flags follow).
+compile_from_profile() {
+  local binary=$1 url=$2 tls_url=$3 name
+  shift 3
+  name=$(basename "$binary")
+  LLVM_PROFILE_FILE="$PWD/target/pgo/$name-%p-%m.profraw" \
+    serve "target/pgo-generate/release/$binary" "$work/gateway.yaml" "$url" "$tls_url"
+  "$profdata" merge -o "target/pgo/$name.profdata" target/pgo/"$name"-*.profraw
+  RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/$name.profdata -Clink-arg=-Wl,--emit-relocs" \
+    cargo build --release --locked "$@" --target-dir "target/pgo-use/$name"
+  check_relocations "target/pgo-use/$name/release/$binary"
+}
+
+gateway=target/release/gateway
+bare_proxy=target/release/examples/bare_proxy
 if [ "$pgo" = yes ]; then
-  LLVM_PROFILE_FILE="$PWD/target/pgo/gateway-%p-%m.profraw" serve target/pgo-generate/release/gateway \
-    "$work/gateway.yaml" http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
-  "$profdata" merge -o target/pgo/gateway.profdata target/pgo/gateway-*.profraw
-  RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/gateway.profdata -Clink-arg=-Wl,--emit-relocs" \
-    cargo build --release --locked --bin gateway --target-dir target/pgo-use
-  gateway=target/pgo-use/release/gateway
-  check_relocations "$gateway"
+  # Both of the gateway's binaries, so that the image's mock-backend comes from this build too.
+  compile_from_profile gateway http://127.0.0.1:18080/v1/proxy/product \
+    https://127.0.0.1:18443/v1/proxy/product --bins
+  gateway=target/pgo-use/gateway/release/gateway
+  if [ "$bare" = yes ]; then
+    compile_from_profile examples/bare_proxy http://127.0.0.1:8084/ "" --example bare_proxy
+    bare_proxy=target/pgo-use/bare_proxy/release/examples/bare_proxy
+  fi
 fi
 bolt "$gateway" target/release/gateway-bolt "$work/gateway.yaml" \
   http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
 if [ "$bare" = yes ]; then
-  bolt target/release/examples/bare_proxy target/release/examples/bare_proxy-bolt \
-    "$work/gateway.yaml" http://127.0.0.1:8084/
+  bolt "$bare_proxy" target/release/examples/bare_proxy-bolt "$work/gateway.yaml" http://127.0.0.1:8084/
 fi
