@@ -180,7 +180,7 @@ bolt() {
 
 # Serves the instrumented BINARY (target/pgo-generate/release/BINARY) under `load` at URL and
 # TLS_URL, merges what it recorded, and compiles it again from that profile, relocations kept,
-# into target/pgo-use/NAME (cargo's target flags follow).
+# into target/pgo-use/NAME, NAME being its file name (cargo's target flags follow).
 compile_from_profile() {
   local binary=$1 url=$2 tls_url=$3 name
   shift 3
