@@ -193,20 +193,23 @@ compile_from_profile() {
   check_relocations "target/pgo-use/$name/release/$binary"
 }
 
+# Where each proxy is loaded: the gateway over HTTP/1.1, h2c and TLS, bare_proxy over HTTP/1.1.
+gateway_url=http://127.0.0.1:18080/v1/proxy/product
+gateway_tls_url=https://127.0.0.1:18443/v1/proxy/product
+bare_url=http://127.0.0.1:8084/
+
 gateway=target/release/gateway
 bare_proxy=target/release/examples/bare_proxy
 if [ "$pgo" = yes ]; then
   # Both of the gateway's binaries, so that the image's mock-backend comes from this build too.
-  compile_from_profile gateway http://127.0.0.1:18080/v1/proxy/product \
-    https://127.0.0.1:18443/v1/proxy/product --bins
+  compile_from_profile gateway "$gateway_url" "$gateway_tls_url" --bins
   gateway=target/pgo-use/gateway/release/gateway
   if [ "$bare" = yes ]; then
-    compile_from_profile examples/bare_proxy http://127.0.0.1:8084/ "" --example bare_proxy
+    compile_from_profile examples/bare_proxy "$bare_url" "" --example bare_proxy
     bare_proxy=target/pgo-use/bare_proxy/release/examples/bare_proxy
   fi
 fi
-bolt "$gateway" target/release/gateway-bolt "$work/gateway.yaml" \
-  http://127.0.0.1:18080/v1/proxy/product https://127.0.0.1:18443/v1/proxy/product
+bolt "$gateway" target/release/gateway-bolt "$work/gateway.yaml" "$gateway_url" "$gateway_tls_url"
 if [ "$bare" = yes ]; then
-  bolt "$bare_proxy" target/release/examples/bare_proxy-bolt "$work/gateway.yaml" http://127.0.0.1:8084/
+  bolt "$bare_proxy" target/release/examples/bare_proxy-bolt "$work/gateway.yaml" "$bare_url"
 fi
