@@ -14,6 +14,9 @@
 //! to unhealthy takes the backend out through its breaker (Forced-Open, `health check
 //! failed`); a flip back puts it back (`health check passed`). Health is kept across reloads
 //! with the breaker, by URL; a backend whose service stops checking it is healthy again.
+//!
+//! The service sleeps until the next check falls due, a check ends or a new table is swapped
+//! in, whichever comes first: a gateway with no checks configured never wakes it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,19 +28,19 @@ use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use tokio::sync::Notify;
 
 use crate::config::{HealthCheckKind, HealthCheckSettings};
 use crate::live::LiveTable;
 use crate::service::{Backend, Service};
-
-/// How often the service looks for checks that are due.
-const TICK: Duration = Duration::from_millis(50);
 
 /// The background service.
 pub(crate) struct HealthChecks {
     live: Arc<LiveTable>,
     /// When each backend (by service and URL) is next due, and whether a check is running.
     schedule: Mutex<HashMap<(String, String), Due>>,
+    /// Woken when a check ends and its backend's next check is in the schedule.
+    rescheduled: Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,15 +55,18 @@ impl HealthChecks {
         Self {
             live,
             schedule: Mutex::new(HashMap::new()),
+            rescheduled: Notify::new(),
         }
     }
 
     /// Starts every check that is due now; forgets the health of backends nobody checks.
-    fn start_due_checks(self: &Arc<Self>) {
+    /// Returns when the next check that is not running falls due (`None`: none is scheduled).
+    fn start_due_checks(self: &Arc<Self>) -> Option<Instant> {
         let table = self.live.current();
         let now = Instant::now();
         let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = Vec::new();
+        let mut next: Option<Instant> = None;
         for service in table.services() {
             let Some(settings) = &service.health_check else {
                 for backend in service.backends.iter() {
@@ -77,7 +83,11 @@ impl HealthChecks {
                     running: false,
                 });
                 seen.push(key.clone());
-                if due.running || due.at > now {
+                if due.running {
+                    continue;
+                }
+                if due.at > now {
+                    next = Some(next.map_or(due.at, |next| next.min(due.at)));
                     continue;
                 }
                 due.running = true;
@@ -92,10 +102,13 @@ impl HealthChecks {
                             running: false,
                         };
                     }
+                    drop(schedule);
+                    checks.rescheduled.notify_one();
                 });
             }
         }
         schedule.retain(|key, _| seen.contains(key));
+        next
     }
 
     /// Runs one check of `service`'s backend `index` and applies its result.
@@ -246,12 +259,23 @@ pub(crate) struct HealthCheckService(pub Arc<HealthChecks>);
 impl BackgroundService for HealthCheckService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let checks = &self.0;
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Subscribed before the first look, so no swap falls between the look and the wait.
+        let mut changes = checks.live.changes();
         loop {
+            let next = checks.start_due_checks();
+            let due = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => checks.start_due_checks(),
+                // The table outlives this service (`checks` holds it): an error cannot happen,
+                // and would leave nothing to check.
+                changed = changes.changed() => if changed.is_err() { return },
+                () = checks.rescheduled.notified() => {}
+                () = due => {}
             }
         }
     }

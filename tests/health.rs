@@ -1,8 +1,9 @@
 //! Active health checks and failure-rate ejection, with real mock backends: a backend that fails
 //! its health path leaves the rotation before any client request reaches it and returns when
 //! it heals; TCP checks and checks that time out; a backend failing every second request opens
-//! on its failure rate; health state survives a reload; discovered backends are checked.
-//! Timing comes from short configured intervals and polling with deadlines.
+//! on its failure rate; health state survives a reload, and a reload turns checks on and off;
+//! discovered backends are checked; with nothing to check or discover, the background threads
+//! sleep. Timing comes from short configured intervals and polling with deadlines.
 
 mod common;
 
@@ -12,15 +13,39 @@ use common::*;
 const FAST_CHECKS: &str =
     "  health_check: {path: /healthz, interval: 100ms, timeout: 80ms, unhealthy_threshold: 2, healthy_threshold: 2}\n";
 
-fn gateway_over(backends: &[String], service_extra: &str) -> Gateway {
+/// Service `product` over `backends`, with `service_extra` in its section.
+fn services_over(backends: &[String], service_extra: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "product:\n  backends: [{}]\n  open_timeout: 1m\n{service_extra}",
+        list.join(", ")
+    )
+}
+
+fn gateway_over(backends: &[String], service_extra: &str) -> Gateway {
     Gateway::start(
-        &format!(
-            "product:\n  backends: [{}]\n  open_timeout: 1m\n{service_extra}",
-            list.join(", ")
-        ),
+        &services_over(backends, service_extra),
         "  status_log: false\n",
     )
+}
+
+/// Context switches so far of the gateway's background threads (Pingora names them `BG ...`).
+fn background_wakeups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the gateway's threads");
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with("BG "))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// Client attempts `/metrics` counts for `backend` of service `product`, all outcomes.
@@ -191,4 +216,56 @@ fn the_backends_of_a_discovered_service_are_checked() {
             Some(healthy.port)
         );
     }
+}
+
+#[test]
+fn a_reload_that_adds_checks_starts_them_and_one_that_drops_them_brings_the_backend_back() {
+    let healthy = Mock::start(&[]);
+    let sick = Mock::start(&["--fail-health"]);
+    let backends = [healthy.url(), sick.url()];
+    let gateway = gateway_over(&backends, "");
+    let serves_sick =
+        || (0..4).any(|_| gateway.get("/v1/proxy/product").served_by() == Some(sick.port));
+    assert!(
+        serves_sick(),
+        "unchecked, its failing health path does not matter"
+    );
+
+    gateway
+        .dir
+        .write("services.yaml", &services_over(&backends, FAST_CHECKS));
+    signal(gateway.pid(), "HUP");
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} OPEN (health check failed)",
+        sick.url()
+    ));
+
+    gateway
+        .dir
+        .write("services.yaml", &services_over(&backends, ""));
+    signal(gateway.pid(), "HUP");
+    gateway.wait_for_log(&format!(
+        "[CIRCUIT] {} CLOSED (health check passed)",
+        sick.url()
+    ));
+    assert!(serves_sick(), "no longer checked, it serves again");
+}
+
+#[test]
+fn with_nothing_to_check_or_discover_the_background_threads_sleep() {
+    let mock = Mock::start(&[]);
+    let gateway = gateway_over(&[mock.url()], "");
+    assert_eq!(
+        gateway.get("/v1/proxy/product").served_by(),
+        Some(mock.port)
+    );
+    // Quiet for a whole window once they have settled: a thread that polls (every 50 ms, say)
+    // never is.
+    let window = std::time::Duration::from_millis(300);
+    let quiet = wait_until(DEADLINE, || {
+        let before = background_wakeups(gateway.pid());
+        std::thread::sleep(window);
+        background_wakeups(gateway.pid()) == before
+    });
+    assert!(quiet, "the background threads kept waking");
 }

@@ -274,6 +274,23 @@ fn a_discovered_service_whose_host_does_not_resolve_starts_and_answers_503() {
 }
 
 #[test]
+fn a_discovered_service_a_reload_adds_is_looked_up_at_once() {
+    let a = Mock::start(&[]);
+    let gateway = start(&[&a]);
+    rewrite_services(
+        &gateway,
+        &format!(
+            "{}cart:\n  backends: [\"http://no-such-host.invalid:80\"]\n  discovery: dns\n  discovery_interval: 60m\n",
+            services_yaml("product", &[a.url()])
+        ),
+    );
+    let reload = admin(&gateway, "POST", "/reload");
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    // Not at the next interval (an hour away): the reload's new table wakes discovery.
+    gateway.wait_for_log("discovery for service \"cart\" failed; it has no backends");
+}
+
+#[test]
 fn requests_in_flight_finish_on_the_table_they_started_with() {
     let (old, new) = (Mock::start(&["--delay-ms", "800"]), Mock::start(&[]));
     let gateway = start(&[&old]);

@@ -1,6 +1,8 @@
 //! DNS discovery: services marked `discovery: dns` have one backend per address their hosts
 //! resolve to (a Kubernetes headless Service, say), and this background service re-resolves
-//! them every `discovery_interval`.
+//! them every `discovery_interval`. Between lookups it sleeps until the next one falls due or
+//! a new table is swapped in (a reload may add, change or remove a discovered service): a
+//! gateway with no discovered service never wakes it.
 //!
 //! A changed answer becomes a new routing table through the `LiveTable`, built from the
 //! current one as a reload is: an address that stays keeps its breaker and metrics, a new one
@@ -25,10 +27,6 @@ use tokio::time::Instant;
 use crate::config::{self, Discovery};
 use crate::live::LiveTable;
 use crate::resolver::Resolver;
-
-/// How often the list of discovered services is looked at when none is due sooner: a reload
-/// may add one.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What one refresh of one service came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,13 +129,15 @@ pub(crate) struct DiscoveryService(pub Arc<DnsDiscovery>);
 #[async_trait]
 impl BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Subscribed before the first look, so no reload falls between the look and the wait.
+        let mut changes = self.0.reloader.changes();
         // When each service is due next; services a reload removed are forgotten.
         let mut due: HashMap<String, Instant> = HashMap::new();
         loop {
             let now = Instant::now();
             let services = self.0.reloader.discovery_targets();
             due.retain(|name, _| services.iter().any(|(n, _)| n == name));
-            let mut next = now + IDLE_CHECK;
+            let mut next: Option<Instant> = None;
             for (name, discovery) in services {
                 // A service that starts without backends (its hosts did not resolve) is looked
                 // up at once, which also logs why; the others were resolved a moment ago.
@@ -146,7 +146,7 @@ impl BackgroundService for DiscoveryService {
                 } else {
                     now + discovery.interval
                 };
-                let at = *due.entry(name.clone()).or_insert(first);
+                let mut at = *due.entry(name.clone()).or_insert(first);
                 if at <= now {
                     let discovery_service = self.0.clone();
                     let service = name.clone();
@@ -154,27 +154,42 @@ impl BackgroundService for DiscoveryService {
                         discovery_service.refresh(&service, &discovery)
                     })
                     .await;
-                    let again = Instant::now() + discovery_interval(&self.0, &name);
-                    due.insert(name.clone(), again);
+                    // The interval a reload during the lookup may have set.
+                    let Some(interval) = discovery_interval(&self.0, &name) else {
+                        due.remove(&name);
+                        continue;
+                    };
+                    at = Instant::now() + interval;
+                    due.insert(name, at);
                 }
-                next = next.min(due[&name]);
+                next = Some(next.map_or(at, |next| next.min(at)));
             }
+            let lookup = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+                () = lookup => {}
+                // The table outlives this service (it holds it): an error cannot happen, and
+                // would leave nothing to discover.
+                changed = changes.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => return,
             }
         }
     }
 }
 
-/// The current interval of service `name` (a reload may have changed it).
-fn discovery_interval(discovery: &DnsDiscovery, name: &str) -> Duration {
+/// The current interval of service `name`, if it is still discovered (a reload may have
+/// changed or removed it).
+fn discovery_interval(discovery: &DnsDiscovery, name: &str) -> Option<Duration> {
     discovery
         .reloader
         .discovery_targets()
         .into_iter()
         .find(|(n, _)| n == name)
-        .map_or(IDLE_CHECK, |(_, d)| d.interval)
+        .map(|(_, d)| d.interval)
 }
 
 #[cfg(test)]

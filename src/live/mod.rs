@@ -28,6 +28,7 @@ use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 use crate::certificates::CertificateStore;
 use crate::clock::Clock;
@@ -50,6 +51,8 @@ pub(crate) struct LiveTable {
     last_error: Mutex<Option<String>>,
     /// The TLS listener's certificates, which a reload replaces.
     certificates: Option<Arc<CertificateStore>>,
+    /// Marked at every swap, for whoever waits on the table's changes ([`Self::changes`]).
+    swapped: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for LiveTable {
@@ -80,6 +83,7 @@ impl LiveTable {
             clock,
             last_error: Mutex::new(None),
             certificates,
+            swapped: watch::Sender::new(()),
         }
     }
 
@@ -91,6 +95,12 @@ impl LiveTable {
     /// The table in force now.
     pub fn current(&self) -> Arc<ServiceTable> {
         self.table.load_full()
+    }
+
+    /// A receiver that sees every table swapped in after this call: for background work that
+    /// waits on the table rather than polling it.
+    pub(crate) fn changes(&self) -> watch::Receiver<()> {
+        self.swapped.subscribe()
     }
 
     /// Re-reads the conf and services files and swaps the new table in. On error nothing
@@ -182,6 +192,7 @@ impl LiveTable {
         let current = self.table.load_full();
         let table = build_table(config, self.clock.clone(), &self.observer, Some(&current));
         self.table.store(Arc::new(table));
+        self.swapped.send_replace(());
     }
 
     fn lock_config(&self) -> std::sync::MutexGuard<'_, GatewayConfig> {
