@@ -296,3 +296,42 @@ fn the_mock_backend_speaks_http2_over_h2c_and_tls() {
         assert_eq!(response.header("x-mock-protocol"), Some("h2"), "{path}");
     }
 }
+
+#[test]
+fn an_http2_backend_gets_the_gateways_forwarded_fields_and_not_the_clients() {
+    let h2c = Mock::start(&["--h2"]);
+    let front = Gateway::start(
+        &format!(
+            "product:\n  backends: [\"{}\"]\n  protocol: http2\n",
+            h2c.url()
+        ),
+        "  status_log: false\n",
+    );
+    let response = request(
+        front.port,
+        "GET",
+        "/v1/proxy/product",
+        &[
+            ("Host", "gw.test"),
+            ("X-Request-Id", "forged"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("Forwarded", "for=6.6.6.6"),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("x-mock-protocol"), Some("h2"));
+    let id = response.header("x-echo-x-request-id").unwrap_or_default();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the gateway's id alone: {response:?}"
+    );
+    assert_eq!(response.header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(response.header("x-echo-x-forwarded-host"), Some("gw.test"));
+    assert_eq!(response.header("x-echo-x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        response.header("x-echo-forwarded"),
+        Some("for=127.0.0.1;host=\"gw.test\";proto=http")
+    );
+}

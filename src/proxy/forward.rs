@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{header, HeaderValue};
+use http::header;
 use pingora::http::{RequestHeader, StaticHeaderName};
 use pingora::prelude::*;
 use pingora_proxy::Session;
@@ -21,6 +21,19 @@ static X_FORWARDED_HOST: StaticHeaderName = StaticHeaderName::new("x-forwarded-h
 static X_FORWARDED_FOR: StaticHeaderName = StaticHeaderName::new("x-forwarded-for");
 static X_FORWARDED_PROTO: StaticHeaderName = StaticHeaderName::new("x-forwarded-proto");
 static FORWARDED: StaticHeaderName = StaticHeaderName::new("forwarded");
+
+/// The fields the gateway writes on every forwarded request, replacing any the client sent.
+/// They are appended outside the request's header map (`append_unmapped_header`): written
+/// after its fields on the HTTP/1 wire, added to the map's copy for an HTTP/2 backend. Five
+/// inserts into the map cost more than the rest of the rewrite (a hash, a probe and a value's
+/// allocation each, and titling each name again on the way out).
+static OWN_FIELDS: [&StaticHeaderName; 5] = [
+    &X_REQUEST_ID,
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &FORWARDED,
+];
 
 impl GatewayProxy {
     /// Makes `upstream_request` (a copy of the client's request head) the request `backend`
@@ -42,7 +55,7 @@ impl GatewayProxy {
             routing::upstream_path_and_query(&backend.path_prefix, rest, original.uri.query());
         let uri = http::Uri::try_from(target)
             .or_err(InvalidHTTPHeader, "building the backend's request path")?;
-        let forwarded_host = original.headers.get(header::HOST).cloned();
+        let forwarded_host = original.headers.get(header::HOST);
         let client_ip = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
@@ -62,28 +75,40 @@ impl GatewayProxy {
         });
         let proto = if is_tls(session) { "https" } else { "http" };
         let mut forwarded = trusted_list(incoming(&FORWARDED));
-        push_forwarded_element(&mut forwarded, client_ip, forwarded_host.as_ref(), proto);
-        // Looked for among the client's names, before the gateway adds its own (none has one).
-        let underscored =
-            !self.settings.underscores_in_headers && original.headers.keys().any(has_underscore);
+        push_forwarded_element(&mut forwarded, client_ip, forwarded_host, proto);
+        // One look at the names the client sent: any underscored (unless allowed), any of the
+        // gateway's own fields (replaced), an `Expect` (dropped).
+        let check_underscores = !self.settings.underscores_in_headers;
+        let (mut underscored, mut carries_own, mut expects) = (false, false, false);
+        for name in upstream_request.headers.keys() {
+            underscored |= check_underscores && has_underscore(name);
+            carries_own |= OWN_FIELDS.iter().any(|own| own.name() == name);
+            expects |= name == header::EXPECT;
+        }
 
         upstream_request.set_uri(uri);
         upstream_request.insert_header(header::HOST, backend.authority.clone())?;
-        upstream_request.insert_header(&X_REQUEST_ID, &ctx.request_id.hex()[..])?;
-        match forwarded_host {
-            Some(host) => upstream_request.insert_header(&X_FORWARDED_HOST, host)?,
-            None => drop(upstream_request.remove_header(X_FORWARDED_HOST.name())),
+        if carries_own {
+            for own in OWN_FIELDS {
+                upstream_request.remove_header(own.name());
+            }
         }
-        match forwarded_for {
-            Some(chain) => upstream_request.insert_header(&X_FORWARDED_FOR, chain)?,
-            None => drop(upstream_request.remove_header(X_FORWARDED_FOR.name())),
+        if expects {
+            upstream_request.remove_header(&header::EXPECT);
         }
-        upstream_request.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
-        upstream_request.insert_header(&FORWARDED, forwarded)?;
-        upstream_request.remove_header(&header::EXPECT);
         if underscored {
             drop_underscored_names(upstream_request);
         }
+        // The gateway's own fields, outside the header map: see `OWN_FIELDS`.
+        upstream_request.append_unmapped_header(&X_REQUEST_ID, &ctx.request_id.hex())?;
+        if let Some(host) = forwarded_host {
+            upstream_request.append_unmapped_header(&X_FORWARDED_HOST, host.as_bytes())?;
+        }
+        if let Some(chain) = &forwarded_for {
+            upstream_request.append_unmapped_header(&X_FORWARDED_FOR, chain.as_bytes())?;
+        }
+        upstream_request.append_unmapped_header(&X_FORWARDED_PROTO, proto.as_bytes())?;
+        upstream_request.append_unmapped_header(&FORWARDED, forwarded.as_bytes())?;
         Ok(())
     }
 }

@@ -177,6 +177,11 @@ impl StaticHeaderName {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// The name as it is given, lowercase.
+    pub(crate) fn text(&self) -> &'static str {
+        self.text
+    }
 }
 
 impl IntoCaseHeaderName for &StaticHeaderName {

@@ -86,6 +86,9 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    /// Fields kept outside the header map, as they go on the HTTP/1 wire (`Name: value` CRLF):
+    /// see [Self::append_unmapped_header()].
+    unmapped: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -153,6 +156,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            unmapped: Vec::new(),
         }
     }
 
@@ -237,11 +241,46 @@ impl RequestHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
+    /// Append a field kept outside the header map: written after the map's fields on the
+    /// HTTP/1 wire, and added to the map's copy by [Self::as_owned_parts()] (as for an HTTP/2
+    /// request) and by the conversion into [ReqParts]. The name is spelled as the map's names
+    /// are: as given (lowercase) when the header keeps its case, else in title case.
+    ///
+    /// For fields an application sets on every request it forwards: appending one costs a copy
+    /// of its bytes, where an insert into the map costs a hash, a probe, an allocation for the
+    /// value and, with no case kept, titling the name again on the way out. The field is not in
+    /// [http::HeaderMap] lookups, and [Self::remove_header()] does not remove it; a field of the
+    /// same name already in the map stays there (remove it first to replace it).
+    ///
+    /// A value holding a control character other than a tab is an error, as for
+    /// [HeaderValue::from_bytes()].
+    pub fn append_unmapped_header(&mut self, name: &StaticHeaderName, value: &[u8]) -> Result<()> {
+        if !is_field_value(value) {
+            return pingora_error::Error::e_explain(
+                InvalidHTTPHeader,
+                "invalid value while appending an unmapped header",
+            );
+        }
+        if self.unmapped.is_empty() {
+            // Room for a few forwarded fields without growing.
+            self.unmapped.reserve(256);
+        }
+        match self.header_name_map {
+            Some(_) => self.unmapped.extend_from_slice(name.text().as_bytes()),
+            None => case_header_name::put_titled_header_name(name.name(), &mut self.unmapped),
+        }
+        self.unmapped.extend_from_slice(b": ");
+        self.unmapped.extend_from_slice(value);
+        self.unmapped.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.unmapped);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -395,18 +434,23 @@ impl RequestHeader {
     /// URI, so an absolute-form or CONNECT target does not survive the conversion:
     /// rebuilding a [RequestHeader] from the result serializes the URI's origin-form path
     /// instead of the original bytes. [Clone] keeps it; [Self::set_raw_path()] restores it.
+    ///
+    /// Fields appended with [Self::append_unmapped_header()] are in the copy's map.
     pub fn as_owned_parts(&self) -> ReqParts {
-        clone_req_parts(&self.base)
+        let mut parts = clone_req_parts(&self.base);
+        map_unmapped_headers(&self.unmapped, &mut parts.headers);
+        parts
     }
 }
 
 impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_req_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            unmapped: self.unmapped.clone(),
         }
     }
 }
@@ -423,13 +467,17 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            unmapped: Vec::new(),
         }
     }
 }
 
+/// Fields appended with [RequestHeader::append_unmapped_header()] are in the map.
 impl From<RequestHeader> for ReqParts {
-    fn from(resp: RequestHeader) -> ReqParts {
-        resp.base
+    fn from(req: RequestHeader) -> ReqParts {
+        let mut parts = req.base;
+        map_unmapped_headers(&req.unmapped, &mut parts.headers);
+        parts
     }
 }
 
@@ -903,6 +951,45 @@ where
         }
     }
     removed
+}
+
+/// Adds the fields of `unmapped` (`Name: value` CRLF, as
+/// [RequestHeader::append_unmapped_header()] wrote them) to `headers`.
+fn map_unmapped_headers(unmapped: &[u8], headers: &mut HMap) {
+    for line in unmapped.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        // Both were checked when appended: a name from a `StaticHeaderName`, a field value.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(&line[colon + 2..]),
+        ) {
+            headers.append(name, value);
+        }
+    }
+}
+
+/// Whether `value` is a field value [HeaderValue::from_bytes()] accepts: no control character
+/// but a tab. Eight bytes at a time, each eight looked at byte by byte only when one of them
+/// may be below 0x20 or 0x7F (a tab is, and few other bytes a value holds).
+fn is_field_value(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let valid = |bytes: &[u8]| bytes.iter().all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t');
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        // A high bit is set where a byte is below 0x20 (exact for a bound below 0x80), or where
+        // it may be 0x7F (a zero byte of `x ^ 0x7F..`; a false alarm costs a byte-wise look).
+        let del = x ^ (ONES * 0x7F);
+        let suspect = (x.wrapping_sub(ONES * 0x20) & !x) | (del.wrapping_sub(ONES) & !del);
+        if suspect & HIGHS != 0 && !valid(word) {
+            return false;
+        }
+    }
+    valid(words.remainder())
 }
 
 /// Whether `value` has a CR, LF or NUL: eight bytes at a time, each eight looked at byte by
@@ -1720,6 +1807,70 @@ mod tests {
         assert!(req.uri.path_and_query().is_none());
         assert_eq!(b"pingora.org:443", req.raw_path());
         assert!(req.raw_path_is_utf8());
+    }
+
+    #[test]
+    fn unmapped_headers_go_out_after_the_map_and_into_converted_parts() {
+        static X_REQUEST_ID: StaticHeaderName = StaticHeaderName::new("x-request-id");
+        static FORWARDED: StaticHeaderName = StaticHeaderName::new("forwarded");
+        for keeps_case in [false, true] {
+            let mut req = if keeps_case {
+                RequestHeader::build("GET", b"/", None).unwrap()
+            } else {
+                RequestHeader::build_no_case("GET", b"/", None).unwrap()
+            };
+            req.insert_header("host", "example.com").unwrap();
+            req.append_unmapped_header(&X_REQUEST_ID, b"0123abcd").unwrap();
+            req.append_unmapped_header(&FORWARDED, b"for=192.0.2.1;proto=http")
+                .unwrap();
+            assert!(req.headers.get("x-request-id").is_none(), "not in the map");
+
+            let mut wire: Vec<u8> = vec![];
+            req.header_to_h1_wire(&mut wire);
+            let expected: &[u8] = if keeps_case {
+                b"host: example.com\r\nx-request-id: 0123abcd\r\nforwarded: for=192.0.2.1;proto=http\r\n"
+            } else {
+                b"Host: example.com\r\nX-Request-Id: 0123abcd\r\nForwarded: for=192.0.2.1;proto=http\r\n"
+            };
+            assert_eq!(String::from_utf8_lossy(&wire), String::from_utf8_lossy(expected));
+
+            let mut cloned_wire: Vec<u8> = vec![];
+            req.clone().header_to_h1_wire(&mut cloned_wire);
+            assert_eq!(cloned_wire, wire, "a clone keeps them, once");
+
+            for parts in [req.as_owned_parts(), ReqParts::from(req)] {
+                assert_eq!(parts.headers.len(), 3);
+                assert_eq!(parts.headers["x-request-id"], "0123abcd");
+                assert_eq!(parts.headers["forwarded"], "for=192.0.2.1;proto=http");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unmapped_header_value_is_checked_as_a_header_value_is() {
+        static X_FOO: StaticHeaderName = StaticHeaderName::new("x-foo");
+        let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        let mut values: Vec<Vec<u8>> = vec![
+            b"plain".to_vec(),
+            b"tab\there".to_vec(),
+            b"obs-text \x80\xff".to_vec(),
+            b"".to_vec(),
+        ];
+        for bad in [b'\r', b'\n', 0, 0x01, 0x1f, 0x7f] {
+            for at in [0, 7, 8, 15, 20] {
+                let mut value = b"abcdefghijklmnopqrstuv".to_vec();
+                value[at] = bad;
+                values.push(value);
+            }
+        }
+        for value in values {
+            let accepted = req.append_unmapped_header(&X_FOO, &value).is_ok();
+            assert_eq!(
+                accepted,
+                HeaderValue::from_bytes(&value).is_ok(),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
