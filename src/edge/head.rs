@@ -78,6 +78,9 @@ pub fn check_head(
 /// Whether the head declares a chunked body that the guard should check before Pingora sees
 /// it: `Transfer-Encoding` names `chunked` and the client does not wait for `100 Continue`.
 pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
+    if !mentions_chunked(head) {
+        return false;
+    }
     let mut chunked = false;
     let contains = |value: &[u8], needle: &[u8]| {
         value
@@ -94,6 +97,17 @@ pub(super) fn has_chunked_body_to_check(head: &[u8]) -> bool {
         }
     }
     chunked
+}
+
+/// Whether `head` holds `chunked`, in any case, anywhere: one that does not declares no chunked
+/// body, and most heads do not. One search for the word's rare `k` spares looking at each line.
+fn mentions_chunked(head: &[u8]) -> bool {
+    // `k` is the word's fifth letter.
+    memchr::memchr2_iter(b'k', b'K', head).any(|k| {
+        k.checked_sub(4)
+            .and_then(|start| head.get(start..k + 3))
+            .is_some_and(|word| word.eq_ignore_ascii_case(b"chunked"))
+    })
 }
 
 /// Rewrites a request line at the start of `bytes` whose target is in absolute form
@@ -412,6 +426,16 @@ mod tests {
         assert!(has_chunked_body_to_check(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: something-else\r\n\
               X-Note: 100-continue\r\n\r\n"
+        ));
+        // Found however it is spelled, at the very start of a value or the end of one.
+        assert!(has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding:cHuNkEd\r\n\r\n"
+        ));
+        assert!(has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n"
+        ));
+        assert!(!has_chunked_body_to_check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunke\r\nKeep-Alive: k\r\n\r\n"
         ));
         let mut last_two = [0; 2];
         assert_eq!(
