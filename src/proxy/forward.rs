@@ -68,14 +68,20 @@ impl GatewayProxy {
                 None
             }
         };
+        // The client's address is written once, at the end of `X-Forwarded-For`, and taken
+        // from there for `Forwarded`.
         let forwarded_for = client_ip.map(|ip| {
             let mut chain = trusted_list(incoming(&X_FORWARDED_FOR));
+            let at = chain.len();
             push_ip(&mut chain, ip);
-            chain
+            (chain, at)
         });
+        let client = client_ip
+            .zip(forwarded_for.as_ref())
+            .map(|(ip, (chain, at))| (ip, &chain[*at..]));
         let proto = if is_tls(session) { "https" } else { "http" };
         let mut forwarded = trusted_list(incoming(&FORWARDED));
-        push_forwarded_element(&mut forwarded, client_ip, forwarded_host, proto);
+        push_forwarded_element(&mut forwarded, client, forwarded_host, proto);
         // One look at the names the client sent: any underscored (unless allowed), any of the
         // gateway's own fields (replaced), an `Expect` (dropped).
         let check_underscores = !self.settings.underscores_in_headers;
@@ -104,7 +110,7 @@ impl GatewayProxy {
         if let Some(host) = forwarded_host {
             upstream_request.append_unmapped_header(&X_FORWARDED_HOST, host.as_bytes())?;
         }
-        if let Some(chain) = &forwarded_for {
+        if let Some((chain, _)) = &forwarded_for {
             upstream_request.append_unmapped_header(&X_FORWARDED_FOR, chain.as_bytes())?;
         }
         upstream_request.append_unmapped_header(&X_FORWARDED_PROTO, proto.as_bytes())?;
@@ -154,33 +160,37 @@ fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
-/// Appends the gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it
-/// asked for (quoted) and the protocol.
+/// Appends the gateway's `Forwarded` element (RFC 7239): the client's address (as `push_ip`
+/// wrote it), the `Host` it asked for (quoted) and the protocol.
 fn push_forwarded_element(
     element: &mut String,
-    client: Option<IpAddr>,
+    client: Option<(IpAddr, &str)>,
     host: Option<&http::HeaderValue>,
     proto: &str,
 ) {
     match client {
-        Some(ip @ IpAddr::V4(_)) => {
+        Some((IpAddr::V4(_), address)) => {
             element.push_str("for=");
-            push_ip(element, ip);
+            element.push_str(address);
         }
-        Some(ip @ IpAddr::V6(_)) => {
+        Some((IpAddr::V6(_), address)) => {
             element.push_str("for=\"[");
-            push_ip(element, ip);
+            element.push_str(address);
             element.push_str("]\"");
         }
         None => element.push_str("for=unknown"),
     }
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=\"");
-        for c in host.chars() {
-            if matches!(c, '"' | '\\') {
-                element.push('\\');
+        if memchr::memchr2(b'"', b'\\', host.as_bytes()).is_some() {
+            for c in host.chars() {
+                if matches!(c, '"' | '\\') {
+                    element.push('\\');
+                }
+                element.push(c);
             }
-            element.push(c);
+        } else {
+            element.push_str(host);
         }
         element.push('"');
     }
@@ -293,7 +303,7 @@ mod tests {
     fn forwarded_lists_keep_the_clients_list_given_and_end_with_the_gateways_element() {
         let incoming = http::HeaderValue::from_static("for=192.0.2.1");
         let host = http::HeaderValue::from_static("a\"b");
-        let ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        let ip = Some((IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), "127.0.0.1"));
         let mut list = trusted_list(Some(&incoming));
         push_forwarded_element(&mut list, ip, Some(&host), "http");
         assert_eq!(
@@ -301,9 +311,13 @@ mod tests {
             r#"for=192.0.2.1, for=127.0.0.1;host="a\"b";proto=http"#
         );
         let mut list = trusted_list(None);
+        let plain = http::HeaderValue::from_static("gw.test:8080");
+        push_forwarded_element(&mut list, ip, Some(&plain), "http");
+        assert_eq!(list, r#"for=127.0.0.1;host="gw.test:8080";proto=http"#);
+        let mut list = trusted_list(None);
         push_forwarded_element(
             &mut list,
-            Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            Some((IpAddr::V6(Ipv6Addr::LOCALHOST), "::1")),
             None,
             "https",
         );
