@@ -100,7 +100,9 @@ pub struct Service {
 /// All services by name, and the path prefixes some claim.
 #[derive(Debug, Default)]
 pub struct ServiceTable {
-    services: HashMap<Box<str>, Arc<Service>>,
+    /// Looked up for every request: hashed by foldhash (seeded per process), a few instructions
+    /// for a short name where std's SipHash takes ~200.
+    services: HashMap<Box<str>, Arc<Service>, foldhash::fast::RandomState>,
     /// `(prefix, service)`, longest prefix first.
     prefixes: Vec<(String, Arc<Service>)>,
 }
@@ -133,7 +135,7 @@ impl ServiceTable {
         let mut healths: HashMap<&str, Arc<BackendHealth>> = HashMap::new();
         let previous_service = |name: &str| previous.and_then(|table| table.get(name));
         let mut breakers: HashMap<&str, Arc<Breaker>> = HashMap::new();
-        let mut table = HashMap::with_capacity(services.len());
+        let mut table = HashMap::with_capacity_and_hasher(services.len(), Default::default());
         for service in services {
             let kept_service = previous_service(&service.name);
             let room = kept_service.map_or_else(Default::default, |kept| kept.room.clone());
