@@ -156,20 +156,47 @@ impl IntoCaseHeaderName for &HeaderName {
 /// is checked and looked up among the standard names on every insert, and a non-standard
 /// [`HeaderName`] has a copy of its text made for the case map.
 ///
-/// The name is written as it is given, which is lowercase.
+/// The name is written as it is given, which is lowercase; its title-case spelling (as
+/// [`put_titled_header_name`] writes a name) is made once too, for
+/// [`crate::RequestHeader::append_unmapped_header`].
 #[derive(Debug, Clone)]
 pub struct StaticHeaderName {
     name: HeaderName,
     text: &'static str,
+    /// The title-case spelling, in `titled[..titled_len]`; none (0) for a name longer than
+    /// the room.
+    titled: [u8; TITLED_ROOM],
+    titled_len: usize,
 }
+
+/// Room for a static name's title-case spelling: every standard name fits.
+const TITLED_ROOM: usize = 48;
 
 impl StaticHeaderName {
     /// The name `text`. Like [`HeaderName::from_static`], this panics (at compile time, in a
     /// `static`) unless `text` is a valid lowercase header name.
     pub const fn new(text: &'static str) -> Self {
+        let bytes = text.as_bytes();
+        let mut titled = [0u8; TITLED_ROOM];
+        let mut titled_len = 0;
+        if bytes.len() <= TITLED_ROOM {
+            let mut before = b'-';
+            while titled_len < bytes.len() {
+                let byte = bytes[titled_len];
+                titled[titled_len] = if before == b'-' {
+                    byte.to_ascii_uppercase()
+                } else {
+                    byte
+                };
+                before = byte;
+                titled_len += 1;
+            }
+        }
         StaticHeaderName {
             name: HeaderName::from_static(text),
             text,
+            titled,
+            titled_len,
         }
     }
 
@@ -181,6 +208,12 @@ impl StaticHeaderName {
     /// The name as it is given, lowercase.
     pub(crate) fn text(&self) -> &'static str {
         self.text
+    }
+
+    /// The name in title case, as [`put_titled_header_name`] writes it (`None` if it is too
+    /// long to have been made when the program was built).
+    pub(crate) fn titled(&self) -> Option<&[u8]> {
+        (self.titled_len > 0).then(|| &self.titled[..self.titled_len])
     }
 }
 
@@ -269,6 +302,25 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_static_names_title_case_is_the_one_written_for_a_header_name() {
+        static NAMES: [StaticHeaderName; 5] = [
+            StaticHeaderName::new("x-request-id"),
+            StaticHeaderName::new("forwarded"),
+            StaticHeaderName::new("content-length"),
+            StaticHeaderName::new("x--odd-"),
+            StaticHeaderName::new("access-control-allow-credentials"),
+        ];
+        for name in &NAMES {
+            let mut written = Vec::new();
+            put_titled_header_name(name.name(), &mut written);
+            assert_eq!(name.titled(), Some(&written[..]), "{}", name.text());
+        }
+        static LONG: StaticHeaderName =
+            StaticHeaderName::new("x-a-name-longer-than-the-room-for-its-title-case-spelling");
+        assert_eq!(LONG.titled(), None);
+    }
 
     #[test]
     fn test_case_header_name() {

@@ -265,9 +265,12 @@ impl RequestHeader {
             // Room for a few forwarded fields without growing.
             self.unmapped.reserve(256);
         }
-        match self.header_name_map {
-            Some(_) => self.unmapped.extend_from_slice(name.text().as_bytes()),
-            None => case_header_name::put_titled_header_name(name.name(), &mut self.unmapped),
+        match (&self.header_name_map, name.titled()) {
+            (Some(_), _) => self.unmapped.extend_from_slice(name.text().as_bytes()),
+            (None, Some(titled)) => self.unmapped.extend_from_slice(titled),
+            (None, None) => {
+                case_header_name::put_titled_header_name(name.name(), &mut self.unmapped)
+            }
         }
         self.unmapped.extend_from_slice(b": ");
         self.unmapped.extend_from_slice(value);
@@ -972,24 +975,31 @@ fn map_unmapped_headers(unmapped: &[u8], headers: &mut HMap) {
 }
 
 /// Whether `value` is a field value [HeaderValue::from_bytes()] accepts: no control character
-/// but a tab. Eight bytes at a time, each eight looked at byte by byte only when one of them
-/// may be below 0x20 or 0x7F (a tab is, and few other bytes a value holds).
+/// but a tab. Eight bytes at a time (the last eight overlapping the word before, a shorter
+/// value padded with letters), each eight looked at byte by byte only when one of them may be
+/// below 0x20 or 0x7F (a tab is, and few other bytes a value holds).
 fn is_field_value(value: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let valid = |bytes: &[u8]| bytes.iter().all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t');
-    let mut words = value.chunks_exact(8);
-    for word in &mut words {
-        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+    let word_is_valid = |word: [u8; 8]| {
+        let x = u64::from_ne_bytes(word);
         // A high bit is set where a byte is below 0x20 (exact for a bound below 0x80), or where
         // it may be 0x7F (a zero byte of `x ^ 0x7F..`; a false alarm costs a byte-wise look).
         let del = x ^ (ONES * 0x7F);
         let suspect = (x.wrapping_sub(ONES * 0x20) & !x) | (del.wrapping_sub(ONES) & !del);
-        if suspect & HIGHS != 0 && !valid(word) {
-            return false;
-        }
+        suspect & HIGHS == 0 || valid(&word)
+    };
+    if value.len() < 8 {
+        let mut padded = [b'a'; 8];
+        padded[..value.len()].copy_from_slice(value);
+        return word_is_valid(padded);
     }
-    valid(words.remainder())
+    let last = value.len() - 8;
+    value
+        .chunks_exact(8)
+        .chain(std::iter::once(&value[last..]))
+        .all(|word| word_is_valid(word.try_into().expect("eight bytes")))
 }
 
 /// Whether `value` has a CR, LF or NUL: eight bytes at a time, each eight looked at byte by
@@ -1856,10 +1866,16 @@ mod tests {
             b"obs-text \x80\xff".to_vec(),
             b"".to_vec(),
         ];
-        for bad in [b'\r', b'\n', 0, 0x01, 0x1f, 0x7f] {
+        for bad in [b'\r', b'\n', 0, 0x01, 0x1f, 0x7f, b'\t', b' ', 0x80] {
             for at in [0, 7, 8, 15, 20] {
                 let mut value = b"abcdefghijklmnopqrstuv".to_vec();
                 value[at] = bad;
+                values.push(value);
+            }
+            // Shorter than a word, a word, a word and a byte: the last byte.
+            for len in 1..=9 {
+                let mut value = vec![b'z'; len];
+                value[len - 1] = bad;
                 values.push(value);
             }
         }
