@@ -86,9 +86,59 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
-    /// Fields kept outside the header map, as they go on the HTTP/1 wire (`Name: value` CRLF):
-    /// see [Self::append_unmapped_header()].
-    unmapped: Vec<u8>,
+    /// Fields kept outside the header map: see [Self::append_unmapped_header()].
+    unmapped: UnmappedFields,
+}
+
+/// The fields appended with [RequestHeader::append_unmapped_header()], in order: each name, and
+/// the values one after another in one buffer.
+#[derive(Debug, Clone, Default)]
+struct UnmappedFields {
+    fields: Vec<(&'static StaticHeaderName, std::ops::Range<usize>)>,
+    values: Vec<u8>,
+}
+
+impl UnmappedFields {
+    fn push(&mut self, name: &'static StaticHeaderName, value: &[u8]) {
+        if self.fields.is_empty() {
+            // Room for a few forwarded fields without growing.
+            self.fields.reserve(8);
+            self.values.reserve(256);
+        }
+        let start = self.values.len();
+        self.values.extend_from_slice(value);
+        self.fields.push((name, start..self.values.len()));
+    }
+
+    /// Writes them in HTTP/1 wire format, each name spelled as given (`keep_case`) or in
+    /// title case.
+    fn to_h1_wire(&self, keep_case: bool, buf: &mut impl BufMut) {
+        for (name, value) in &self.fields {
+            match (keep_case, name.titled()) {
+                (true, _) => buf.put_slice(name.text().as_bytes()),
+                (false, Some(titled)) => buf.put_slice(titled),
+                (false, None) => case_header_name::put_titled_header_name(name.name(), buf),
+            }
+            buf.put_slice(b": ");
+            buf.put_slice(&self.values[value.clone()]);
+            buf.put_slice(b"\r\n");
+        }
+    }
+
+    /// Adds them to `headers` (a copy of a map, which keeps no spare room: it is made once for
+    /// all of them).
+    fn add_to(&self, headers: &mut HMap) {
+        if self.fields.is_empty() {
+            return;
+        }
+        headers.reserve(self.fields.len());
+        for (name, value) in &self.fields {
+            // Checked when it was appended.
+            if let Ok(value) = HeaderValue::from_bytes(&self.values[value.clone()]) {
+                headers.append(name.name().clone(), value);
+            }
+        }
+    }
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -156,7 +206,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
-            unmapped: Vec::new(),
+            unmapped: UnmappedFields::default(),
         }
     }
 
@@ -247,34 +297,25 @@ impl RequestHeader {
     /// are: as given (lowercase) when the header keeps its case, else in title case.
     ///
     /// For fields an application sets on every request it forwards: appending one costs a copy
-    /// of its bytes, where an insert into the map costs a hash, a probe, an allocation for the
+    /// of its value, where an insert into the map costs a hash, a probe, an allocation for the
     /// value and, with no case kept, titling the name again on the way out. The field is not in
     /// [http::HeaderMap] lookups, and [Self::remove_header()] does not remove it; a field of the
     /// same name already in the map stays there (remove it first to replace it).
     ///
     /// A value holding a control character other than a tab is an error, as for
     /// [HeaderValue::from_bytes()].
-    pub fn append_unmapped_header(&mut self, name: &StaticHeaderName, value: &[u8]) -> Result<()> {
+    pub fn append_unmapped_header(
+        &mut self,
+        name: &'static StaticHeaderName,
+        value: &[u8],
+    ) -> Result<()> {
         if !is_field_value(value) {
             return pingora_error::Error::e_explain(
                 InvalidHTTPHeader,
                 "invalid value while appending an unmapped header",
             );
         }
-        if self.unmapped.is_empty() {
-            // Room for a few forwarded fields without growing.
-            self.unmapped.reserve(256);
-        }
-        match (&self.header_name_map, name.titled()) {
-            (Some(_), _) => self.unmapped.extend_from_slice(name.text().as_bytes()),
-            (None, Some(titled)) => self.unmapped.extend_from_slice(titled),
-            (None, None) => {
-                case_header_name::put_titled_header_name(name.name(), &mut self.unmapped)
-            }
-        }
-        self.unmapped.extend_from_slice(b": ");
-        self.unmapped.extend_from_slice(value);
-        self.unmapped.extend_from_slice(b"\r\n");
+        self.unmapped.push(name, value);
         Ok(())
     }
 
@@ -283,7 +324,7 @@ impl RequestHeader {
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
-        buf.put_slice(&self.unmapped);
+        self.unmapped.to_h1_wire(self.header_name_map.is_some(), buf);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -441,7 +482,7 @@ impl RequestHeader {
     /// Fields appended with [Self::append_unmapped_header()] are in the copy's map.
     pub fn as_owned_parts(&self) -> ReqParts {
         let mut parts = clone_req_parts(&self.base);
-        map_unmapped_headers(&self.unmapped, &mut parts.headers);
+        self.unmapped.add_to(&mut parts.headers);
         parts
     }
 }
@@ -470,17 +511,16 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
-            unmapped: Vec::new(),
+            unmapped: UnmappedFields::default(),
         }
     }
 }
 
 /// Fields appended with [RequestHeader::append_unmapped_header()] are in the map.
 impl From<RequestHeader> for ReqParts {
-    fn from(req: RequestHeader) -> ReqParts {
-        let mut parts = req.base;
-        map_unmapped_headers(&req.unmapped, &mut parts.headers);
-        parts
+    fn from(mut req: RequestHeader) -> ReqParts {
+        req.unmapped.add_to(&mut req.base.headers);
+        req.base
     }
 }
 
@@ -956,24 +996,6 @@ where
     removed
 }
 
-/// Adds the fields of `unmapped` (`Name: value` CRLF, as
-/// [RequestHeader::append_unmapped_header()] wrote them) to `headers`.
-fn map_unmapped_headers(unmapped: &[u8], headers: &mut HMap) {
-    for line in unmapped.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        // Both were checked when appended: a name from a `StaticHeaderName`, a field value.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(&line[colon + 2..]),
-        ) {
-            headers.append(name, value);
-        }
-    }
-}
-
 /// Whether `value` is a field value [HeaderValue::from_bytes()] accepts: no control character
 /// but a tab. Eight bytes at a time (the last eight overlapping the word before, a shorter
 /// value padded with letters), each eight looked at byte by byte only when one of them may be
@@ -981,7 +1003,11 @@ fn map_unmapped_headers(unmapped: &[u8], headers: &mut HMap) {
 fn is_field_value(value: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let valid = |bytes: &[u8]| bytes.iter().all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t');
+    let valid = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7F) || b == b'\t')
+    };
     let word_is_valid = |word: [u8; 8]| {
         let x = u64::from_ne_bytes(word);
         // A high bit is set where a byte is below 0x20 (exact for a bound below 0x80), or where
@@ -1830,7 +1856,8 @@ mod tests {
                 RequestHeader::build_no_case("GET", b"/", None).unwrap()
             };
             req.insert_header("host", "example.com").unwrap();
-            req.append_unmapped_header(&X_REQUEST_ID, b"0123abcd").unwrap();
+            req.append_unmapped_header(&X_REQUEST_ID, b"0123abcd")
+                .unwrap();
             req.append_unmapped_header(&FORWARDED, b"for=192.0.2.1;proto=http")
                 .unwrap();
             assert!(req.headers.get("x-request-id").is_none(), "not in the map");
@@ -1842,7 +1869,10 @@ mod tests {
             } else {
                 b"Host: example.com\r\nX-Request-Id: 0123abcd\r\nForwarded: for=192.0.2.1;proto=http\r\n"
             };
-            assert_eq!(String::from_utf8_lossy(&wire), String::from_utf8_lossy(expected));
+            assert_eq!(
+                String::from_utf8_lossy(&wire),
+                String::from_utf8_lossy(expected)
+            );
 
             let mut cloned_wire: Vec<u8> = vec![];
             req.clone().header_to_h1_wire(&mut cloned_wire);
