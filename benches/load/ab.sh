@@ -5,7 +5,8 @@
 #
 # Each round starts two mock backends (9001, 9002) and the gateway on 8080, all pinned to core 1,
 # loads it with wrk pinned to core 0 (2 s warm-up, 5 s measured, 64 connections; with H2=1,
-# h2load over h2c instead: 16 connections x 10 streams, 100,000 requests), and prints
+# h2load over h2c instead: 16 connections x 10 streams, 100,000 requests; with H2=tls, the same
+# over TLS to 127.0.0.1:8443, for a conf like gateway-tls.yaml), and prints
 # req/s, the gateway's CPU time per request (and its user-space and kernel parts) and its RSS
 # after the load (each row marked A or B);
 # at the end, the median CPU per request of each and the median of the rounds' paired
@@ -22,6 +23,13 @@ header_flags=()
 # shellcheck source=browser-headers.sh
 if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
 cargo build --release --locked --bin mock-backend >/dev/null 2>&1
+# The certificate gateway-tls.yaml names, made once (self-signed, for 127.0.0.1).
+if [ "${H2:-}" = tls ] && [ ! -s /tmp/gateway-bench-tls/server.key ]; then
+  mkdir -p /tmp/gateway-bench-tls
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout /tmp/gateway-bench-tls/server.key -out /tmp/gateway-bench-tls/server.crt 2>/dev/null
+fi
 
 measure() {
   local binary=$1 conf=$2 pids=()
@@ -31,8 +39,10 @@ measure() {
   pids+=("$gateway")
   sleep 1
   local url=http://127.0.0.1:8080/v1/proxy/product before after out requests
+  [ "${H2:-}" = tls ] && url=https://127.0.0.1:8443/v1/proxy/product
   if [ -n "${H2:-}" ]; then
-    # h2c with prior knowledge: 16 connections of 10 streams each, a fixed number of requests.
+    # h2c with prior knowledge (or h2 over TLS, by ALPN): 16 connections of 10 streams each, a
+    # fixed number of requests.
     timeout 30 taskset -c 0 h2load -t1 -c16 -m10 -n 20000 "${header_flags[@]}" "$url" >/dev/null
     before=$(awk '{print $14, $15}' "/proc/$gateway/stat")
     out=$(timeout 60 taskset -c 0 h2load -t1 -c16 -m10 -n 100000 "${header_flags[@]}" "$url")

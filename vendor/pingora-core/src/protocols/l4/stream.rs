@@ -611,6 +611,14 @@ impl BufferedStream {
         self.writer_mut().get_mut()
     }
 
+    /// Bytes read from the socket but not yet handed out.
+    fn buffered(&self) -> &[u8] {
+        match self {
+            BufferedStream::UnbufferedRead(_) => &[],
+            BufferedStream::BufferedRead(reader) => reader.buffer(),
+        }
+    }
+
     /// Return the raw stream. Anything left in either buffer is lost.
     fn into_inner(self) -> RawStreamWrapper {
         match self {
@@ -707,6 +715,29 @@ impl Stream {
     ) {
         self.establishment_duration = Some(establishment_duration);
         self.offload_wait_duration = offload_wait_duration;
+    }
+
+    /// Ready when a read would not wait: bytes put back or left in the read buffer, or a
+    /// socket last reported readable, closed or failed. Otherwise `cx` is woken when the
+    /// socket becomes readable, and the wait counts as read pending time.
+    ///
+    /// A layer above that does work before each read (a TLS library setting up its record
+    /// buffer) asks this first, so a read that would find nothing costs no more than it does
+    /// on a bare socket.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rewind_read_buf.is_empty() || !self.stream().buffered().is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let ready = match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            RawStream::Virtual(_) => Poll::Ready(Ok(())),
+        };
+        if ready.is_pending() {
+            self.read_pending_time.poll_time(&Poll::Pending);
+        }
+        ready
     }
 
     /// set TCP nodelay for this connection if `self` is TCP

@@ -19,9 +19,11 @@ use crate::tls::{self, ssl, tokio_ssl::SslStream as InnerSsl};
 use crate::utils::tls::{get_organization, get_serial};
 use log::warn;
 use pingora_error::{ErrorType::*, OrErr, Result};
+use crate::protocols::l4::stream::Stream as L4Stream;
+use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 use tokio::io::{self, AsyncRead, AsyncWrite, ReadBuf};
 
@@ -121,13 +123,23 @@ impl<T> DerefMut for SslStream<T> {
 
 impl<T> AsyncRead for SslStream<T>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // Each SSL_read sets up a record buffer (and, under SSL_MODE_RELEASE_BUFFERS, frees it
+        // again) and fills the error queue when it finds nothing. A multiplexing reader (the
+        // HTTP/2 connection) reads again every time it is woken to write, so with nothing
+        // decrypted and waiting, ask the socket first.
+        if self.ssl.ssl().pending() == 0 {
+            let inner: &mut dyn Any = self.ssl.get_mut();
+            if let Some(stream) = inner.downcast_mut::<L4Stream>() {
+                ready!(stream.poll_read_ready(cx))?;
+            }
+        }
         Self::clear_error();
         Pin::new(&mut self.ssl).poll_read(cx, buf)
     }
@@ -219,3 +231,154 @@ impl SslDigest {
 
 // TODO: implement Peek if needed
 impl<T> Peek for SslStream<T> {}
+
+#[cfg(all(test, feature = "openssl"))]
+mod tests {
+    // TLS over a real loopback connection: the server end an l4 stream under this SslStream,
+    // as a listener makes it; the client end a tokio-openssl stream whose records the test can
+    // hold back and put on the socket itself, to choose how they arrive.
+    use super::*;
+    use crate::protocols::l4::stream::L4BufferSettings;
+    use crate::tls::ssl::{SslContext, SslMethod};
+    use std::os::unix::io::AsRawFd;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::timeout;
+
+    /// The client's socket, with a switch that keeps what the TLS library writes.
+    struct Holding {
+        socket: TcpStream,
+        hold: bool,
+        held: Vec<u8>,
+    }
+
+    impl AsyncRead for Holding {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.socket).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Holding {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.hold {
+                self.held.extend_from_slice(buf);
+                return Poll::Ready(Ok(buf.len()));
+            }
+            Pin::new(&mut self.socket).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.socket).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.socket).poll_shutdown(cx)
+        }
+    }
+
+    type Client = InnerSsl<Holding>;
+
+    /// A connected pair, the handshake done; the server reads through a 64 KiB l4 read buffer.
+    /// The handshake is keyed by a pre-shared key, so no certificate is needed.
+    async fn pair() -> (SslStream<L4Stream>, Client) {
+        const KEY: &[u8] = b"a key the two ends share, for tests";
+        let mut acceptor = SslContext::builder(SslMethod::tls()).unwrap();
+        acceptor.set_psk_server_callback(|_, _, psk| {
+            psk[..KEY.len()].copy_from_slice(KEY);
+            Ok(KEY.len())
+        });
+        let acceptor = acceptor.build();
+        let mut connector = SslContext::builder(SslMethod::tls()).unwrap();
+        connector.set_psk_client_callback(|_, _, identity, psk| {
+            identity[..4].copy_from_slice(b"test");
+            psk[..KEY.len()].copy_from_slice(KEY);
+            Ok(KEY.len())
+        });
+        let connector = connector.build();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut l4 = L4Stream::from(accepted);
+        l4.set_buffer(L4BufferSettings::new(64 * 1024, 0));
+        let ssl = ssl::Ssl::new(&acceptor).unwrap();
+        let mut server = SslStream::new(ssl, l4).unwrap();
+        let ssl = ssl::Ssl::new(&connector).unwrap();
+        let holding = Holding {
+            socket,
+            hold: false,
+            held: Vec::new(),
+        };
+        let mut client = InnerSsl::new(ssl, holding).unwrap();
+        let (accepted, connected) = tokio::join!(server.accept(), Pin::new(&mut client).connect());
+        accepted.unwrap();
+        connected.unwrap();
+        (server, client)
+    }
+
+    /// What the client's TLS library would have sent for each message, one record each.
+    async fn records(client: &mut Client, messages: &[&[u8]]) -> Vec<u8> {
+        client.get_mut().hold = true;
+        for message in messages {
+            client.write_all(message).await.unwrap();
+            client.flush().await.unwrap();
+        }
+        client.get_mut().hold = false;
+        std::mem::take(&mut client.get_mut().held)
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_half_a_record_waits_for_the_rest_and_is_woken_by_it() {
+        let (mut server, mut client) = pair().await;
+        let wire = records(&mut client, &[b"hello"]).await;
+        client.get_mut().socket.write_all(&wire[..3]).await.unwrap();
+
+        let mut buf = [0u8; 16];
+        let read = server.read(&mut buf);
+        tokio::pin!(read);
+        assert!(futures::poll!(&mut read).is_pending());
+        client.get_mut().socket.write_all(&wire[3..]).await.unwrap();
+        let n = timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the rest of the record wakes the read")
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello");
+    }
+
+    #[tokio::test]
+    async fn records_already_in_the_l4_read_buffer_are_read_without_the_socket() {
+        let (mut server, mut client) = pair().await;
+        let wire = records(&mut client, &[b"one", b"two"]).await;
+        client.get_mut().socket.write_all(&wire).await.unwrap();
+
+        let mut buf = [0u8; 3];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"one");
+        // The second record is now in the l4 read buffer, and the socket has nothing more: a
+        // read that asked only the socket would wait forever.
+        let fd = server.get_ref().as_raw_fd();
+        let mut peek = [0u8; 1];
+        let peeked = nix::sys::socket::recv(
+            fd,
+            &mut peek,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        );
+        assert_eq!(peeked, Err(nix::errno::Errno::EAGAIN));
+        timeout(Duration::from_secs(5), server.read_exact(&mut buf))
+            .await
+            .expect("the buffered record is read at once")
+            .unwrap();
+        assert_eq!(&buf, b"two");
+    }
+}
