@@ -13,13 +13,13 @@
 // limitations under the License.
 
 use crate::protocols::digest::TimingDigest;
+use crate::protocols::l4::stream::Stream as L4Stream;
 use crate::protocols::tls::{SslDigest, ALPN};
 use crate::protocols::{Peek, Ssl, UniqueID, UniqueIDType};
 use crate::tls::{self, ssl, tokio_ssl::SslStream as InnerSsl};
 use crate::utils::tls::{get_organization, get_serial};
 use log::warn;
 use pingora_error::{ErrorType::*, OrErr, Result};
-use crate::protocols::l4::stream::Stream as L4Stream;
 use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -133,8 +133,9 @@ where
         // Each SSL_read sets up a record buffer (and, under SSL_MODE_RELEASE_BUFFERS, frees it
         // again) and fills the error queue when it finds nothing. A multiplexing reader (the
         // HTTP/2 connection) reads again every time it is woken to write, so with nothing
-        // decrypted and waiting, ask the socket first.
-        if self.ssl.ssl().pending() == 0 {
+        // decrypted and waiting, ask the socket first. Not when OpenSSL's last call stopped on a
+        // write (a handshake message a read had to send): only SSL_read finishes that.
+        if self.ssl.ssl().pending() == 0 && !wants_to_write(self.ssl.ssl()) {
             let inner: &mut dyn Any = self.ssl.get_mut();
             if let Some(stream) = inner.downcast_mut::<L4Stream>() {
                 ready!(stream.poll_read_ready(cx))?;
@@ -143,6 +144,18 @@ where
         Self::clear_error();
         Pin::new(&mut self.ssl).poll_read(cx, buf)
     }
+}
+
+/// Whether the last OpenSSL call on `ssl` stopped because it could not write (`SSL_want`).
+fn wants_to_write(ssl: &SslRef) -> bool {
+    // Both libraries' value for "stopped on a write" (`SSL_WRITING`).
+    const SSL_WRITING: std::ffi::c_int = 2;
+    extern "C" {
+        fn SSL_want(ssl: *const tls::ssl_sys::SSL) -> std::ffi::c_int;
+    }
+    // SAFETY: an `SslRef` is the library's `SSL` itself, borrowed (foreign-types' layout), and
+    // SSL_want only reads its state.
+    unsafe { SSL_want(ssl as *const SslRef as *const tls::ssl_sys::SSL) == SSL_WRITING }
 }
 
 impl<T> AsyncWrite for SslStream<T>
@@ -356,6 +369,7 @@ mod tests {
             .expect("the rest of the record wakes the read")
             .unwrap();
         assert_eq!(&buf[..n], b"hello");
+        assert!(!wants_to_write(server.ssl()));
     }
 
     #[tokio::test]
