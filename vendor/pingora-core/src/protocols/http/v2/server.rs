@@ -696,11 +696,29 @@ impl HttpSession {
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
-        header.remove_header(&header::TRANSFER_ENCODING);
-        header.remove_header(&header::CONNECTION);
-        header.remove_header(&header::UPGRADE);
-        header.remove_header(&HeaderName::from_static("keep-alive"));
-        header.remove_header(&HeaderName::from_static("proxy-connection"));
+        // A head has one of them at most, as a rule (an HTTP/1 backend's `Connection`): one pass
+        // over the names finds which, where a removal each hashed a name and probed the map five
+        // times.
+        const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+        const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+        let h1_only = [
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::UPGRADE,
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+        ];
+        let mut present = [false; 5];
+        for name in header.headers.keys() {
+            if let Some(i) = h1_only.iter().position(|h1| h1 == name) {
+                present[i] = true;
+            }
+        }
+        for (name, present) in h1_only.iter().zip(present) {
+            if present {
+                header.remove_header(name);
+            }
+        }
 
         let resp = Response::from_parts(header.as_owned_parts(), ());
 
@@ -1795,6 +1813,56 @@ mod test {
 
         drop(connection);
         client.await.unwrap();
+    }
+
+    /// A response head written to an HTTP/2 client loses the HTTP/1-only fields it has (the
+    /// client would refuse them as malformed) and keeps every other field, with or without them.
+    #[tokio::test]
+    async fn a_response_head_loses_its_http1_only_fields_and_keeps_the_rest() {
+        let h1_only = [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+        ];
+        for with_h1_only in [true, false] {
+            let (client, server) = duplex(65536);
+            let client = tokio::spawn(async move {
+                let (h2, connection) = h2::client::handshake(client).await.unwrap();
+                tokio::spawn(connection);
+                let request = Request::get("https://www.example.com/").body(()).unwrap();
+                let (response, _) = h2.ready().await.unwrap().send_request(request, true).unwrap();
+                response.await.unwrap().into_parts().0
+            });
+
+            let mut connection = handshake(Box::new(server), None).await.unwrap();
+            let accepted = HttpSession::from_h2_conn(&mut connection, Arc::new(Digest::default()))
+                .await
+                .unwrap();
+            let Some(H2Accept::Session(mut http)) = accepted else {
+                panic!("a session");
+            };
+            tokio::spawn(async move { while let Some(Ok(_)) = connection.accept().await {} });
+            let mut head = ResponseHeader::build(200, None).unwrap();
+            head.insert_header("x-kept", "yes").unwrap();
+            head.insert_header("content-type", "text/plain").unwrap();
+            if with_h1_only {
+                for (name, value) in h1_only {
+                    head.insert_header(name, value).unwrap();
+                }
+            }
+            http.write_response_header(Box::new(head), true).unwrap();
+
+            let head = client.await.unwrap();
+            assert_eq!(head.status, 200);
+            assert_eq!(head.headers["x-kept"], "yes");
+            assert_eq!(head.headers["content-type"], "text/plain");
+            assert!(head.headers.contains_key("date"));
+            for (name, _) in h1_only {
+                assert!(!head.headers.contains_key(name), "{name}");
+            }
+        }
     }
 
     #[tokio::test]
