@@ -44,16 +44,17 @@ gateway:
 EOF
 }
 
-# The start of an nginx conf writing only under $work, up to the opening of `http {`.
+# The start of an nginx conf writing only under $work, up to the opening of `http {`; NAME (default
+# nginx) names its pid file and error log, so two instances can run side by side.
 nginx_conf_head() {
-  local nginx_user=www-data
+  local nginx_user=www-data name=${1:-nginx}
   id www-data >/dev/null 2>&1 || nginx_user="nobody nogroup"
   cat <<HEAD
 user $nginx_user;
 worker_processes 1;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
+pid $work/$name.pid;
+error_log $work/$name.err;
 events { worker_connections 4096; }
 http {
   access_log off;

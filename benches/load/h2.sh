@@ -25,16 +25,28 @@ cargo build --release --locked --bins >/dev/null 2>&1
 source benches/load/common.sh
 make_certificate
 
+# The backends are an nginx of their own, as in the HTTP/1.1 harness (run.sh): one nginx serving
+# both its proxy and its backends would pass requests to itself within one event loop, which no
+# deployment does.
 {
-  nginx_conf_head
+  nginx_conf_head backends
   cat <<EOF
-  # No limit on requests a connection (nginx's default, 1,000, closes the backends' connections
-  # under the proxies, and sends the clients of nginx's own HTTP/2 listener a GOAWAY, after
-  # which h2load counts the rest of that connection's requests failed).
+  # No limit on requests a connection (nginx's default, 1,000, closes the proxies' connections).
   keepalive_requests 1000000;
   server { listen 127.0.0.1:9201; location / { return 200 "Hello from 9201\n"; } }
   server { listen 127.0.0.1:9202; location / { return 200 "Hello from 9202\n"; } }
-  upstream product { server 127.0.0.1:9201; server 127.0.0.1:9202; keepalive 64; }
+}
+EOF
+} >"$work/backends.conf"
+{
+  nginx_conf_head
+  cat <<EOF
+  # No limit on requests a connection: nginx's default (1,000) sends the clients of its HTTP/2
+  # listener a GOAWAY, after which h2load counts the rest of that connection's requests failed.
+  keepalive_requests 1000000;
+  # 16 connections of 10 streams are up to 160 requests at once: with fewer idle connections kept
+  # (64, say), nginx closes and opens backend connections all the time.
+  upstream product { server 127.0.0.1:9201; server 127.0.0.1:9202; keepalive 256; }
   server {
     listen 127.0.0.1:8282 http2;
     listen 127.0.0.1:8444 ssl http2;
@@ -60,6 +72,7 @@ gateway_conf 127.0.0.1:18180 127.0.0.1:18443
 # One gRPC message: no compression, 5 bytes, "hello".
 printf '\x00\x00\x00\x00\x05hello' >"$work/grpc-message"
 
+taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 ./target/release/mock-backend --h2 9203 >/dev/null & pids+=($!)
 taskset -c 1 "${GATEWAY_BIN:-./target/release/gateway}" -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)

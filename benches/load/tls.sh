@@ -26,11 +26,20 @@ cargo build --release --locked --bin gateway >/dev/null 2>&1
 source benches/load/common.sh
 make_certificate
 
+# The backends are an nginx of their own, as in the HTTP/1.1 harness (run.sh): one nginx serving
+# both its proxy and its backends would pass requests to itself within one event loop, which no
+# deployment does.
 {
-  nginx_conf_head
+  nginx_conf_head backends
   cat <<EOF
   server { listen 127.0.0.1:9101; location / { return 200 "Hello from 9101\n"; } }
   server { listen 127.0.0.1:9102; location / { return 200 "Hello from 9102\n"; } }
+}
+EOF
+} >"$work/backends.conf"
+{
+  nginx_conf_head
+  cat <<EOF
   upstream product { server 127.0.0.1:9101; server 127.0.0.1:9102; keepalive 64; }
   server {
     listen 127.0.0.1:8444 ssl;
@@ -51,6 +60,7 @@ product: ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
 EOF
 gateway_conf 127.0.0.1:18080 127.0.0.1:8443
 
+taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 taskset -c 1 "${GATEWAY_BIN:-./target/release/gateway}" -c "$work/gateway.yaml" >"$work/gateway.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do
