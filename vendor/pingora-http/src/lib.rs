@@ -1001,8 +1001,6 @@ where
 /// value padded with letters), each eight looked at byte by byte only when one of them may be
 /// below 0x20 or 0x7F (a tab is, and few other bytes a value holds).
 fn is_field_value(value: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let valid = |bytes: &[u8]| {
         bytes
             .iter()
@@ -1010,11 +1008,10 @@ fn is_field_value(value: &[u8]) -> bool {
     };
     let word_is_valid = |word: [u8; 8]| {
         let x = u64::from_ne_bytes(word);
-        // A high bit is set where a byte is below 0x20 (exact for a bound below 0x80), or where
-        // it may be 0x7F (a zero byte of `x ^ 0x7F..`; a false alarm costs a byte-wise look).
-        let del = x ^ (ONES * 0x7F);
-        let suspect = (x.wrapping_sub(ONES * 0x20) & !x) | (del.wrapping_sub(ONES) & !del);
-        suspect & HIGHS == 0 || valid(&word)
+        // A byte below 0x20 or a 0x7F (a zero byte of `x ^ 0x7F..`) sends the word to a
+        // byte-wise look, which lets a tab through.
+        let suspect = bytes_below(x, 0x20) | bytes_below(x ^ (ONES * 0x7F), 1);
+        suspect == 0 || valid(&word)
     };
     if value.len() < 8 {
         let mut padded = [b'a'; 8];
@@ -1031,18 +1028,26 @@ fn is_field_value(value: &[u8]) -> bool {
 /// Whether `value` has a CR, LF or NUL: eight bytes at a time, each eight looked at byte by
 /// byte only when one of them is below 0x0E (all three are, and few others a value holds).
 fn has_cr_lf_or_nul(value: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let stray = |bytes: &[u8]| bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0'));
     let mut words = value.chunks_exact(8);
     for word in &mut words {
         let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        // A high bit is set where a byte is below 0x0E (exact for a bound below 0x80).
-        if x.wrapping_sub(ONES * 0x0E) & !x & HIGHS != 0 && stray(word) {
+        if bytes_below(x, 0x0E) != 0 && stray(word) {
             return true;
         }
     }
     stray(words.remainder())
+}
+
+/// A byte of value 1 in each of a word's eight places.
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+
+/// Nonzero exactly when one of the eight bytes of `x` is below `bound` (at most 0x80). Which
+/// high bits are set is not exact (a borrow can mark a byte above one that is below), so a
+/// caller that must know which byte looks at them one by one.
+fn bytes_below(x: u64, bound: u8) -> u64 {
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    x.wrapping_sub(ONES * u64::from(bound)) & !x & HIGHS
 }
 
 /// Build a [`HeaderValue`] from owned bytes, normalizing the value per RFC
