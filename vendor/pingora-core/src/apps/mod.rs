@@ -358,12 +358,14 @@ where
                     |h2_stream, guard| {
                         let app = app.clone();
                         let shutdown = shutdown_for_session.clone();
+                        // Boxed before the spawn: the task's future then holds a pointer, not
+                        // the session, which it would copy in and out again.
+                        // Note, `PersistentSettings` not currently relevant for h2
+                        let session = Box::new(ServerSession::new_http2(h2_stream));
                         pingora_runtime::current_handle().spawn(async move {
                             // hold `guard` for the session's lifetime so the accept
                             // loop's idle timeout sees this connection as busy.
                             let _guard = guard;
-                            // Note, `PersistentSettings` not currently relevant for h2
-                            let session = Box::new(ServerSession::new_http2(h2_stream));
                             app.process_new_http_boxed(session, &shutdown).await;
                         });
                     },
