@@ -361,7 +361,7 @@ where
                         // Boxed before the spawn: the task's future then holds a pointer, not
                         // the session, which it would copy in and out again.
                         // Note, `PersistentSettings` not currently relevant for h2
-                        let session = Box::new(ServerSession::new_http2(*h2_stream));
+                        let session = Box::new(ServerSession::new_http2(h2_stream));
                         pingora_runtime::current_handle().spawn(async move {
                             // hold `guard` for the session's lifetime so the accept
                             // loop's idle timeout sees this connection as busy.

@@ -144,7 +144,7 @@ pub(crate) async fn accept_downstream_sessions<F>(
     idle_timeout: Option<Duration>,
     mut on_session: F,
 ) where
-    F: FnMut(Box<HttpSession>, StreamGuard),
+    F: FnMut(HttpSession, StreamGuard),
 {
     let mut shutdown_initiated = false;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
@@ -350,13 +350,11 @@ pub struct HttpSession {
 /// rejected stream without tearing down the whole connection.
 ///
 /// The session is stored inline to avoid a heap allocation for every accepted
-/// HTTP/2 stream. Pingora's own accept loop takes it boxed (`S` = `Box<HttpSession>`)
-/// instead: it boxes each session for its task anyway, and a boxed session is one
-/// pointer to move through the accept future's layers rather than the whole session.
+/// HTTP/2 stream.
 #[allow(clippy::large_enum_variant)]
-pub enum H2Accept<S = HttpSession> {
+pub enum H2Accept {
     /// A new request stream was established and is ready to be served.
-    Session(S),
+    Session(HttpSession),
     /// The next stream was rejected during acceptance (for example, its request
     /// target contained a forbidden byte) and has already been answered or
     /// reset. Sibling streams and the connection are unaffected; the caller
@@ -463,12 +461,7 @@ impl HttpSession {
         digest: Arc<Digest>,
     ) -> Result<Option<H2Accept>> {
         let mut malformed_streams = 0usize;
-        let accepted =
-            Self::from_h2_conn_with_malformed_budget(conn, digest, &mut malformed_streams).await?;
-        Ok(accepted.map(|accepted| match accepted {
-            H2Accept::Session(session) => H2Accept::Session(*session),
-            H2Accept::Rejected => H2Accept::Rejected,
-        }))
+        Self::from_h2_conn_with_malformed_budget(conn, digest, &mut malformed_streams).await
     }
 
     /// Like [`Self::from_h2_conn`], but shares a malformed-stream counter across
@@ -485,7 +478,7 @@ impl HttpSession {
         conn: &mut H2Connection<Stream>,
         digest: Arc<Digest>,
         malformed_streams: &mut usize,
-    ) -> Result<Option<H2Accept<Box<HttpSession>>>> {
+    ) -> Result<Option<H2Accept>> {
         // NOTE: conn.accept().await is what drives the entire connection.
         let res = conn.accept().await.transpose().or_err(
             ErrorType::H2Error,
@@ -544,7 +537,7 @@ impl HttpSession {
             return Ok(Some(H2Accept::Rejected));
         }
 
-        Ok(Some(H2Accept::Session(Box::new(HttpSession {
+        Ok(Some(H2Accept::Session(HttpSession {
             request_header,
             request_body_reader,
             send_response,
@@ -559,7 +552,7 @@ impl HttpSession {
             total_drain_timeout: None,
             reset_count: None,
             reset_sent: false,
-        }))))
+        })))
     }
 
     /// The request sent from the client
