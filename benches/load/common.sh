@@ -66,6 +66,22 @@ http {
 HEAD
 }
 
+# $work/backends.conf: the backends as an nginx of their own, as in the HTTP/1.1 harness (run.sh),
+# one server per PORT answering "Hello from PORT". One nginx serving both a proxy and its backends
+# would pass each request to itself within one event loop, which no deployment does. No limit on
+# requests a connection: nginx's default (1,000) would close the proxies' connections.
+nginx_backends_conf() {
+  {
+    nginx_conf_head backends
+    echo "  keepalive_requests 100000000;"
+    local port
+    for port in "$@"; do
+      echo "  server { listen 127.0.0.1:$port; location / { return 200 \"Hello from $port\\n\"; } }"
+    done
+    echo "}"
+  } >"$work/backends.conf"
+}
+
 # The median of the numbers on standard input (whitespace-separated).
 median() {
   tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'

@@ -25,19 +25,7 @@ cargo build --release --locked --bins >/dev/null 2>&1
 source benches/load/common.sh
 make_certificate
 
-# The backends are an nginx of their own, as in the HTTP/1.1 harness (run.sh): one nginx serving
-# both its proxy and its backends would pass requests to itself within one event loop, which no
-# deployment does.
-{
-  nginx_conf_head backends
-  cat <<EOF
-  # No limit on requests a connection (nginx's default, 1,000, closes the proxies' connections).
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:9201; location / { return 200 "Hello from 9201\n"; } }
-  server { listen 127.0.0.1:9202; location / { return 200 "Hello from 9202\n"; } }
-}
-EOF
-} >"$work/backends.conf"
+nginx_backends_conf 9201 9202
 {
   nginx_conf_head
   cat <<EOF

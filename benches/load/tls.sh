@@ -26,17 +26,7 @@ cargo build --release --locked --bin gateway >/dev/null 2>&1
 source benches/load/common.sh
 make_certificate
 
-# The backends are an nginx of their own, as in the HTTP/1.1 harness (run.sh): one nginx serving
-# both its proxy and its backends would pass requests to itself within one event loop, which no
-# deployment does.
-{
-  nginx_conf_head backends
-  cat <<EOF
-  server { listen 127.0.0.1:9101; location / { return 200 "Hello from 9101\n"; } }
-  server { listen 127.0.0.1:9102; location / { return 200 "Hello from 9102\n"; } }
-}
-EOF
-} >"$work/backends.conf"
+nginx_backends_conf 9101 9102
 {
   nginx_conf_head
   cat <<EOF
