@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks that each vendored Pingora crate (vendor/pingora-core, pingora-http, pingora-proxy) is the
+# Checks that each vendored crate (vendor/pingora-core, pingora-http, pingora-proxy, h2) is the
 # published release plus vendor/<crate>.patch and nothing else (see vendor/README.md): a local
 # edit to a vendored crate fails here instead of hiding in a copy of someone else's code.
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 write=no
 [ "${1:-}" = --write ] && write=yes
-crates=(pingora-core pingora-http pingora-proxy)
+crates=(pingora-core pingora-http pingora-proxy h2)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
