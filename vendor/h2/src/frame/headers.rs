@@ -3,7 +3,7 @@ use crate::ext::Protocol;
 use crate::frame::{Error, Frame, Head, Kind};
 use crate::hpack::{self, BytesStr};
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -77,13 +77,11 @@ pub struct Pseudo {
     pub status: Option<StatusCode>,
 }
 
+/// A header block's pseudo-headers, for the encoder (its fields are encoded by reference).
 #[derive(Debug)]
 pub struct Iter {
     /// Pseudo headers
     pseudo: Option<Pseudo>,
-
-    /// Header fields
-    fields: header::IntoIter<HeaderValue>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -744,9 +742,7 @@ impl Iterator for Iter {
 
         self.pseudo = None;
 
-        self.fields
-            .next()
-            .map(|(name, value)| Field { name, value })
+        None
     }
 }
 
@@ -994,10 +990,10 @@ impl HeaderBlock {
         hpack.clear();
         let headers = Iter {
             pseudo: Some(self.pseudo),
-            fields: self.fields.into_iter(),
         };
 
         encoder.encode(headers, &mut hpack);
+        encoder.encode_fields(&self.fields, &mut hpack);
 
         EncodingHeaderBlock { hpack }
     }
@@ -1044,6 +1040,7 @@ mod test {
     use super::*;
     use crate::frame;
     use crate::hpack::{huffman, Encoder};
+    use http::HeaderValue;
 
     #[test]
     fn test_nameless_header_at_resume() {

@@ -1,8 +1,8 @@
-use super::table::{Index, Table};
+use super::table::{FieldIndex, Index, Table};
 use super::{huffman, Header};
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 const DEFAULT_MAX_ALLOWED_SIZE: usize = 4 * 1024;
 
@@ -18,6 +18,13 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+}
+
+/// How `encode_fields` named the previous field: by an index, or as a literal.
+#[derive(Debug, Copy, Clone)]
+enum LastName {
+    Indexed(usize),
+    Literal,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -133,6 +140,65 @@ impl Encoder {
                     );
                 }
             }
+        }
+    }
+
+    /// Encodes a header map's fields, after `encode` has encoded the block's pseudo-headers.
+    ///
+    /// The same encoding as `encode` with the map's `into_iter()`, made by reference: a field
+    /// the table already holds (or is not to hold) is looked up and written from the map, and
+    /// only one to be inserted is copied (its name and value, reference counted) for the table.
+    /// `encode` moved every field through `Header` and `Index` values, and the map's
+    /// iterator, on its way.
+    pub fn encode_fields(&mut self, fields: &HeaderMap, dst: &mut BytesMut) {
+        // The name of the previous field, and how it was written: the other values of a name
+        // follow its first, and are written without indexing, naming it as it was named.
+        let mut last: Option<(&HeaderName, LastName)> = None;
+
+        for (name, value) in fields {
+            if let Some((last_name, last_index)) = last {
+                if std::ptr::eq(last_name, name) {
+                    match last_index {
+                        LastName::Indexed(idx) => {
+                            encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst)
+                        }
+                        LastName::Literal => encode_not_indexed2(
+                            name.as_ref(),
+                            value.as_ref(),
+                            value.is_sensitive(),
+                            dst,
+                        ),
+                    }
+                    continue;
+                }
+            }
+
+            let written = match self.table.lookup_field(name, value) {
+                Some(FieldIndex::Indexed(idx)) => {
+                    encode_int(idx, 7, 0x80, dst);
+                    LastName::Indexed(idx)
+                }
+                Some(FieldIndex::Name(idx)) => {
+                    encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst);
+                    LastName::Indexed(idx)
+                }
+                Some(FieldIndex::NotIndexed) => {
+                    encode_not_indexed2(name.as_ref(), value.as_ref(), value.is_sensitive(), dst);
+                    LastName::Literal
+                }
+                None => {
+                    let index = self.table.index(Header::Field {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                    self.encode_header(&index, dst);
+                    match index {
+                        Index::NotIndexed(_) => LastName::Literal,
+                        _ => LastName::Indexed(self.table.resolve_idx(&index)),
+                    }
+                }
+            };
+            last = Some((name, written));
         }
     }
 

@@ -35,6 +35,24 @@ pub enum Name<'a> {
 #[derive(Clone, Eq, PartialEq, Default)]
 pub struct BytesStr(Bytes);
 
+/// Fields whose values are never put in the table (logic borrowed from nghttp2).
+pub fn skip_field_value_index(name: &HeaderName) -> bool {
+    use http::header;
+
+    matches!(
+        *name,
+        header::AGE
+            | header::AUTHORIZATION
+            | header::CONTENT_LENGTH
+            | header::ETAG
+            | header::IF_MODIFIED_SINCE
+            | header::IF_NONE_MATCH
+            | header::LOCATION
+            | header::COOKIE
+            | header::SET_COOKIE
+    )
+}
+
 pub fn len(name: &HeaderName, value: &HeaderValue) -> usize {
     let n: &str = name.as_ref();
     32 + n.len() + value.len()
@@ -187,21 +205,8 @@ impl Header {
     }
 
     pub fn skip_value_index(&self) -> bool {
-        use http::header;
-
         match *self {
-            Header::Field { ref name, .. } => matches!(
-                *name,
-                header::AGE
-                    | header::AUTHORIZATION
-                    | header::CONTENT_LENGTH
-                    | header::ETAG
-                    | header::IF_MODIFIED_SINCE
-                    | header::IF_NONE_MATCH
-                    | header::LOCATION
-                    | header::COOKIE
-                    | header::SET_COOKIE
-            ),
+            Header::Field { ref name, .. } => skip_field_value_index(name),
             Header::Path(..) => true,
             _ => false,
         }

@@ -38,6 +38,19 @@ pub enum Index {
     NotIndexed(Header),
 }
 
+/// What `Table::lookup_field` found for a field: `Index` without the field itself.
+#[derive(Debug, Clone, Copy)]
+pub enum FieldIndex {
+    // The field is indexed (static or dynamic table)
+    Indexed(usize),
+
+    // The name is indexed, but not the value
+    Name(usize),
+
+    // Neither is: the field is sent as literals, not indexed
+    NotIndexed,
+}
+
 #[derive(Debug)]
 struct Slot {
     hash: HashValue,
@@ -155,6 +168,88 @@ impl Table {
         }
 
         self.index_dynamic(header, statik)
+    }
+
+    /// Looks a field up by reference, for an encoder that does not own it: what `index` would
+    /// return for it, when that leaves the table as it is (the field is found, or is not to be
+    /// indexed). `None` when `index` would insert it or grow the table: the caller then indexes
+    /// an owned copy. Steady traffic repeats its fields, so this is the common case, and it
+    /// spares moving each field through `Header` and `Index` values.
+    pub fn lookup_field(
+        &self,
+        name: &header::HeaderName,
+        value: &header::HeaderValue,
+    ) -> Option<FieldIndex> {
+        let statik = index_static_field(name, value);
+        let not_inserted = match statik {
+            Some((n, _)) => FieldIndex::Name(n),
+            None => FieldIndex::NotIndexed,
+        };
+
+        if super::header::skip_field_value_index(name) {
+            debug_assert!(statik.is_some(), "skip_value_index requires a static name",);
+            return Some(not_inserted);
+        }
+        if let Some((n, true)) = statik {
+            return Some(FieldIndex::Indexed(n));
+        }
+        let len = super::header::len(name, value);
+        if len * 4 > self.max_size * 3 {
+            return Some(not_inserted);
+        }
+        let sensitive = value.is_sensitive();
+        if (len + self.size < self.max_size || !sensitive) && self.slots.len() == self.capacity() {
+            // `index` would grow the table first.
+            return None;
+        }
+        if self.indices.is_empty() {
+            return Some(not_inserted);
+        }
+
+        let name_key = super::header::Name::Field(name);
+        let hash = hash_name(&name_key);
+        let mut probe = desired_pos(self.mask, hash);
+        let mut dist = 0;
+
+        probe_loop!(probe < self.indices.len(), {
+            if let Some(pos) = self.indices[probe] {
+                let their_dist = probe_distance(self.mask, pos.hash, probe);
+
+                let slot_idx = pos.index.wrapping_add(self.inserted);
+
+                if their_dist < dist {
+                    break;
+                } else if pos.hash == hash && self.slots[slot_idx].header.name() == name_key {
+                    // Matching name: as `index_occupied`, walk the values.
+                    let mut index = pos.index;
+                    loop {
+                        let real_idx = index.wrapping_add(self.inserted);
+                        let slot = &self.slots[real_idx];
+                        if matches!(slot.header, Header::Field { value: ref v, .. } if v == value) {
+                            return Some(FieldIndex::Indexed(real_idx + DYN_OFFSET));
+                        }
+                        match slot.next {
+                            Some(next) => index = next,
+                            None if sensitive => {
+                                return Some(FieldIndex::Name(real_idx + DYN_OFFSET))
+                            }
+                            None => return None,
+                        }
+                    }
+                }
+            } else {
+                break;
+            }
+
+            dist += 1;
+        });
+
+        // As `index_vacant`: a sensitive field is not inserted.
+        if sensitive {
+            Some(not_inserted)
+        } else {
+            None
+        }
     }
 
     fn index_dynamic(&mut self, header: Header, statik: Option<(usize, bool)>) -> Index {
@@ -660,10 +755,14 @@ fn probe_distance(mask: usize, hash: HashValue, current: usize) -> usize {
 }
 
 fn hash_header(header: &Header) -> HashValue {
+    hash_name(&header.name())
+}
+
+fn hash_name(name: &super::header::Name<'_>) -> HashValue {
     const MASK: u64 = (MAX_SIZE as u64) - 1;
 
     let mut h = FnvHasher::default();
-    header.name().hash(&mut h);
+    name.hash(&mut h);
     HashValue((h.finish() & MASK) as usize)
 }
 
@@ -674,62 +773,7 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
         Header::Field {
             ref name,
             ref value,
-        } => match *name {
-            header::ACCEPT_CHARSET => Some((15, false)),
-            header::ACCEPT_ENCODING => {
-                if value == "gzip, deflate" {
-                    Some((16, true))
-                } else {
-                    Some((16, false))
-                }
-            }
-            header::ACCEPT_LANGUAGE => Some((17, false)),
-            header::ACCEPT_RANGES => Some((18, false)),
-            header::ACCEPT => Some((19, false)),
-            header::ACCESS_CONTROL_ALLOW_ORIGIN => Some((20, false)),
-            header::AGE => Some((21, false)),
-            header::ALLOW => Some((22, false)),
-            header::AUTHORIZATION => Some((23, false)),
-            header::CACHE_CONTROL => Some((24, false)),
-            header::CONTENT_DISPOSITION => Some((25, false)),
-            header::CONTENT_ENCODING => Some((26, false)),
-            header::CONTENT_LANGUAGE => Some((27, false)),
-            header::CONTENT_LENGTH => Some((28, false)),
-            header::CONTENT_LOCATION => Some((29, false)),
-            header::CONTENT_RANGE => Some((30, false)),
-            header::CONTENT_TYPE => Some((31, false)),
-            header::COOKIE => Some((32, false)),
-            header::DATE => Some((33, false)),
-            header::ETAG => Some((34, false)),
-            header::EXPECT => Some((35, false)),
-            header::EXPIRES => Some((36, false)),
-            header::FROM => Some((37, false)),
-            header::HOST => Some((38, false)),
-            header::IF_MATCH => Some((39, false)),
-            header::IF_MODIFIED_SINCE => Some((40, false)),
-            header::IF_NONE_MATCH => Some((41, false)),
-            header::IF_RANGE => Some((42, false)),
-            header::IF_UNMODIFIED_SINCE => Some((43, false)),
-            header::LAST_MODIFIED => Some((44, false)),
-            header::LINK => Some((45, false)),
-            header::LOCATION => Some((46, false)),
-            header::MAX_FORWARDS => Some((47, false)),
-            header::PROXY_AUTHENTICATE => Some((48, false)),
-            header::PROXY_AUTHORIZATION => Some((49, false)),
-            header::RANGE => Some((50, false)),
-            header::REFERER => Some((51, false)),
-            header::REFRESH => Some((52, false)),
-            header::RETRY_AFTER => Some((53, false)),
-            header::SERVER => Some((54, false)),
-            header::SET_COOKIE => Some((55, false)),
-            header::STRICT_TRANSPORT_SECURITY => Some((56, false)),
-            header::TRANSFER_ENCODING => Some((57, false)),
-            header::USER_AGENT => Some((58, false)),
-            header::VARY => Some((59, false)),
-            header::VIA => Some((60, false)),
-            header::WWW_AUTHENTICATE => Some((61, false)),
-            _ => None,
-        },
+        } => index_static_field(name, value),
         Header::Authority(_) => Some((1, false)),
         Header::Method(ref v) => match *v {
             Method::GET => Some((2, true)),
@@ -757,5 +801,68 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             500 => Some((14, true)),
             _ => Some((8, false)),
         },
+    }
+}
+
+/// `index_static` for a field given by reference.
+fn index_static_field(
+    name: &header::HeaderName,
+    value: &header::HeaderValue,
+) -> Option<(usize, bool)> {
+    match *name {
+        header::ACCEPT_CHARSET => Some((15, false)),
+        header::ACCEPT_ENCODING => {
+            if value == "gzip, deflate" {
+                Some((16, true))
+            } else {
+                Some((16, false))
+            }
+        }
+        header::ACCEPT_LANGUAGE => Some((17, false)),
+        header::ACCEPT_RANGES => Some((18, false)),
+        header::ACCEPT => Some((19, false)),
+        header::ACCESS_CONTROL_ALLOW_ORIGIN => Some((20, false)),
+        header::AGE => Some((21, false)),
+        header::ALLOW => Some((22, false)),
+        header::AUTHORIZATION => Some((23, false)),
+        header::CACHE_CONTROL => Some((24, false)),
+        header::CONTENT_DISPOSITION => Some((25, false)),
+        header::CONTENT_ENCODING => Some((26, false)),
+        header::CONTENT_LANGUAGE => Some((27, false)),
+        header::CONTENT_LENGTH => Some((28, false)),
+        header::CONTENT_LOCATION => Some((29, false)),
+        header::CONTENT_RANGE => Some((30, false)),
+        header::CONTENT_TYPE => Some((31, false)),
+        header::COOKIE => Some((32, false)),
+        header::DATE => Some((33, false)),
+        header::ETAG => Some((34, false)),
+        header::EXPECT => Some((35, false)),
+        header::EXPIRES => Some((36, false)),
+        header::FROM => Some((37, false)),
+        header::HOST => Some((38, false)),
+        header::IF_MATCH => Some((39, false)),
+        header::IF_MODIFIED_SINCE => Some((40, false)),
+        header::IF_NONE_MATCH => Some((41, false)),
+        header::IF_RANGE => Some((42, false)),
+        header::IF_UNMODIFIED_SINCE => Some((43, false)),
+        header::LAST_MODIFIED => Some((44, false)),
+        header::LINK => Some((45, false)),
+        header::LOCATION => Some((46, false)),
+        header::MAX_FORWARDS => Some((47, false)),
+        header::PROXY_AUTHENTICATE => Some((48, false)),
+        header::PROXY_AUTHORIZATION => Some((49, false)),
+        header::RANGE => Some((50, false)),
+        header::REFERER => Some((51, false)),
+        header::REFRESH => Some((52, false)),
+        header::RETRY_AFTER => Some((53, false)),
+        header::SERVER => Some((54, false)),
+        header::SET_COOKIE => Some((55, false)),
+        header::STRICT_TRANSPORT_SECURITY => Some((56, false)),
+        header::TRANSFER_ENCODING => Some((57, false)),
+        header::USER_AGENT => Some((58, false)),
+        header::VARY => Some((59, false)),
+        header::VIA => Some((60, false)),
+        header::WWW_AUTHENTICATE => Some((61, false)),
+        _ => None,
     }
 }
