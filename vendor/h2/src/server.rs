@@ -1662,7 +1662,9 @@ impl proto::Peer for Peer {
     ) -> Result<Self::Poll, Error> {
         use http::{uri, Version};
 
-        let mut b = Request::builder();
+        // The request is made from its parts, not through `Request::builder()`, whose every
+        // step moves the whole `Result` of the parts it builds.
+        let mut request = Request::new(());
 
         macro_rules! malformed {
             ($($arg:tt)*) => {{
@@ -1671,21 +1673,22 @@ impl proto::Peer for Peer {
             }}
         }
 
-        b = b.version(Version::HTTP_2);
+        *request.version_mut() = Version::HTTP_2;
 
         let is_connect;
         if let Some(method) = pseudo.method {
             is_connect = method == Method::CONNECT;
-            b = b.method(method);
+            *request.method_mut() = method;
         } else {
             malformed!("malformed headers: missing method");
         }
 
         let has_protocol = pseudo.protocol.is_some();
-        if has_protocol {
+        if let Some(protocol) = pseudo.protocol {
             if is_connect {
-                // Assert that we have the right type.
-                b = b.extension::<crate::ext::Protocol>(pseudo.protocol.unwrap());
+                request
+                    .extensions_mut()
+                    .insert::<crate::ext::Protocol>(protocol);
             } else {
                 malformed!("malformed headers: :protocol on non-CONNECT request");
             }
@@ -1753,10 +1756,8 @@ impl proto::Peer for Peer {
             malformed!("malformed headers: missing path in extended CONNECT");
         }
 
-        b = b.uri(parts);
-
-        let mut request = match b.body(()) {
-            Ok(request) => request,
+        *request.uri_mut() = match uri::Uri::from_parts(parts) {
+            Ok(uri) => uri,
             Err(e) => {
                 // TODO: Should there be more specialized handling for different
                 // kinds of errors
@@ -1783,6 +1784,98 @@ where
             Handshaking::Flushing(_) => f.write_str("Flushing(_)"),
             Handshaking::ReadingPreface(_) => f.write_str("ReadingPreface(_)"),
             Handshaking::Done => f.write_str("Done"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Peer;
+    use crate::ext::Protocol;
+    use crate::frame::{Pseudo, StreamId};
+    use crate::hpack::BytesStr;
+    use crate::proto::Peer as _;
+    use http::{HeaderMap, HeaderValue, Method, Version};
+
+    fn pseudo(
+        method: Option<Method>,
+        scheme: Option<&'static str>,
+        authority: Option<&'static str>,
+        path: Option<&'static str>,
+        protocol: Option<&'static str>,
+    ) -> Pseudo {
+        Pseudo {
+            method,
+            scheme: scheme.map(BytesStr::from_static),
+            authority: authority.map(BytesStr::from_static),
+            path: path.map(BytesStr::from_static),
+            protocol: protocol.map(Protocol::from_static),
+            status: None,
+        }
+    }
+
+    /// A received head becomes a request with its method, URI, fields and (for an extended
+    /// CONNECT) its protocol, or a stream error when it is malformed.
+    #[test]
+    fn convert_poll_message_builds_the_request() {
+        let id = StreamId::from(1);
+        let mut fields = HeaderMap::new();
+        fields.insert("user-agent", HeaderValue::from_static("test"));
+        let get = pseudo(
+            Some(Method::GET),
+            Some("https"),
+            Some("example.com"),
+            Some("/a?b"),
+            None,
+        );
+        let request = Peer::convert_poll_message(get, fields, id).expect("a request");
+        assert_eq!(request.version(), Version::HTTP_2);
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "https://example.com/a?b");
+        assert_eq!(request.headers()["user-agent"], "test");
+        assert!(request.extensions().get::<Protocol>().is_none());
+
+        // No :authority: the scheme is dropped, the URI is the path.
+        let no_authority = pseudo(Some(Method::POST), Some("http"), None, Some("/x"), None);
+        let request = Peer::convert_poll_message(no_authority, HeaderMap::new(), id).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "/x");
+
+        let connect = pseudo(
+            Some(Method::CONNECT),
+            Some("https"),
+            Some("example.com"),
+            Some("/chat"),
+            Some("websocket"),
+        );
+        let request = Peer::convert_poll_message(connect, HeaderMap::new(), id).unwrap();
+        assert_eq!(request.method(), Method::CONNECT);
+        assert_eq!(
+            request.extensions().get::<Protocol>().map(Protocol::as_str),
+            Some("websocket")
+        );
+
+        let malformed = [
+            pseudo(None, Some("https"), Some("example.com"), Some("/"), None),
+            pseudo(
+                Some(Method::GET),
+                Some("https"),
+                None,
+                Some("/"),
+                Some("websocket"),
+            ),
+            // A :scheme and :authority with no :path make no URI.
+            pseudo(
+                Some(Method::GET),
+                Some("https"),
+                Some("example.com"),
+                None,
+                None,
+            ),
+            pseudo(Some(Method::GET), None, None, Some("/"), None),
+        ];
+        for head in malformed {
+            assert!(Peer::convert_poll_message(head, HeaderMap::new(), id).is_err());
         }
     }
 }
