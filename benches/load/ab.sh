@@ -23,13 +23,8 @@ header_flags=()
 # shellcheck source=browser-headers.sh
 if [ -n "${BROWSER:-}" ]; then source benches/load/browser-headers.sh; fi
 cargo build --release --locked --bin mock-backend >/dev/null 2>&1
-# The certificate gateway-tls.yaml names, made once (self-signed, for 127.0.0.1).
-if [ "${H2:-}" = tls ] && [ ! -s /tmp/gateway-bench-tls/server.key ]; then
-  mkdir -p /tmp/gateway-bench-tls
-  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout /tmp/gateway-bench-tls/server.key -out /tmp/gateway-bench-tls/server.crt 2>/dev/null
-fi
+# shellcheck source=tls-cert.sh
+if [ "${H2:-}" = tls ]; then source benches/load/tls-cert.sh; fi
 
 measure() {
   local binary=$1 conf=$2 pids=()

@@ -19,7 +19,9 @@
 # With KEEP=DIR, each proxy's dump is kept as DIR/NAME.callgrind, for callgrind_annotate.
 # With BROWSER=1, each request carries a browser's header fields too (browser-headers.sh).
 # With H2=1, the requests are HTTP/2 over cleartext (h2c, prior knowledge), 10 streams at a time
-# on each connection, instead of HTTP/1.1.
+# on each connection, instead of HTTP/1.1. With H2=tls, the same over TLS (ALPN h2): give each
+# proxy a conf with a TLS listener and its port (benches/load/gateway-tls.yaml and 8443, whose
+# certificate is made as ab.sh makes it); the count then includes the 16 connections' handshakes.
 # With CACHE=1, callgrind simulates the caches too (about twice as slow), and each proxy's line
 # adds its first-level instruction and data misses, its last-level misses and callgrind's cycle
 # estimate (instructions + 10 a first-level miss + 100 a last-level one) per request.
@@ -39,6 +41,13 @@ if [ $# -eq 0 ]; then
   cargo build --release --locked --bin gateway --example bare_proxy >/dev/null 2>&1
   set -- "gateway=./target/release/gateway:benches/load/gateway.yaml:8080:/v1/proxy/product" \
     "bare_pingora=./target/release/examples/bare_proxy:benches/load/gateway.yaml:8084:/"
+fi
+scheme=http
+if [ "${H2:-}" = tls ]; then
+  [ -z "${NGINX:-}" ] || { echo "instructions.sh: NGINX=1 counts nginx over HTTP/1.1 or h2c, not with H2=tls" >&2; exit 2; }
+  scheme=https
+  # shellcheck source=tls-cert.sh
+  source benches/load/tls-cert.sh
 fi
 # shellcheck source=common.sh
 source benches/load/common.sh
@@ -157,7 +166,7 @@ for spec in "$@"; do
     "$binary" -c "$conf" >"$work/$name.log" 2>&1 & proxy=$!
   pids+=("$proxy")
   wait_listening "$port"
-  url="http://127.0.0.1:$port$path"
+  url="$scheme://127.0.0.1:$port$path"
   timeout 120 h2load "${protocol_flags[@]}" -c16 -n 2000 "${header_flags[@]}" "$url" >/dev/null
   callgrind_control --zero "$proxy" >/dev/null 2>&1
   load=$(timeout 600 h2load "${protocol_flags[@]}" -c16 -n "$requests" "${header_flags[@]}" "$url")
