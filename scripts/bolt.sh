@@ -45,8 +45,14 @@ for arg in "$@"; do
   esac
 done
 
-bolt_dir=${LLVM_BOLT_DIR:-$(ls -d /usr/lib/llvm-*/bin 2>/dev/null | sort -t- -k2 -n | while read -r dir; do
-  [ -x "$dir/llvm-bolt" ] && echo "$dir"; done | tail -1)}
+# The newest LLVM with llvm-bolt. No match is not an error here: the check below says what is
+# missing (a failed `ls` in a pipeline would end the script under `set -e` without a word).
+bolt_dir=${LLVM_BOLT_DIR:-}
+if [ -z "$bolt_dir" ]; then
+  for dir in $(printf '%s\n' /usr/lib/llvm-*/bin | sort -t- -k2 -n); do
+    if [ -x "$dir/llvm-bolt" ]; then bolt_dir=$dir; fi
+  done
+fi
 for tool in "$bolt_dir/llvm-bolt" "$bolt_dir/merge-fdata" "$(command -v wrk)" "$(command -v h2load)"; do
   [ -x "$tool" ] || { echo "bolt.sh needs llvm-bolt and merge-fdata (Debian: bolt-19), wrk and h2load (nghttp2-client)" >&2; exit 2; }
 done
@@ -76,7 +82,10 @@ check_relocations() {
 }
 
 if [ "$pgo" = yes ]; then
-  profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+  profdata=""
+  for tool in "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata; do
+    if [ -x "$tool" ]; then profdata=$tool; fi
+  done
   [ -x "$profdata" ] || { echo "bolt.sh --pgo needs llvm-profdata (rustup component add llvm-tools)" >&2; exit 2; }
   rm -rf target/pgo && mkdir -p target/pgo
   # Both of the gateway's binaries instrumented; the mock backends' counts are never merged.
