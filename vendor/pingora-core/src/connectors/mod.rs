@@ -253,12 +253,12 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        let Some(mut stream) = self.connection_pool.get(peer.reuse_hash()) else {
+        let Some((mut stream, known_idle)) = self.connection_pool.get(peer.reuse_hash()) else {
             debug!("No reusable connection found for {peer}");
             return None;
         };
         // test_reusable_stream: we assume server would never actively send data
-        // first on an idle stream.
+        // first on an idle stream. Not needed for a stream the pool knows to be idle still.
         #[cfg(unix)]
         let same_socket = peer.matches_stream(&stream);
         #[cfg(windows)]
@@ -272,7 +272,9 @@ impl TransportConnector {
             }
             peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
         };
-        if same_socket && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+        if same_socket
+            && (known_idle || test_reusable_stream(&mut stream, &self.unexpected_data_conn_count))
+        {
             Some(stream)
         } else {
             None

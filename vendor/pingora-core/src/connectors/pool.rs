@@ -91,8 +91,11 @@ struct Shared {
     /// The earliest idle deadline of a stream in the pool (or one already picked up), or
     /// [`NO_DEADLINE`]: the reaper sleeps until then.
     earliest_deadline: AtomicU64,
-    /// Set by a stream's waker: the reaper looks at every stream when it wakes.
+    /// Set by a stream's waker: the reaper looks at every stream when it wakes. Set for good
+    /// when the reaper is gone (its runtime shut down): then nothing looks again.
     something_closed: AtomicBool,
+    /// Whether the reaper is between taking `something_closed` and the end of its sweep.
+    sweeping: AtomicBool,
     reaper: AtomicWaker,
 }
 
@@ -127,7 +130,7 @@ impl Wake for Shared {
 
     /// The reactor saw an idle stream readable: the server closed it, broke it or sent bytes.
     fn wake_by_ref(self: &Arc<Self>) {
-        self.something_closed.store(true, Ordering::Release);
+        self.something_closed.store(true, Ordering::SeqCst);
         self.reaper.wake();
     }
 }
@@ -183,6 +186,7 @@ impl IdlePool {
             epoch: Instant::now(),
             earliest_deadline: AtomicU64::new(NO_DEADLINE),
             something_closed: AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
             reaper: AtomicWaker::new(),
         });
         IdlePool {
@@ -234,11 +238,20 @@ impl IdlePool {
         }
     }
 
-    /// The most recently released stream under `key` that has not outlived its timeout.
-    pub(crate) fn get(&self, key: u64) -> Option<Stream> {
+    /// The most recently released stream under `key` that has not outlived its timeout, and
+    /// whether it is known to be idle still.
+    ///
+    /// It is known idle when no idle stream's waker has fired since the reaper last looked at
+    /// every stream, and the reaper is not looking now: the reactor wakes a stream's waker when
+    /// it sees the stream readable (closed, broken, or carrying bytes), which is what a read
+    /// test would find. Read under the shard's lock: a sweep that was to look at this stream
+    /// either did before (and closed it if it had to) or is still under way.
+    pub(crate) fn get(&self, key: u64) -> Option<(Stream, bool)> {
         let inner = &self.inner;
         let mut groups = inner.shard(key).lock();
         let group = groups.get_mut(&key)?;
+        let known_idle = !inner.shared.something_closed.load(Ordering::SeqCst)
+            && !inner.shared.sweeping.load(Ordering::SeqCst);
         let mut found = None;
         let mut expired = Vec::new();
         while let Some(idle) = group.pop() {
@@ -250,7 +263,7 @@ impl IdlePool {
                 expired.push(stream);
                 continue;
             }
-            found = Some(stream);
+            found = Some((stream, known_idle));
             break;
         }
         // An emptied group is kept for the next release under its key (one request at a time
@@ -271,7 +284,8 @@ impl IdlePool {
         }
         let pool = Arc::downgrade(inner);
         let shared = inner.shared.clone();
-        pingora_runtime::current_handle().spawn(reap(pool, shared));
+        let gone = ReaperGone(shared.clone());
+        pingora_runtime::current_handle().spawn(reap(pool, shared, gone));
     }
 }
 
@@ -360,8 +374,19 @@ impl Inner {
     }
 }
 
+/// Marks the reaper gone when its future is dropped (its runtime shut down, even before it
+/// first ran, or the pool dropped): no sweep will look at the streams again, so none is known
+/// idle from then on.
+struct ReaperGone(Arc<Shared>);
+
+impl Drop for ReaperGone {
+    fn drop(&mut self) {
+        self.0.something_closed.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The pool's reaper: see the module's comment. Ends when the pool is dropped.
-async fn reap(pool: Weak<Inner>, shared: Arc<Shared>) {
+async fn reap(pool: Weak<Inner>, shared: Arc<Shared>, _gone: ReaperGone) {
     loop {
         let earliest = shared.earliest_deadline.load(Ordering::SeqCst);
         let woken = std::future::poll_fn(|cx| {
@@ -384,13 +409,16 @@ async fn reap(pool: Weak<Inner>, shared: Arc<Shared>) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        let look = shared.something_closed.swap(false, Ordering::AcqRel);
+        shared.sweeping.store(true, Ordering::SeqCst);
+        let look = shared.something_closed.swap(false, Ordering::SeqCst);
         // Cleared before the sweep: a deadline published from now on is kept by `fetch_min`,
         // and one published before is the deadline of a stream the sweep finds.
         shared
             .earliest_deadline
             .store(NO_DEADLINE, Ordering::SeqCst);
-        if let Some(next) = pool.sweep(look) {
+        let next = pool.sweep(look);
+        shared.sweeping.store(false, Ordering::SeqCst);
+        if let Some(next) = next {
             shared
                 .earliest_deadline
                 .fetch_min(shared.millis(next), Ordering::SeqCst);
@@ -442,9 +470,9 @@ mod tests {
         pool.put(first, 1, None);
         pool.put(second, 1, None);
         pool.put(other, 2, None);
-        let mut taken = pool.get(1).unwrap();
+        let (mut taken, _) = pool.get(1).unwrap();
         assert!(talks_to(&mut taken, &mut second_server).await);
-        let mut taken = pool.get(1).unwrap();
+        let (mut taken, _) = pool.get(1).unwrap();
         assert!(talks_to(&mut taken, &mut first_server).await);
         assert!(pool.get(1).is_none());
         assert!(pool.get(2).is_some());
@@ -461,6 +489,51 @@ mod tests {
         assert!(closed(&mut server).await);
         assert!(pool.get(1).is_none());
         assert_eq!(unexpected.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_is_known_idle_and_one_that_woke_is_not_until_the_reaper_looked() {
+        let (pool, unexpected) = pool(8);
+        let (quiet, _quiet_server) = connection();
+        let (busy, mut busy_server) = connection();
+        pool.put(quiet, 1, None);
+        pool.put(busy, 2, None);
+        // Let the reaper start and go to sleep.
+        tokio::task::yield_now().await;
+        let (quiet, known_idle) = pool.get(1).unwrap();
+        assert!(known_idle);
+        pool.put(quiet, 1, None);
+
+        // The bytes wake the pool's waker at once; the reaper has not run since.
+        busy_server.write_all(b"surprise").await.unwrap();
+        let (quiet, known_idle) = pool.get(1).unwrap();
+        assert!(
+            !known_idle,
+            "a stream woke and the reaper has not looked yet"
+        );
+        pool.put(quiet, 1, None);
+
+        // The reaper closes the one that woke, and the others are known idle again.
+        assert!(closed(&mut busy_server).await);
+        assert_eq!(unexpected.load(Ordering::Relaxed), 1);
+        let (_, known_idle) = pool.get(1).unwrap();
+        assert!(known_idle);
+        assert!(pool.get(2).is_none());
+    }
+
+    #[test]
+    fn no_stream_is_known_idle_once_the_reaper_is_gone() {
+        let (pool, _) = pool(8);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (stream, _server) = connection();
+        // The reaper starts on this runtime, and ends with it.
+        runtime.block_on(async { pool.put(stream, 1, None) });
+        drop(runtime);
+        let (stream, known_idle) = pool.get(1).unwrap();
+        assert!(!known_idle);
+        drop(stream);
     }
 
     #[tokio::test]
@@ -494,7 +567,7 @@ mod tests {
         tokio::task::yield_now().await;
         pool.put(short, 2, Some(Duration::from_millis(20)));
         assert!(closed(&mut short_server).await);
-        let mut kept = pool.get(1).unwrap();
+        let (mut kept, _) = pool.get(1).unwrap();
         assert!(talks_to(&mut kept, &mut long_server).await);
     }
 
