@@ -116,6 +116,11 @@ fn mentions_chunked(head: &[u8]) -> bool {
 /// `bytes`, is left as it is.
 pub(super) fn origin_form(bytes: &mut [u8]) -> usize {
     let len = bytes.len();
+    // The usual target, a path, is told at its first byte: no need to find the line's end.
+    let method_end = bytes.iter().position(|&b| matches!(b, b' ' | b'\n'));
+    if method_end.is_some_and(|end| bytes.get(end + 1) == Some(&b'/')) {
+        return len;
+    }
     let Some(line_end) = memchr::memchr(b'\n', bytes) else {
         return len;
     };
@@ -399,6 +404,11 @@ mod tests {
                 "CONNECT http://h:1 HTTP/1.1\r\n",
             ),
             ("GET http://h/a HTTP/1.1", "GET http://h/a HTTP/1.1"),
+            ("GET /a HTTP/1.1", "GET /a HTTP/1.1"),
+            (
+                "GET\n/http://h/a HTTP/1.1\r\n",
+                "GET\n/http://h/a HTTP/1.1\r\n",
+            ),
             ("GET ftp://h/a HTTP/1.1\r\n", "GET ftp://h/a HTTP/1.1\r\n"),
         ] {
             assert_eq!(rewritten(line), expected, "{line:?}");

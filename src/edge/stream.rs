@@ -81,7 +81,9 @@ pub(crate) struct GuardedStream {
     inner: Stream,
     header_timeout: Duration,
     phase: Phase,
-    /// When the current head must be in (meaningful in [`Phase::Head`]).
+    /// When the current head must be in (meaningful in [`Phase::Head`] and
+    /// [`Phase::Checking`]): set when a head starts, unless the head is whole in the read that
+    /// starts it and has no body to check (the usual case, which then reads no clock).
     deadline: Instant,
     /// A timer for `deadline`, made and polled only when a head takes more than one read
     /// (registering a timer for every request would cost more than the rest of the guard), and
@@ -144,11 +146,11 @@ impl GuardedStream {
         if bytes.is_empty() {
             return None;
         }
-        if self.phase == Phase::Idle {
+        let starts = self.phase == Phase::Idle;
+        if starts {
             self.phase = Phase::Head;
             self.last_two = [0; 2];
             self.head.clear();
-            self.deadline = Instant::now() + self.header_timeout;
         }
         if self.phase != Phase::Head {
             return None;
@@ -158,7 +160,16 @@ impl GuardedStream {
             // The whole head in this one read, the usual case: looked at where it lies.
             self.phase = Phase::Body;
             let head = &bytes[..end];
-            return (end <= HEAD_COPY_LIMIT && has_chunked_body_to_check(head)).then_some(end);
+            let check = end <= HEAD_COPY_LIMIT && has_chunked_body_to_check(head);
+            if starts && check {
+                // The body's check is bounded by the head's deadline.
+                self.deadline = Instant::now() + self.header_timeout;
+            }
+            return check.then_some(end);
+        }
+        if starts {
+            // The head goes on in later reads: its deadline counts from this, its first.
+            self.deadline = Instant::now() + self.header_timeout;
         }
         let copied = end.unwrap_or(bytes.len());
         if self.head.len() + copied <= HEAD_COPY_LIMIT {
