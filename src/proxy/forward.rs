@@ -1,12 +1,11 @@
 //! On the way to a backend: the peer an attempt connects to (address, TLS, HTTP version,
 //! timeouts) and the headers the gateway adds to or drops from the forwarded request.
 
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header;
-use pingora::http::{RequestHeader, StaticHeaderName};
+use pingora::http::{RequestHeader, StaticHeaderName, UnmappedValue};
 use pingora::prelude::*;
 use pingora_proxy::Session;
 
@@ -68,20 +67,7 @@ impl GatewayProxy {
                 None
             }
         };
-        // The client's address is written once, at the end of `X-Forwarded-For`, and taken
-        // from there for `Forwarded`.
-        let forwarded_for = client_ip.map(|ip| {
-            let mut chain = trusted_list(incoming(&X_FORWARDED_FOR));
-            let at = chain.len();
-            push_ip(&mut chain, ip);
-            (chain, at)
-        });
-        let client = client_ip
-            .zip(forwarded_for.as_ref())
-            .map(|(ip, (chain, at))| (ip, &chain[*at..]));
         let proto = if is_tls(session) { "https" } else { "http" };
-        let mut forwarded = trusted_list(incoming(&FORWARDED));
-        push_forwarded_element(&mut forwarded, client, forwarded_host, proto);
         // One look at the names the client sent: any underscored (unless allowed), any of the
         // gateway's own fields (replaced), an `Expect` (dropped).
         let check_underscores = !self.settings.underscores_in_headers;
@@ -105,97 +91,114 @@ impl GatewayProxy {
         if underscored {
             drop_underscored_names(upstream_request);
         }
-        // The gateway's own fields, outside the header map: see `OWN_FIELDS`.
+        // The gateway's own fields, outside the header map (see `OWN_FIELDS`); the lists are
+        // written straight into the buffer they are kept in.
         upstream_request.append_unmapped_header(&X_REQUEST_ID, &ctx.request_id.hex())?;
         if let Some(host) = forwarded_host {
             upstream_request.append_unmapped_header(&X_FORWARDED_HOST, host.as_bytes())?;
         }
-        if let Some((chain, _)) = &forwarded_for {
-            upstream_request.append_unmapped_header(&X_FORWARDED_FOR, chain.as_bytes())?;
+        if let Some(ip) = client_ip {
+            upstream_request.append_unmapped_header_with(&X_FORWARDED_FOR, |value| {
+                push_trusted_list(value, incoming(&X_FORWARDED_FOR));
+                push_ip(value, ip);
+            })?;
         }
         upstream_request.append_unmapped_header(&X_FORWARDED_PROTO, proto.as_bytes())?;
-        upstream_request.append_unmapped_header(&FORWARDED, forwarded.as_bytes())?;
+        upstream_request.append_unmapped_header_with(&FORWARDED, |value| {
+            push_trusted_list(value, incoming(&FORWARDED));
+            push_forwarded_element(value, client_ip, forwarded_host, proto);
+        })?;
         Ok(())
     }
 }
 
-/// The start of a forwarded list: the client's `incoming` list (when it is trusted and text)
-/// and ", ", else nothing; the gateway's own element goes after it.
-fn trusted_list(incoming: Option<&http::HeaderValue>) -> String {
-    // Room for an IPv4 address, or a `Forwarded` element with a short host, without regrowing.
-    const OWN: usize = 48;
-    match incoming.and_then(|value| value.to_str().ok()) {
-        Some(incoming) => {
-            let mut list = String::with_capacity(incoming.len() + 2 + OWN);
-            list.push_str(incoming);
-            list.push_str(", ");
-            list
-        }
-        _ => String::with_capacity(OWN),
+/// Where a forwarded value is written: the unmapped field's own buffer (a `String` in tests).
+trait ValueText {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ValueText for UnmappedValue<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.push(bytes);
     }
 }
 
-/// Appends `ip` as `Display` writes it; an IPv4 address (the usual case, on every forwarded
+/// Writes the start of a forwarded list: the client's `incoming` list (when it is trusted and
+/// text) and ", "; the gateway's own element goes after it.
+fn push_trusted_list(out: &mut impl ValueText, incoming: Option<&http::HeaderValue>) {
+    if let Some(incoming) = incoming.filter(|value| value.to_str().is_ok()) {
+        out.put(incoming.as_bytes());
+        out.put(b", ");
+    }
+}
+
+/// Writes `ip` as `Display` writes it; an IPv4 address (the usual case, on every forwarded
 /// request) without the formatting machinery.
-fn push_ip(out: &mut String, ip: IpAddr) {
+fn push_ip(out: &mut impl ValueText, ip: IpAddr) {
     match ip {
         IpAddr::V4(ip) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            let mut digit = |d: u8| {
+                text[len] = d;
+                len += 1;
+            };
             for (i, octet) in ip.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    digit(b'.');
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    digit(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    digit(b'0' + octet / 10 % 10);
                 }
-                out.push(char::from(b'0' + octet % 10));
+                digit(b'0' + octet % 10);
             }
+            out.put(&text[..len]);
         }
-        IpAddr::V6(ip) => {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{ip}");
-        }
+        IpAddr::V6(ip) => out.put(ip.to_string().as_bytes()),
     }
 }
 
-/// Appends the gateway's `Forwarded` element (RFC 7239): the client's address (as `push_ip`
-/// wrote it), the `Host` it asked for (quoted) and the protocol.
+/// Writes the gateway's `Forwarded` element (RFC 7239): the client's address, the `Host` it
+/// asked for (quoted) and the protocol.
 fn push_forwarded_element(
-    element: &mut String,
-    client: Option<(IpAddr, &str)>,
+    out: &mut impl ValueText,
+    client: Option<IpAddr>,
     host: Option<&http::HeaderValue>,
     proto: &str,
 ) {
     match client {
-        Some((IpAddr::V4(_), address)) => {
-            element.push_str("for=");
-            element.push_str(address);
+        Some(ip @ IpAddr::V4(_)) => {
+            out.put(b"for=");
+            push_ip(out, ip);
         }
-        Some((IpAddr::V6(_), address)) => {
-            element.push_str("for=\"[");
-            element.push_str(address);
-            element.push_str("]\"");
+        Some(ip @ IpAddr::V6(_)) => {
+            out.put(b"for=\"[");
+            push_ip(out, ip);
+            out.put(b"]\"");
         }
-        None => element.push_str("for=unknown"),
+        None => out.put(b"for=unknown"),
     }
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=\"");
-        if memchr::memchr2(b'"', b'\\', host.as_bytes()).is_some() {
-            for c in host.chars() {
-                if matches!(c, '"' | '\\') {
-                    element.push('\\');
+    if let Some(host) = host.filter(|host| host.to_str().is_ok()) {
+        let host = host.as_bytes();
+        out.put(b";host=\"");
+        // A byte loop: a `Host` is a few bytes, too short for `memchr`'s setup to pay.
+        if host.iter().any(|b| matches!(b, b'"' | b'\\')) {
+            for b in host {
+                if matches!(b, b'"' | b'\\') {
+                    out.put(b"\\");
                 }
-                element.push(c);
+                out.put(std::slice::from_ref(b));
             }
         } else {
-            element.push_str(host);
+            out.put(host);
         }
-        element.push('"');
+        out.put(b"\"");
     }
-    element.push_str(";proto=");
-    element.push_str(proto);
+    out.put(b";proto=");
+    out.put(proto.as_bytes());
 }
 
 /// Removes the header fields whose names contain `_`, which CGI-style backends cannot tell
@@ -299,31 +302,42 @@ mod tests {
         }
     }
 
+    impl ValueText for String {
+        fn put(&mut self, bytes: &[u8]) {
+            self.push_str(std::str::from_utf8(bytes).expect("forwarded values are text"));
+        }
+    }
+
     #[test]
     fn forwarded_lists_keep_the_clients_list_given_and_end_with_the_gateways_element() {
         let incoming = http::HeaderValue::from_static("for=192.0.2.1");
         let host = http::HeaderValue::from_static("a\"b");
-        let ip = Some((IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), "127.0.0.1"));
-        let mut list = trusted_list(Some(&incoming));
-        push_forwarded_element(&mut list, ip, Some(&host), "http");
+        let ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        let element = |incoming, client, host, proto| {
+            let mut list = String::new();
+            push_trusted_list(&mut list, incoming);
+            push_forwarded_element(&mut list, client, host, proto);
+            list
+        };
         assert_eq!(
-            list,
+            element(Some(&incoming), ip, Some(&host), "http"),
             r#"for=192.0.2.1, for=127.0.0.1;host="a\"b";proto=http"#
         );
-        let mut list = trusted_list(None);
         let plain = http::HeaderValue::from_static("gw.test:8080");
-        push_forwarded_element(&mut list, ip, Some(&plain), "http");
-        assert_eq!(list, r#"for=127.0.0.1;host="gw.test:8080";proto=http"#);
-        let mut list = trusted_list(None);
-        push_forwarded_element(
-            &mut list,
-            Some((IpAddr::V6(Ipv6Addr::LOCALHOST), "::1")),
-            None,
-            "https",
+        assert_eq!(
+            element(None, ip, Some(&plain), "http"),
+            r#"for=127.0.0.1;host="gw.test:8080";proto=http"#
         );
-        assert_eq!(list, r#"for="[::1]";proto=https"#);
-        let mut list = trusted_list(None);
-        push_forwarded_element(&mut list, None, None, "http");
-        assert_eq!(list, "for=unknown;proto=http");
+        assert_eq!(
+            element(None, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), None, "https"),
+            r#"for="[::1]";proto=https"#
+        );
+        assert_eq!(element(None, None, None, "http"), "for=unknown;proto=http");
+        // A list that is not text is not kept.
+        let binary = http::HeaderValue::from_bytes(b"for=\xff").unwrap();
+        assert_eq!(
+            element(Some(&binary), None, None, "http"),
+            "for=unknown;proto=http"
+        );
     }
 }

@@ -98,16 +98,45 @@ struct UnmappedFields {
     values: Vec<u8>,
 }
 
+/// The value of a field being appended with [RequestHeader::append_unmapped_header_with()]:
+/// bytes can be added to it, and nothing else.
+pub struct UnmappedValue<'a>(&'a mut Vec<u8>);
+
+impl UnmappedValue<'_> {
+    /// Adds `bytes` to the value.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+impl std::fmt::Write for UnmappedValue<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}
+
 impl UnmappedFields {
-    fn push(&mut self, name: &'static StaticHeaderName, value: &[u8]) {
+    /// Appends the field whose value `write` writes, if that value is valid; returns whether
+    /// it was.
+    fn push_with(
+        &mut self,
+        name: &'static StaticHeaderName,
+        write: impl FnOnce(&mut UnmappedValue<'_>),
+    ) -> bool {
         if self.fields.is_empty() {
             // Room for a few forwarded fields without growing.
             self.fields.reserve(8);
             self.values.reserve(256);
         }
         let start = self.values.len();
-        self.values.extend_from_slice(value);
+        write(&mut UnmappedValue(&mut self.values));
+        if !is_field_value(&self.values[start..]) {
+            self.values.truncate(start);
+            return false;
+        }
         self.fields.push((name, start..self.values.len()));
+        true
     }
 
     /// Writes them in HTTP/1 wire format, each name spelled as given (`keep_case`) or in
@@ -309,13 +338,24 @@ impl RequestHeader {
         name: &'static StaticHeaderName,
         value: &[u8],
     ) -> Result<()> {
-        if !is_field_value(value) {
+        self.append_unmapped_header_with(name, |buf| buf.push(value))
+    }
+
+    /// As [Self::append_unmapped_header()], with the value written by `write` straight into
+    /// the buffer the fields are kept in: a value made of parts (a list, an address) needs no
+    /// buffer of its own, and is not copied again. A value left invalid is taken back out, and
+    /// is an error.
+    pub fn append_unmapped_header_with(
+        &mut self,
+        name: &'static StaticHeaderName,
+        write: impl FnOnce(&mut UnmappedValue<'_>),
+    ) -> Result<()> {
+        if !self.unmapped.push_with(name, write) {
             return pingora_error::Error::e_explain(
                 InvalidHTTPHeader,
                 "invalid value while appending an unmapped header",
             );
         }
-        self.unmapped.push(name, value);
         Ok(())
     }
 
@@ -324,7 +364,8 @@ impl RequestHeader {
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
-        self.unmapped.to_h1_wire(self.header_name_map.is_some(), buf);
+        self.unmapped
+            .to_h1_wire(self.header_name_map.is_some(), buf);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -1922,6 +1963,32 @@ mod tests {
                 "{value:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unmapped_header_value_written_in_place_is_checked_and_taken_back_when_invalid() {
+        use std::fmt::Write;
+        static X_FOO: StaticHeaderName = StaticHeaderName::new("x-foo");
+        static X_BAR: StaticHeaderName = StaticHeaderName::new("x-bar");
+        let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        req.append_unmapped_header_with(&X_FOO, |value| {
+            value.push(b"for=");
+            write!(value, "{}", std::net::Ipv4Addr::LOCALHOST).unwrap();
+        })
+        .unwrap();
+        let refused = req.append_unmapped_header_with(&X_BAR, |value| {
+            value.push(b"half\r\n");
+        });
+        assert!(refused.is_err());
+        req.append_unmapped_header_with(&X_BAR, |value| value.push(b""))
+            .unwrap();
+        let mut wire: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            String::from_utf8_lossy(&wire),
+            "X-Foo: for=127.0.0.1\r\nX-Bar: \r\n"
+        );
+        assert_eq!(req.as_owned_parts().headers["x-foo"], "for=127.0.0.1");
     }
 
     #[test]
