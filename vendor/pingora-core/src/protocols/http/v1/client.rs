@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use std::io::ErrorKind;
 use std::mem::MaybeUninit;
 use std::str;
@@ -79,6 +79,9 @@ pub struct HttpSession {
     // What the response head just read says about reusing the connection, read from it with
     // the head: `read_resp_header_parts` hands the head's fields on.
     response_reuse: ResponseReuse,
+    // What the `Connection` of the request head written says (see `is_buf_keepalive`), read
+    // with its framing when it was written.
+    request_connection_keepalive: Option<bool>,
 }
 
 /// What a response head says about reusing its connection (see `respect_keepalive`).
@@ -90,27 +93,11 @@ struct ResponseReuse {
     keepalive_timeout: Option<u64>,
 }
 
-/// `Keep-Alive: timeout=5, max=1000` => 5. This header is not part of any RFC, so its
-/// behavior differs between platforms:
-/// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
-fn keepalive_timeout(header: &ResponseHeader) -> Option<u64> {
-    let value = header.headers.get(KEEP_ALIVE_HEADER)?;
-    let value = str::from_utf8(value.as_bytes()).ok()?;
-    let mut timeout = None;
-    for param in value.split(',') {
-        if let Some(("timeout", timeout_value)) = param.split_once('=').map(|(k, v)| (k.trim(), v))
-        {
-            timeout = timeout_value.trim().parse().ok();
-        }
-    }
-    timeout
-}
-
 impl ResponseReuse {
-    fn of(header: &ResponseHeader) -> Self {
+    fn of(fields: &FramingFields) -> Self {
         ResponseReuse {
-            connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
-            keepalive_timeout: keepalive_timeout(header),
+            connection_keepalive: fields.connection_keepalive(),
+            keepalive_timeout: fields.keepalive_timeout(),
         }
     }
 }
@@ -150,6 +137,7 @@ impl HttpSession {
             response_content_length: None,
             response_transfer_encoding: false,
             response_reuse: ResponseReuse::default(),
+            request_connection_keepalive: None,
         }
     }
 
@@ -171,7 +159,8 @@ impl HttpSession {
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
         // TODO: make sure this can only be called once
         // init body writer
-        self.init_req_body_writer(&req);
+        let fields = FramingFields::of(&req.headers);
+        self.init_body_writer_comm(&fields);
 
         let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
             Error::explain(
@@ -203,6 +192,7 @@ impl HttpSession {
 
         // write was successful
         self.request_written = Some(req);
+        self.request_connection_keepalive = fields.connection_keepalive();
         Ok(to_wire.len())
     }
 
@@ -256,8 +246,8 @@ impl HttpSession {
     // read.
     /// Validates the response head just read, and returns the `Content-Length` that frames
     /// its body (see `response_content_length`).
-    fn validate_response(&self, has_transfer_encoding: bool) -> Result<Option<usize>> {
-        if has_transfer_encoding {
+    fn validate_response(&self, fields: &FramingFields) -> Result<Option<usize>> {
+        if fields.transfer_encoding {
             // Its `Content-Length` was removed: it does not frame the body.
             return Ok(None);
         }
@@ -272,7 +262,7 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        match content_length_for_framing(&resp_header.headers) {
+        match fields.content_length.for_framing() {
             Ok(content_length) => Ok(content_length),
             Err(e) => {
                 if self.allow_h1_response_invalid_content_length
@@ -373,9 +363,11 @@ impl HttpSession {
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
+                        let mut fields = FramingFields::default();
                         for header in header_refs {
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
+                            fields.note(header.get_name(&buf), header_value.as_bytes());
                             // A head that keeps no spelling only parses each name from the
                             // buffer, with no `Bytes` of it made and dropped.
                             let appended = if response_header.has_case() {
@@ -394,9 +386,7 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
+                        let contains_transfer_encoding = fields.transfer_encoding;
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -410,7 +400,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        match self.validate_response(contains_transfer_encoding) {
+                        match self.validate_response(&fields) {
                             Ok(content_length) => self.response_content_length = content_length,
                             Err(e) => return self.fail_response_header_read(e),
                         }
@@ -419,7 +409,7 @@ impl HttpSession {
                         // as an "informational" header, this cannot have a body
                         let header = self.response_header.as_deref().expect("init above");
                         let upgraded = self.is_upgrade(header).unwrap_or(false);
-                        let reuse = ResponseReuse::of(header);
+                        let reuse = ResponseReuse::of(&fields);
                         self.upgraded = upgraded;
                         self.response_reuse = reuse;
                         // init body reader if upgrade status has changed body mode
@@ -695,12 +685,7 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
-
-        match request_keepalive {
+        match self.request_connection_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
             _ => self.response_reuse.connection_keepalive,
@@ -835,12 +820,8 @@ impl HttpSession {
                 .is_some_and(|h| is_chunked_encoding_from_headers(&h.headers))
     }
 
-    fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
-    }
-
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
-        if is_chunked_encoding_from_headers(headers) {
+    fn init_body_writer_comm(&mut self, fields: &FramingFields) {
+        if fields.chunked {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
             return;
@@ -850,7 +831,7 @@ impl HttpSession {
         // truncated. Per RFC 9112, requests are never close-delimited: an absent
         // or unusable Content-Length means a zero-length body. Headers are
         // expected to be validated on read.
-        match content_length_for_framing(headers) {
+        match fields.content_length.for_framing() {
             Ok(Some(length)) => self.body_writer.init_content_length(length),
             Ok(None) => self.body_writer.init_content_length(0),
             Err(e) => {

@@ -129,8 +129,8 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
-    if is_chunked_encoding_from_headers(headers) {
+pub(super) fn init_body_writer_comm(body_writer: &mut BodyWriter, fields: &FramingFields) {
+    if fields.chunked {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
         return;
@@ -141,7 +141,7 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
     // An invalid value should have been rejected on read; if validation was
     // bypassed, log the anomaly and fall back to close-delimited rather than
     // risk misframing the body.
-    match content_length_for_framing(headers) {
+    match fields.content_length.for_framing() {
         Ok(Some(length)) => body_writer.init_content_length(length),
         Ok(None) => {
             /* TODO: 1. connection: keepalive cannot be used,
@@ -179,12 +179,11 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
         .into_iter()
         .next_back();
 
-    let Some(last_header_value) = last_te else {
-        return false;
-    };
+    last_te.is_some_and(|value| is_chunked_value(value.as_bytes()))
+}
 
-    let bytes = last_header_value.as_bytes();
-
+/// Whether the last coding of a `Transfer-Encoding` value is `chunked`.
+fn is_chunked_value(bytes: &[u8]) -> bool {
     // Fast path: exact match for "chunked"
     if bytes.eq_ignore_ascii_case(b"chunked") {
         return true;
@@ -277,16 +276,20 @@ pub(super) fn buf_to_content_length(header_value: Option<&[u8]>) -> Result<Optio
 
 #[inline]
 pub(super) fn is_buf_keepalive(header_value: Option<&HeaderValue>) -> Option<bool> {
-    header_value.and_then(|value| {
-        let value = parse_connection_header(value.as_bytes());
-        if value.keep_alive {
-            Some(true)
-        } else if value.close {
-            Some(false)
-        } else {
-            None
-        }
-    })
+    header_value.and_then(|value| keepalive_of_connection(value.as_bytes()))
+}
+
+/// What a `Connection` value says: `Some(true)` for keep-alive, `Some(false)` for close.
+#[inline]
+fn keepalive_of_connection(value: &[u8]) -> Option<bool> {
+    let value = parse_connection_header(value);
+    if value.keep_alive {
+        Some(true)
+    } else if value.close {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[inline]
@@ -361,21 +364,27 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 }
 
 /// What a message's `Content-Length` fields come to.
-enum ContentLength {
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) enum ContentLength {
+    #[default]
     Absent,
     Valid(u64),
     /// Present, but not one value: conflicting, or not a number.
     Invalid,
 }
 
-/// Reads every `Content-Length` value in one pass over their bytes: the comma-separated
-/// elements, each without the optional white space (space, tab) around it, must be the same
-/// number. A byte that is not visible ASCII is not a digit, so it makes the value invalid
-/// without a check of its own.
-fn content_length_fields(headers: &HMap) -> ContentLength {
-    let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for element in value.as_bytes().split(|&b| b == b',') {
+impl ContentLength {
+    /// What the fields read so far and one more `Content-Length` value come to: the value's
+    /// comma-separated elements, each without the optional white space (space, tab) around
+    /// it, must be the same number as every element before. A byte that is not visible ASCII
+    /// is not a digit, so it makes the value invalid without a check of its own.
+    pub(super) fn and(self, value: &[u8]) -> Self {
+        let mut content_length = match self {
+            ContentLength::Invalid => return self,
+            ContentLength::Absent => None,
+            ContentLength::Valid(n) => Some(n),
+        };
+        for element in value.split(|&b| b == b',') {
             let Some(n) = from_digits(trim_ows(element)) else {
                 return ContentLength::Invalid;
             };
@@ -385,8 +394,172 @@ fn content_length_fields(headers: &HMap) -> ContentLength {
                 Some(_) => {}
             }
         }
+        content_length.map_or(ContentLength::Absent, ContentLength::Valid)
     }
-    content_length.map_or(ContentLength::Absent, ContentLength::Valid)
+
+    /// The length that frames the body, following hyper's decode rules: the reconciled value
+    /// when valid, an error when a `Content-Length` is present but cannot be resolved to a
+    /// single value (conflicting duplicates or an unparseable value), or `None` when absent.
+    pub(super) fn for_framing(self) -> Result<Option<usize>> {
+        match self {
+            ContentLength::Valid(cl) => {
+                // Content-Length frames the body, so a value that does not fit in
+                // `usize` cannot be represented and must not be silently truncated
+                // (which would misframe bodies larger than `usize::MAX`, e.g. on
+                // 32-bit targets). On 64-bit targets this conversion never fails.
+                usize::try_from(cl).map(Some).or_else(|_| {
+                    // debug, not warn: this is a per-message, client-influenced
+                    // condition; the error is returned and surfaced by the caller.
+                    debug!("Content-Length {cl} exceeds the platform's usize::MAX");
+                    Error::e_explain(
+                        InvalidHTTPHeader,
+                        format!("Content-Length {cl} exceeds the platform maximum"),
+                    )
+                })
+            }
+            ContentLength::Invalid => {
+                // debug, not warn: per-message, client-influenced; avoids log floods
+                // under adversarial load. The error is returned to the caller.
+                debug!("invalid Content-Length header");
+                Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
+            }
+            ContentLength::Absent => Ok(None),
+        }
+    }
+}
+
+/// Reads every `Content-Length` value of `headers` (see [`ContentLength::and`]).
+fn content_length_fields(headers: &HMap) -> ContentLength {
+    headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .fold(ContentLength::Absent, |fields, value| {
+            fields.and(value.as_bytes())
+        })
+}
+
+/// The fields of an HTTP/1 head that frame its body or decide whether its connection is
+/// kept, read in one pass over its fields: noted one by one while a parsed head's map is built
+/// (`note`), or read from a map in one walk over it (`of`). Either way each is then known
+/// without a lookup in the map (a hash and a probe each, several per field).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct FramingFields {
+    /// Whether a `Transfer-Encoding` field is present.
+    pub(super) transfer_encoding: bool,
+    /// Whether the last `Transfer-Encoding` field's last coding is `chunked` (see
+    /// [`is_chunked_encoding_from_headers`]).
+    pub(super) chunked: bool,
+    /// What the `Content-Length` fields come to.
+    pub(super) content_length: ContentLength,
+    /// What the first `Connection` field says (see [`is_buf_keepalive`]), once one is seen.
+    connection: Option<Option<bool>>,
+    /// The first `Keep-Alive` field's `timeout`, once one is seen.
+    keep_alive: Option<Option<u64>>,
+}
+
+/// The fields [`FramingFields`] reads.
+#[derive(Clone, Copy)]
+enum FramingField {
+    Connection,
+    KeepAlive,
+    ContentLength,
+    TransferEncoding,
+}
+
+impl FramingField {
+    /// The field a parsed name is, compared ignoring case (as the map's names are made from
+    /// it): by length first, so most names are passed over with one comparison.
+    #[inline]
+    fn of_parsed(name: &[u8]) -> Option<Self> {
+        match name.len() {
+            10 if name.eq_ignore_ascii_case(b"connection") => Some(Self::Connection),
+            10 if name.eq_ignore_ascii_case(b"keep-alive") => Some(Self::KeepAlive),
+            14 if name.eq_ignore_ascii_case(b"content-length") => Some(Self::ContentLength),
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Some(Self::TransferEncoding),
+            _ => None,
+        }
+    }
+
+    /// The field a map's name is.
+    #[inline]
+    fn of_name(name: &header::HeaderName) -> Option<Self> {
+        if name == header::CONTENT_LENGTH {
+            Some(Self::ContentLength)
+        } else if name == header::TRANSFER_ENCODING {
+            Some(Self::TransferEncoding)
+        } else if name == header::CONNECTION {
+            Some(Self::Connection)
+        } else if name == KEEP_ALIVE_HEADER {
+            Some(Self::KeepAlive)
+        } else {
+            None
+        }
+    }
+}
+
+impl FramingFields {
+    /// The framing fields of `headers`, in one walk over its fields.
+    pub(super) fn of(headers: &HMap) -> Self {
+        let mut fields = FramingFields::default();
+        for (name, value) in headers {
+            if let Some(field) = FramingField::of_name(name) {
+                fields.add(field, value.as_bytes());
+            }
+        }
+        fields
+    }
+
+    /// Notes the parsed field `name: value`, in the order the head carries its fields.
+    #[inline]
+    pub(super) fn note(&mut self, name: &[u8], value: &[u8]) {
+        if let Some(field) = FramingField::of_parsed(name) {
+            self.add(field, value);
+        }
+    }
+
+    fn add(&mut self, field: FramingField, value: &[u8]) {
+        match field {
+            FramingField::Connection => {
+                self.connection
+                    .get_or_insert_with(|| keepalive_of_connection(value));
+            }
+            FramingField::KeepAlive => {
+                self.keep_alive
+                    .get_or_insert_with(|| keepalive_timeout(value));
+            }
+            FramingField::ContentLength => self.content_length = self.content_length.and(value),
+            FramingField::TransferEncoding => {
+                self.transfer_encoding = true;
+                self.chunked = is_chunked_value(value);
+            }
+        }
+    }
+
+    /// What the first `Connection` field says: `Some(true)` for keep-alive, `Some(false)` for
+    /// close, `None` for neither or no field.
+    pub(super) fn connection_keepalive(&self) -> Option<bool> {
+        self.connection.flatten()
+    }
+
+    /// The `timeout` of the first `Keep-Alive` field, in seconds.
+    pub(super) fn keepalive_timeout(&self) -> Option<u64> {
+        self.keep_alive.flatten()
+    }
+}
+
+/// `Keep-Alive: timeout=5, max=1000` => 5. This header is not part of any RFC, so its
+/// behavior differs between platforms:
+/// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+pub(super) fn keepalive_timeout(value: &[u8]) -> Option<u64> {
+    let value = str::from_utf8(value).ok()?;
+    let mut timeout = None;
+    for param in value.split(',') {
+        if let Some(("timeout", timeout_value)) = param.split_once('=').map(|(k, v)| (k.trim(), v))
+        {
+            timeout = timeout_value.trim().parse().ok();
+        }
+    }
+    timeout
 }
 
 /// `bytes` without the spaces and tabs at either end.
@@ -405,30 +578,7 @@ fn trim_ows(bytes: &[u8]) -> &[u8] {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_fields(headers) {
-        ContentLength::Valid(cl) => {
-            // Content-Length frames the body, so a value that does not fit in
-            // `usize` cannot be represented and must not be silently truncated
-            // (which would misframe bodies larger than `usize::MAX`, e.g. on
-            // 32-bit targets). On 64-bit targets this conversion never fails.
-            usize::try_from(cl).map(Some).or_else(|_| {
-                // debug, not warn: this is a per-message, client-influenced
-                // condition; the error is returned and surfaced by the caller.
-                debug!("Content-Length {cl} exceeds the platform's usize::MAX");
-                Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Content-Length {cl} exceeds the platform maximum"),
-                )
-            })
-        }
-        ContentLength::Invalid => {
-            // debug, not warn: per-message, client-influenced; avoids log floods
-            // under adversarial load. The error is returned to the caller.
-            debug!("invalid Content-Length header");
-            Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
-        }
-        ContentLength::Absent => Ok(None),
-    }
+    content_length_fields(headers).for_framing()
 }
 
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not
@@ -495,6 +645,82 @@ mod test {
         );
     }
 
+    /// Every head of up to three fields drawn from `FIELDS`: what one pass reads, from the
+    /// parsed fields or from the map, is what the lookups it replaces find.
+    #[test]
+    fn framing_fields_read_in_one_pass_are_what_lookups_find() {
+        const FIELDS: [(&str, &str); 12] = [
+            ("Content-Length", "5"),
+            ("content-length", "5, 5"),
+            ("CONTENT-LENGTH", "6"),
+            ("Content-Length", "x"),
+            ("Transfer-Encoding", "chunked"),
+            ("transfer-encoding", "gzip"),
+            ("Transfer-Encoding", "gzip, chunked"),
+            ("Connection", "close"),
+            ("connection", "keep-alive"),
+            ("Keep-Alive", "timeout=7"),
+            ("keep-alive", "timeout=9, max=3"),
+            ("X-Other", "1"),
+        ];
+        let n = FIELDS.len();
+        let heads = (0..=3u32).flat_map(|len| {
+            (0..n.pow(len)).map(move |mut i| {
+                (0..len)
+                    .map(|_| {
+                        let field = FIELDS[i % n];
+                        i /= n;
+                        field
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        for head in heads {
+            let mut noted = FramingFields::default();
+            let mut map = HMap::new();
+            for (name, value) in &head {
+                noted.note(name.as_bytes(), value.as_bytes());
+                map.append(
+                    header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let walked = FramingFields::of(&map);
+            assert_eq!(noted, walked, "{head:?}");
+            assert_eq!(
+                walked.transfer_encoding,
+                map.contains_key(header::TRANSFER_ENCODING),
+                "{head:?}"
+            );
+            assert_eq!(
+                walked.chunked,
+                is_chunked_encoding_from_headers(&map),
+                "{head:?}"
+            );
+            assert_eq!(
+                walked.content_length.for_framing().ok(),
+                content_length_for_framing(&map).ok(),
+                "{head:?}"
+            );
+            assert_eq!(
+                walked.content_length == ContentLength::Absent,
+                !map.contains_key(header::CONTENT_LENGTH),
+                "{head:?}"
+            );
+            assert_eq!(
+                walked.connection_keepalive(),
+                is_buf_keepalive(map.get(header::CONNECTION)),
+                "{head:?}"
+            );
+            assert_eq!(
+                walked.keepalive_timeout(),
+                map.get(KEEP_ALIVE_HEADER)
+                    .and_then(|value| keepalive_timeout(value.as_bytes())),
+                "{head:?}"
+            );
+        }
+    }
+
     #[rstest]
     #[case::single("5", Some(5))]
     #[case::comma_identical("5, 5", Some(5))]
@@ -515,7 +741,9 @@ mod test {
         #[case] expected: Option<u64>,
     ) {
         let mut headers = HMap::new();
-        headers.insert(CONTENT_LENGTH, value.try_into().unwrap());
+        // From bytes, which lets a byte above ASCII through as a received value may carry it.
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap();
+        headers.insert(CONTENT_LENGTH, value);
         assert_eq!(content_length_parse_all(&headers), expected);
     }
 

@@ -17,7 +17,7 @@
 use bstr::ByteSlice;
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use http::HeaderValue;
 use http::{header, header::AsHeaderName, Method, Version};
 use log::{debug, trace, warn};
@@ -408,12 +408,14 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
+                        let mut fields = FramingFields::default();
                         for header in header_refs {
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
                             };
+                            fields.note(header.get_name(&buf), header_value.as_bytes());
                             // A head that keeps no spelling only parses each name from the
                             // buffer, with no `Bytes` of it made and dropped.
                             if request_header.has_case() {
@@ -428,10 +430,9 @@ impl HttpSession {
                             .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
+                        let contains_transfer_encoding = fields.transfer_encoding;
                         let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                            fields.content_length != ContentLength::Absent;
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -455,14 +456,13 @@ impl HttpSession {
                         self.request_framing = None;
                         self.pipelined_idle_bytes_stashed = false;
                         self.response_written = None;
-                        self.respect_keepalive();
+                        self.keep_alive_as(fields.connection_keepalive());
 
                         // Disable keepalive if both Transfer-Encoding and Content-Length were present
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.request_framing =
-                            Some(self.check_request(contains_transfer_encoding)?);
+                        self.request_framing = Some(self.check_request(&fields)?);
 
                         return Ok(Some(s));
                     }
@@ -518,19 +518,19 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
-        let has_transfer_encoding = self.req_header().headers.contains_key(TRANSFER_ENCODING);
-        self.check_request(has_transfer_encoding).map(|_| ())
+        let fields = FramingFields::of(&self.req_header().headers);
+        self.check_request(&fields).map(|_| ())
     }
 
-    /// [`Self::validate_request()`], given whether the head has `Transfer-Encoding`, returning
-    /// how the body is framed: each framing field is looked up once.
-    fn check_request(&self, has_transfer_encoding: bool) -> Result<RequestFraming> {
+    /// [`Self::validate_request()`], given the head's framing fields, returning how the body
+    /// is framed.
+    fn check_request(&self, fields: &FramingFields) -> Result<RequestFraming> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
-        if has_transfer_encoding {
+        if fields.transfer_encoding {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -542,7 +542,7 @@ impl HttpSession {
             }
             // If chunked is not the final Transfer-Encoding, reject request
             // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
-            if !self.is_chunked_encoding() {
+            if !fields.chunked {
                 return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
             }
             // Transfer-Encoding overrides Content-Length.
@@ -556,7 +556,7 @@ impl HttpSession {
         // "Request messages are never close-delimited because they are
         // always explicitly framed by length or transfer coding, with the absence of
         // both implying the request ends immediately after the header section."
-        let length = content_length_for_framing(&req_header.headers)?;
+        let length = fields.content_length.for_framing()?;
         Ok(RequestFraming::Length(length.unwrap_or(0)))
     }
 
@@ -851,7 +851,12 @@ impl HttpSession {
     /// For HTTP 1.1, assume keepalive as long as there is no `Connection: Close` request header.
     /// For HTTP 1.0, only keepalive if there is an explicit header `Connection: keep-alive`.
     pub fn respect_keepalive(&mut self) {
-        if let Some(keepalive) = self.is_connection_keepalive() {
+        self.keep_alive_as(self.is_connection_keepalive());
+    }
+
+    /// [`Self::respect_keepalive()`], given what the request's `Connection` says.
+    fn keep_alive_as(&mut self, connection_keepalive: Option<bool>) {
+        if let Some(keepalive) = connection_keepalive {
             if keepalive {
                 let (timeout, _max_use) = self.get_keepalive_values();
                 // TODO: respect max_use
@@ -916,6 +921,9 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
+        // Read once here for the body writer and the flush both.
+        let fields = FramingFields::of(&header.headers);
+
         // Allow informational header (excluding 101) to pass through without affecting the state
         // of the request
         if header.status == 101 || !header.status.is_informational() {
@@ -956,7 +964,7 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
-            self.init_body_writer(header, upgrade == Some(true));
+            self.init_body_writer(header, &fields, upgrade == Some(true));
         }
 
         // Defense-in-depth: if response body is close-delimited, mark session
@@ -976,14 +984,19 @@ impl HttpSession {
         // likely to be real time communication. So do flush when
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
-        let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+        let should_flush =
+            header.status.is_informational() || fields.content_length == ContentLength::Absent;
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
     /// `upgraded`: `header` answers an upgrade request with a successful upgrade.
-    fn init_body_writer(&mut self, header: &ResponseHeader, upgraded: bool) {
+    fn init_body_writer(
+        &mut self,
+        header: &ResponseHeader,
+        fields: &FramingFields,
+        upgraded: bool,
+    ) {
         use http::StatusCode;
         /* the following responses don't have body 204, 304, and HEAD */
         if matches!(
@@ -1003,7 +1016,7 @@ impl HttpSession {
         if upgraded {
             self.body_writer.init_close_delimited();
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            init_body_writer_comm(&mut self.body_writer, fields);
         }
     }
 
@@ -2026,6 +2039,7 @@ pub(crate) async fn read_buf_lazily(
 mod tests_stream {
     use super::*;
     use crate::protocols::http::v1::body::{BodyMode, ParseState};
+    use http::header::TRANSFER_ENCODING;
     use http::StatusCode;
     use pingora_error::ErrorType;
     use rstest::rstest;
