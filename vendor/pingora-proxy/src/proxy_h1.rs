@@ -90,8 +90,9 @@ where
             }
         }
 
-        // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
-        if authority_policy.is_standard() {
+        // Reconcile and revalidate after request filters, which can mutate Host, URI, or target;
+        // a request whose authority is settled as it is (the usual one) needs neither.
+        if authority_policy.is_standard() && !upstream_authority_is_settled(&req) {
             if let Err(e) = reconcile_upstream_authority(&mut req) {
                 return (false, true, Some(e.into_in()));
             }
