@@ -252,6 +252,19 @@ impl BodyReader {
         }
     }
 
+    /// Init for a body of `cl` bytes that the caller already holds whole, read with the head,
+    /// and hands on itself: nothing is buffered or read here, and the body is not done until
+    /// [`Self::finish_held`] says it was handed on.
+    pub fn init_content_length_held(&mut self, cl: usize) {
+        self.body_state = PS::Partial(0, cl);
+    }
+
+    /// Marks the `cl` bytes of a body held by the caller (see
+    /// [`Self::init_content_length_held`]) handed on: the body is complete.
+    pub fn finish_held(&mut self, cl: usize) {
+        self.body_state = PS::Complete(cl);
+    }
+
     /// Zero-copy variant of [`Self::init_content_length`].
     ///
     /// `buf_to_rewind` is adopted as the body buffer (or, when `cl` is 0, as the overread buffer)

@@ -82,6 +82,9 @@ pub struct HttpSession {
     // What the `Connection` of the request head written says (see `is_buf_keepalive`), read
     // with its framing when it was written.
     request_connection_keepalive: Option<bool>,
+    // The body of the response head just read, when the head's read took all of it and nothing
+    // after: its place in `buf`, from where it is handed on (no body buffer made, no copy).
+    whole_body: Option<BufRef>,
 }
 
 /// What a response head says about reusing its connection (see `respect_keepalive`).
@@ -138,6 +141,7 @@ impl HttpSession {
             response_transfer_encoding: false,
             response_reuse: ResponseReuse::default(),
             request_connection_keepalive: None,
+            whole_body: None,
         }
     }
 
@@ -554,6 +558,9 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
+        if let Some(body) = self.take_whole_body() {
+            return Ok(Some(body.get(&self.buf)));
+        }
         let result = match self.read_timeout {
             Some(t) => match timeout(t, self.do_read_body()).await {
                 Ok(res) => res,
@@ -573,8 +580,21 @@ impl HttpSession {
 
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        if let Some(body) = self.take_whole_body() {
+            return Ok(Some(body.get_bytes(&self.buf)));
+        }
         let read = self.read_body_ref().await?;
         Ok(read.map(Bytes::copy_from_slice))
+    }
+
+    /// The body that came whole with the head (see `whole_body`), once: counted received, and
+    /// the body reader told it is done.
+    fn take_whole_body(&mut self) -> Option<BufRef> {
+        self.init_body_reader();
+        let body = self.whole_body.take()?;
+        self.body_reader.finish_held(body.len());
+        self.body_recv = self.body_recv.saturating_add(body.len());
+        Some(body)
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).
@@ -769,7 +789,14 @@ impl HttpSession {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
             } else if let Some(cl) = self.response_content_length {
-                self.body_reader.init_content_length(cl, preread_body);
+                let preread = self.preread_body.as_ref().expect("read with the head");
+                if cl > 0 && preread.len() == cl {
+                    // All of the body and nothing after: handed on from `buf`.
+                    self.whole_body = Some(preread.clone());
+                    self.body_reader.init_content_length_held(cl);
+                } else {
+                    self.body_reader.init_content_length(cl, preread_body);
+                }
             } else {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
@@ -1122,6 +1149,69 @@ mod tests_stream {
             http_stream.keepalive_timeout,
             KeepaliveStatus::Timeout(Duration::from_secs(7))
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_with_its_head_is_handed_on_from_the_read_buffer() {
+        init_log();
+        // All of the body came with the head: no body buffer, the slice of the head's read.
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let task = http_stream.read_response_task().await.unwrap();
+        assert!(matches!(task, HttpTask::Header(_, false)), "{task:?}");
+        assert!(!http_stream.is_body_done());
+        let task = http_stream.read_response_task().await.unwrap();
+        let HttpTask::Body(Some(body), true) = task else {
+            panic!("{task:?}");
+        };
+        assert_eq!(body, &b"abc"[..]);
+        let in_read = http_stream.buf.as_ptr_range();
+        assert!(
+            in_read.contains(&body.as_ptr()),
+            "copied out of the head's read"
+        );
+        assert!(http_stream.body_reader.body_buf.is_none());
+        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
+        assert_eq!(http_stream.body_bytes_received(), 3);
+        assert!(matches!(
+            http_stream.read_response_task().await.unwrap(),
+            HttpTask::Done
+        ));
+        assert_eq!(http_stream.read_body_ref().await.unwrap(), None);
+        http_stream.respect_keepalive();
+        assert!(http_stream.will_keepalive());
+
+        // Read by reference, the same once.
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_resp_header_parts().await.unwrap();
+        assert_eq!(
+            http_stream.read_body_ref().await.unwrap(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(http_stream.read_body_ref().await.unwrap(), None);
+        assert!(http_stream.is_body_done());
+        assert_eq!(http_stream.body_bytes_received(), 3);
+
+        // A body that goes on past the head's read is read into its buffer as before.
+        let mock_io = Builder::new()
+            .read(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
+            .read(b"c")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_resp_header_parts().await.unwrap();
+        assert_eq!(
+            http_stream.read_body_bytes().await.unwrap().unwrap(),
+            &b"ab"[..]
+        );
+        assert!(http_stream.body_reader.body_buf.is_some());
+        assert_eq!(
+            http_stream.read_body_bytes().await.unwrap().unwrap(),
+            &b"c"[..]
+        );
+        assert!(http_stream.is_body_done());
+        assert_eq!(http_stream.body_bytes_received(), 3);
     }
 
     #[tokio::test]
