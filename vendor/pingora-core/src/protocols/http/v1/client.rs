@@ -74,35 +74,16 @@ pub struct HttpSession {
     // validation found it: `None` when absent, overridden by `Transfer-Encoding`, or invalid
     // and tolerated. Read once per head, for the validation and the body reader both.
     response_content_length: Option<usize>,
-    // Whether the response head just read has `Transfer-Encoding`, as its read found.
-    response_transfer_encoding: bool,
-    // What the response head just read says about reusing the connection, read from it with
-    // the head: `read_resp_header_parts` hands the head's fields on.
-    response_reuse: ResponseReuse,
+    // The framing fields of the response head just read (its `Transfer-Encoding`, whether it
+    // is chunked, what it says about reusing the connection), read with the head:
+    // `read_resp_header_parts` hands the head's fields on.
+    response_framing: FramingFields,
     // What the `Connection` of the request head written says (see `is_buf_keepalive`), read
     // with its framing when it was written.
     request_connection_keepalive: Option<bool>,
     // The body of the response head just read, when the head's read took all of it and nothing
     // after: its place in `buf`, from where it is handed on (no body buffer made, no copy).
     whole_body: Option<BufRef>,
-}
-
-/// What a response head says about reusing its connection (see `respect_keepalive`).
-#[derive(Debug, Default, Clone, Copy)]
-struct ResponseReuse {
-    /// `Connection`: `Some(true)` for keep-alive, `Some(false)` for close.
-    connection_keepalive: Option<bool>,
-    /// The `timeout` of `Keep-Alive`, in seconds.
-    keepalive_timeout: Option<u64>,
-}
-
-impl ResponseReuse {
-    fn of(fields: &FramingFields) -> Self {
-        ResponseReuse {
-            connection_keepalive: fields.connection_keepalive(),
-            keepalive_timeout: fields.keepalive_timeout(),
-        }
-    }
 }
 
 /// HTTP 1.x client session
@@ -138,8 +119,7 @@ impl HttpSession {
             allow_h1_response_invalid_content_length: false,
             keep_header_case: true,
             response_content_length: None,
-            response_transfer_encoding: false,
-            response_reuse: ResponseReuse::default(),
+            response_framing: FramingFields::default(),
             request_connection_keepalive: None,
             whole_body: None,
         }
@@ -250,7 +230,8 @@ impl HttpSession {
     // read.
     /// Validates the response head just read, and returns the `Content-Length` that frames
     /// its body (see `response_content_length`).
-    fn validate_response(&self, fields: &FramingFields) -> Result<Option<usize>> {
+    fn validate_response(&self) -> Result<Option<usize>> {
+        let fields = &self.response_framing;
         if fields.transfer_encoding {
             // Its `Content-Length` was removed: it does not frame the body.
             return Ok(None);
@@ -390,21 +371,19 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = fields.transfer_encoding;
-
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
                         // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
-                        if contains_transfer_encoding {
+                        if fields.transfer_encoding {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                         }
-                        self.response_transfer_encoding = contains_transfer_encoding;
 
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        match self.validate_response(&fields) {
+                        self.response_framing = fields;
+                        match self.validate_response() {
                             Ok(content_length) => self.response_content_length = content_length,
                             Err(e) => return self.fail_response_header_read(e),
                         }
@@ -413,9 +392,7 @@ impl HttpSession {
                         // as an "informational" header, this cannot have a body
                         let header = self.response_header.as_deref().expect("init above");
                         let upgraded = self.is_upgrade(header).unwrap_or(false);
-                        let reuse = ResponseReuse::of(&fields);
                         self.upgraded = upgraded;
-                        self.response_reuse = reuse;
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
@@ -676,7 +653,7 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.response_transfer_encoding
+        if self.response_framing.transfer_encoding
             && self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
         {
             self.set_keepalive(None);
@@ -685,7 +662,7 @@ impl HttpSession {
         if let Some(keepalive) = self.is_connection_keepalive() {
             if keepalive {
                 // TODO: respect `Keep-Alive`'s max
-                match self.response_reuse.keepalive_timeout {
+                match self.response_framing.keepalive_timeout() {
                     Some(d) => self.set_keepalive(Some(d)),
                     None => self.set_keepalive(Some(0)), // infinite
                 }
@@ -708,7 +685,7 @@ impl HttpSession {
         match self.request_connection_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => self.response_reuse.connection_keepalive,
+            _ => self.response_framing.connection_keepalive(),
         }
     }
 
@@ -841,10 +818,7 @@ impl HttpSession {
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        self.response_transfer_encoding
-            && self
-                .resp_header()
-                .is_some_and(|h| is_chunked_encoding_from_headers(&h.headers))
+        self.response_framing.chunked
     }
 
     fn init_body_writer_comm(&mut self, fields: &FramingFields) {
@@ -2502,56 +2476,56 @@ mod tests_stream {
         assert_eq!(
             build_resp_with_keepalive_values("timeout=5, max=1000")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("max=1000, timeout=5")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values(" timeout = 5, max = 1000 ")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("timeout=5")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             Some(5)
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("max=1000")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             None
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("a=b")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             None
         );
 
         assert_eq!(
             build_resp_with_keepalive_values("")
                 .await
-                .response_reuse
-                .keepalive_timeout,
+                .response_framing
+                .keepalive_timeout(),
             None
         );
     }

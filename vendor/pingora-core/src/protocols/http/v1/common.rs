@@ -378,7 +378,7 @@ impl ContentLength {
     /// comma-separated elements, each without the optional white space (space, tab) around
     /// it, must be the same number as every element before. A byte that is not visible ASCII
     /// is not a digit, so it makes the value invalid without a check of its own.
-    pub(super) fn and(self, value: &[u8]) -> Self {
+    fn and(self, value: &[u8]) -> Self {
         let mut content_length = match self {
             ContentLength::Invalid => return self,
             ContentLength::Absent => None,
@@ -550,7 +550,7 @@ impl FramingFields {
 /// `Keep-Alive: timeout=5, max=1000` => 5. This header is not part of any RFC, so its
 /// behavior differs between platforms:
 /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
-pub(super) fn keepalive_timeout(value: &[u8]) -> Option<u64> {
+fn keepalive_timeout(value: &[u8]) -> Option<u64> {
     let value = str::from_utf8(value).ok()?;
     let mut timeout = None;
     for param in value.split(',') {
