@@ -21,12 +21,15 @@ make_certificate() {
 
 # $work/gateway.yaml: one worker, a short grace period, no admin listener and no status block,
 # plaintext on LISTEN and TLS (make_certificate's) on TLS_LISTEN, the services in
-# $work/services.yaml.
+# $work/services.yaml, and POOL idle backend connections kept for reuse (default 128, Pingora's
+# own; give it what the nginx compared with keeps, its `keepalive`).
+#   gateway_conf LISTEN TLS_LISTEN [POOL]
 gateway_conf() {
   cat >"$work/gateway.yaml" <<EOF
 ---
 version: 1
 threads: 1
+upstream_keepalive_pool_size: ${3:-128}
 pid_file: $work/gateway.pid
 upgrade_sock: $work/upgrade.sock
 grace_period_seconds: 1
